@@ -1,0 +1,298 @@
+"""The HTTP front: uploads become jobs in Redis; results come back when workers finish.
+
+Run as `python -m daemon.api`. It never parses documents: it streams the upload, checks
+its type and size, stores it with one atomic call, and waits for the result through the
+done channel (daemon.waiters) when the client asked to wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from daemon import __version__, formats
+from daemon.config import Settings
+from daemon.errors import UnsupportedFormat
+from daemon.logs import configure_logging
+from daemon.middleware import (
+    METRICS_HOOK,
+    RETRY_AFTER,
+    ApiError,
+    auth,
+    errors,
+    json_response,
+    request_context,
+)
+from daemon.store import (
+    FINAL_STATES,
+    JOB_COUNTERS,
+    AsyncJobStore,
+    connect_async,
+    ensure_group_async,
+)
+from daemon.uploads import read_upload
+from daemon.waiters import Waiters
+
+log = structlog.get_logger()
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", AsyncJobStore)
+WAITERS = web.AppKey("waiters", Waiters)
+UPLOAD_SLOTS = web.AppKey("upload_slots", asyncio.Semaphore)
+DRAIN = web.AppKey("drain", object)
+STARTED = web.AppKey("started", float)
+
+EXIT_CONFIG = 2  # refused to start: the configuration is unsafe or invalid
+
+
+# --- routes ---------------------------------------------------------------------------
+async def health(_request: web.Request) -> web.Response:
+    """Liveness: the process answers. Deliberately independent of Redis."""
+    return json_response({"status": "pass", "version": __version__})
+
+
+async def list_formats(_request: web.Request) -> web.Response:
+    return json_response({"formats": formats.supported_formats()})
+
+
+async def submit_job(request: web.Request) -> web.Response:
+    job = await _accept(request)
+    wait = _wait_seconds(request, default=0.0)
+    if wait > 0:
+        job = await request.app[WAITERS].wait(job["id"], wait) or job
+    return _job_response(request, job)
+
+
+async def extract(request: web.Request) -> web.Response:
+    """Upload and wait: the text itself, or 202 + job JSON if it did not finish in time."""
+    job = await _accept(request)
+    wait = _wait_seconds(request, default=request.app[SETTINGS].extract_wait)
+    job = await request.app[WAITERS].wait(job["id"], wait) or job
+    if job["state"] not in FINAL_STATES:
+        return _job_response(request, job)
+    if job["state"] == "failed":
+        raise ApiError(job["error"]["code"] or "internal_error", job["error"]["message"] or "",
+                       status=422, extra={"job_id": job["id"]})
+    if "application/json" in request.headers.get("Accept", ""):
+        return json_response(job)
+    return web.Response(text=job.get("text") or "", content_type="text/plain",
+                        charset="utf-8", headers={"X-Job-ID": job["id"]})
+
+
+async def get_job(request: web.Request) -> web.Response:
+    job_id = _job_id(request)
+    wait = _wait_seconds(request, default=0.0)
+    if wait > 0:
+        job = await request.app[WAITERS].wait(job_id, wait)
+    else:
+        job = await request.app[STORE].get(job_id)
+    if job is None:
+        raise ApiError("not_found", f"no job {job_id} (jobs expire after RESULT_TTL)")
+    return json_response(job, status=200)
+
+
+async def get_text(request: web.Request) -> web.Response:
+    job_id = _job_id(request)
+    store = request.app[STORE]
+    job = await store.get(job_id, with_text=False)
+    if job is None:
+        raise ApiError("not_found", f"no job {job_id}")
+    if job["state"] == "failed":
+        raise ApiError("job_failed", f"the job failed: {job['error']['code']}",
+                       extra={"job_id": job_id, "job_error": job["error"]})
+    if job["state"] != "done":
+        raise ApiError("job_not_finished", f"the job is {job['state']}", retry_after=1)
+    return web.Response(text=await store.text(job_id) or "", content_type="text/plain",
+                        charset="utf-8")
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    job_id = _job_id(request)
+    if not await request.app[STORE].delete(job_id):
+        raise ApiError("not_found", f"no job {job_id}")
+    log.info("job.deleted", job_id=job_id)
+    return web.Response(status=204)
+
+
+# --- the upload path ------------------------------------------------------------------
+async def _accept(request: web.Request) -> dict:
+    """Read, check and store one upload; returns the queued job's JSON."""
+    app = request.app
+    settings = app[SETTINGS]
+    # Bounded concurrency bounds memory: at most N bodies are buffered at once.
+    slots = app[UPLOAD_SLOTS]
+    try:
+        await asyncio.wait_for(slots.acquire(), settings.upload_timeout)
+    except TimeoutError as exc:
+        raise ApiError("queue_full", "too many uploads in progress", retry_after=1) from exc
+    try:
+        upload = await read_upload(request, settings)
+        fmt, method = _check_type(request, upload.filename, upload.data)
+        job_id = uuid.uuid4().hex
+        request["job_id"] = job_id
+        record = {
+            "id": job_id, "state": "queued", "attempts": "0", "ext": fmt.ext,
+            "family": formats.family_for(fmt.ext, method), "method": method,
+            "filename": formats.safe_display_name(upload.filename), "size": len(upload.data),
+            "created_at": f"{time.time():.6f}", "request_id": request["request_id"],
+        }
+        await app[STORE].submit(record, upload.data)
+    finally:
+        slots.release()
+    log.info("job.accepted", job_id=job_id, format=fmt.ext, bytes=record["size"],
+             method=method or None)
+    return {**_queued_view(record)}
+
+
+def _check_type(request: web.Request, filename: str | None,
+                data: bytes) -> tuple[formats.Format, str]:
+    declared = request.query.get("extension") or None
+    try:
+        fmt = formats.detect(filename, data, declared)
+    except UnsupportedFormat as exc:
+        raise ApiError("unsupported_media_type", str(exc), extra={
+            "supported": sorted(formats.FORMATS)}) from exc
+    method = request.query.get("method", "")
+    if method and method not in fmt.methods:
+        allowed = ", ".join(fmt.methods) or "none (only the default)"
+        raise ApiError("invalid_method", f"method {method!r} is not available for "
+                                         f".{fmt.ext}; allowed: {allowed}")
+    return fmt, method
+
+
+def _queued_view(record: dict) -> dict:
+    from daemon.store import public_job
+
+    return public_job({k: str(v) for k, v in record.items()})
+
+
+def _job_response(request: web.Request, job: dict) -> web.Response:
+    finished = job["state"] in FINAL_STATES
+    location = f"/v1/jobs/{job['id']}"
+    return json_response(job, status=200 if finished else 202, headers={"Location": location})
+
+
+def _wait_seconds(request: web.Request, default: float) -> float:
+    raw = request.query.get("wait")
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ApiError("bad_request", "wait must be a number of seconds") from exc
+    if not math.isfinite(value) or value < 0:
+        raise ApiError("bad_request", "wait must be a number of seconds >= 0")
+    return min(value, request.app[SETTINGS].max_wait)
+
+
+def _job_id(request: web.Request) -> str:
+    job_id = request.match_info["job_id"]
+    if not (len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id)):
+        raise ApiError("not_found", "no such job")
+    return job_id
+
+
+# --- drain rate, for Retry-After when the queue is full ---------------------------------
+class DrainRate:
+    """Jobs finished per second across the whole pool, sampled from Redis counters."""
+
+    def __init__(self) -> None:
+        self.rate = 0.0
+        self._last: tuple[float, int] | None = None
+
+    def observe(self, finished: int) -> None:
+        now = time.monotonic()
+        if self._last is not None and now > self._last[0]:
+            instant = max(0, finished - self._last[1]) / (now - self._last[0])
+            self.rate = instant if self.rate == 0 else 0.7 * self.rate + 0.3 * instant
+        self._last = (now, finished)
+
+    def retry_after(self, depth: int) -> int:
+        """Seconds until about a tenth of the queue has drained: a fair time to come back."""
+        if self.rate <= 0:
+            return 30
+        return max(1, min(300, math.ceil(max(1, depth // 10) / self.rate)))
+
+
+async def _sample_drain(app: web.Application) -> None:
+    drain: DrainRate = app[DRAIN]
+    client = app[STORE].client
+    while True:
+        try:
+            drain.observe(int(await client.hget(JOB_COUNTERS, "finished") or 0))
+        except Exception as exc:
+            log.debug("drain.sample_failed", error=str(exc))
+        await asyncio.sleep(2.0)
+
+
+# --- the app --------------------------------------------------------------------------
+async def _redis_context(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    client = connect_async(settings)
+    store = AsyncJobStore(client, settings)
+    app[STORE] = store
+    app[WAITERS] = Waiters(client, store)
+    try:
+        await ensure_group_async(client)
+    except Exception as exc:
+        log.warning("redis.unavailable", error=str(exc))
+    await app[WAITERS].start()
+    sampler = asyncio.create_task(_sample_drain(app))
+    yield
+    sampler.cancel()
+    await app[WAITERS].close()
+    await client.aclose()
+
+
+async def _wake_waiters(app: web.Application) -> None:
+    # On shutdown, long waits answer at once (202 + job) instead of holding the stop up.
+    app[WAITERS].closing = True
+    app[WAITERS]._wake_all()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[request_context, errors, auth(settings)],
+                          client_max_size=settings.max_content_length)
+    app[SETTINGS] = settings
+    app[UPLOAD_SLOTS] = asyncio.Semaphore(settings.max_concurrent_uploads)
+    app[DRAIN] = drain = DrainRate()
+    app[RETRY_AFTER] = drain.retry_after
+    app[STARTED] = time.time()
+    app[METRICS_HOOK] = None
+    app.cleanup_ctx.append(_redis_context)
+    app.on_shutdown.append(_wake_waiters)
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/formats", list_formats)
+    app.router.add_post("/v1/jobs", submit_job)
+    app.router.add_post("/v1/extract", extract)
+    app.router.add_get("/v1/jobs/{job_id}", get_job)
+    app.router.add_get("/v1/jobs/{job_id}/text", get_text)
+    app.router.add_delete("/v1/jobs/{job_id}", delete_job)
+    return app
+
+
+def main() -> None:
+    configure_logging("api")
+    settings = Settings.from_env()
+    if settings.auth_required and not settings.api_keys:
+        log.error("api.refused", reason="API_KEY is empty; set it (scripts/run writes one to "
+                                        ".env) or set ALLOW_NO_AUTH=1 for local use")
+        sys.exit(EXIT_CONFIG)
+    if not settings.auth_required:
+        log.warning("api.auth_disabled", reason="ALLOW_NO_AUTH is set: anyone who can reach "
+                                                "the port can use the service")
+    log.info("api.starting", host=settings.host, port=settings.port, version=__version__)
+    web.run_app(create_app(settings), host=settings.host, port=settings.port,
+                shutdown_timeout=settings.shutdown_timeout, print=None, access_log=None,
+                handle_signals=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The master's periodic chores: deferred jobs, stream trimming, spool sweep, housekeeping.
+
+Each chore is cheap and idempotent, so a master on every host can run them; a Redis
+outage only skips a round.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import structlog
+
+from daemon.config import Settings
+from daemon.store import GROUP, PREFIX, REDIS_DOWN, STREAM, JobStore
+
+log = structlog.get_logger()
+
+CHORES_KEY = f"{PREFIX}:chores"
+RESTARTS_KEY = f"{PREFIX}:metrics:restarts"
+# A consumer with nothing pending and silent this long is gone for good (an old host).
+STALE_CONSUMER_MS = 24 * 3600 * 1000
+
+
+class Chores:
+    def __init__(self, store: JobStore, settings: Settings, pool_size: int) -> None:
+        self.store = store
+        self.settings = settings
+        self.pool_size = pool_size
+        self._last_run = 0.0
+
+    def run_due(self) -> None:
+        try:
+            self.store.promote_deferred()
+            if time.monotonic() - self._last_run < self.settings.chore_interval:
+                return
+            self._last_run = time.monotonic()
+            self.store.trim_acknowledged()
+            removed, freed = sweep_spool(self.settings.spool_dir, self.pool_size,
+                                         self.settings.job_timeout + 60)
+            self._forget_stale_consumers()
+            self.store.client.hset(CHORES_KEY, mapping={
+                "last_sweep": time.time(), "swept_files": removed, "swept_bytes": freed})
+            if removed:
+                log.info("chores.swept", files=removed, bytes=freed)
+        except REDIS_DOWN as exc:
+            log.warning("chores.skipped", error=str(exc))
+
+    def count_restart(self, reason: str) -> None:
+        try:
+            self.store.client.hincrby(RESTARTS_KEY, reason, 1)
+        except REDIS_DOWN:
+            pass  # a metric, not a job: losing one count during an outage is fine
+
+    def _forget_stale_consumers(self) -> None:
+        for consumer in self.store.client.xinfo_consumers(STREAM, GROUP):
+            if consumer["pending"] == 0 and consumer["idle"] > STALE_CONSUMER_MS:
+                self.store.client.xgroup_delconsumer(STREAM, GROUP, consumer["name"])
+
+
+def sweep_spool(spool: Path, pool_size: int, max_age: float) -> tuple[int, int]:
+    """Remove what killed children left: files older than any live job can be, and the
+    folders of slots this pool no longer has. Returns (files removed, bytes freed)."""
+    removed = freed = 0
+    cutoff = time.time() - max_age
+    if not spool.is_dir():
+        return 0, 0
+    for slot_dir in spool.iterdir():
+        slot_no = slot_dir.name.removeprefix("slot-")
+        stale_slot = not slot_no.isdigit() or int(slot_no) >= pool_size
+        for path in sorted(slot_dir.rglob("*"), reverse=True):
+            if path == slot_dir / "tmp":
+                continue  # the live child's TMPDIR
+            try:
+                stat = path.lstat()
+                if path.is_dir() and not path.is_symlink():
+                    if stat.st_mtime < cutoff and not any(path.iterdir()):
+                        path.rmdir()
+                elif stale_slot or stat.st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+                    freed += stat.st_size
+            except OSError:
+                continue
+        if stale_slot:
+            shutil.rmtree(slot_dir, ignore_errors=True)
+    return removed, freed

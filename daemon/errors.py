@@ -1,0 +1,145 @@
+"""The exception tree and the one list of error codes clients can act on.
+
+The tree draws the line the retry logic and the circuit breakers need: a `DocumentError`
+is the document's fault (fail the job, never retry, never move a breaker); a
+`MachineryError` is ours (retry the job, count against the extractor's breaker).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TextractdError(Exception):
+    """Root of every error textractd raises on purpose."""
+
+    code = "internal_error"
+
+
+# --- a job's document ---------------------------------------------------------------
+class DocumentError(TextractdError):
+    """Raised when the document itself cannot be extracted; retrying will not help."""
+
+
+class UnsupportedFormat(DocumentError):
+    """Raised when no extractor handles the document's type."""
+
+    code = "unsupported_format"
+
+
+class CorruptDocument(DocumentError):
+    """Raised when the extractor rejects the bytes as malformed."""
+
+    code = "corrupt_document"
+
+
+class EncryptedDocument(DocumentError):
+    """Raised when the document needs a password."""
+
+    code = "encrypted_document"
+
+
+class DocumentTooComplex(DocumentError):
+    """Raised when a bomb guard trips: too many entries, pixels, pages or bytes."""
+
+    code = "document_too_complex"
+
+
+# --- the extraction machinery -------------------------------------------------------
+class MachineryError(TextractdError):
+    """Raised when the extraction machinery failed; the job is retried elsewhere."""
+
+    code = "extractor_failed"
+
+
+class ExtractorUnavailable(MachineryError):
+    """Raised when an external tool is missing or its breaker is open."""
+
+    code = "extractor_unavailable"
+
+
+class ExtractionTimeout(MachineryError):
+    """Raised (recorded by the master) when a job ran past JOB_TIMEOUT."""
+
+    code = "extraction_timeout"
+
+
+class MemoryLimit(MachineryError):
+    """Raised (recorded by the child's watchdog) when a job passed the hard memory limit."""
+
+    code = "memory_limit"
+
+
+class SpoolFull(MachineryError):
+    """Raised when the spool filesystem has no room for a payload."""
+
+    code = "disk_full"
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    code: str
+    status: int
+    meaning: str
+    action: str
+
+
+# The one documented list (README's table is generated from the same words).
+ERROR_CODES: dict[str, ErrorCode] = {
+    e.code: e
+    for e in (
+        ErrorCode("bad_request", 400, "malformed request: missing file, bad parameter",
+                  "fix the request"),
+        ErrorCode("invalid_method", 400, "`method` not supported for this format",
+                  "use one of the methods GET /v1/formats lists"),
+        ErrorCode("unauthorized", 401, "no API key given", "send X-API-Key or Bearer"),
+        ErrorCode("forbidden", 403, "the API key is not valid", "use a current key"),
+        ErrorCode("not_found", 404, "no such job or route (jobs expire after RESULT_TTL)",
+                  "do not retry"),
+        ErrorCode("method_not_allowed", 405, "the route exists, not with this HTTP method",
+                  "use a method the Allow header lists"),
+        ErrorCode("job_not_finished", 409, "the job has no text yet", "wait, then retry"),
+        ErrorCode("job_failed", 409, "the job failed, so it has no text",
+                  "read the job's error.code"),
+        ErrorCode("request_timeout", 408, "the body did not arrive within UPLOAD_TIMEOUT",
+                  "retry on a better connection"),
+        ErrorCode("payload_too_large", 413, "body larger than MAX_CONTENT_LENGTH",
+                  "do not retry this file"),
+        ErrorCode("unsupported_media_type", 415, "content not recognised or contradicts the name",
+                  "send a supported format (GET /v1/formats)"),
+        ErrorCode("rate_limited", 429, "too many requests for this key",
+                  "retry after Retry-After seconds"),
+        ErrorCode("queue_full", 503, "MAX_QUEUE_DEPTH jobs are waiting",
+                  "retry after Retry-After seconds"),
+        ErrorCode("redis_unavailable", 503, "the queue store cannot be reached",
+                  "retry after Retry-After seconds"),
+        ErrorCode("shutting_down", 503, "the api is stopping", "retry after Retry-After seconds"),
+        ErrorCode("insufficient_storage", 507, "no disk space to accept the upload",
+                  "retry later"),
+        ErrorCode("internal_error", 500, "a bug: reported in the logs with the request id",
+                  "retry once, then report the request id"),
+        # Codes a failed job carries in its `error.code` (the job request itself is 200).
+        ErrorCode("unsupported_format", 200, "job: no extractor for this document",
+                  "do not retry"),
+        ErrorCode("corrupt_document", 200, "job: the document is malformed", "do not retry"),
+        ErrorCode("encrypted_document", 200, "job: the document needs a password",
+                  "send it decrypted"),
+        ErrorCode("document_too_complex", 200,
+                  "job: a bomb guard tripped (entries, ratio, pixels, pages, text size)",
+                  "do not retry"),
+        ErrorCode("extraction_timeout", 200, "job: ran past JOB_TIMEOUT on every attempt",
+                  "retry later or split the document"),
+        ErrorCode("memory_limit", 200, "job: passed the hard memory limit on every attempt",
+                  "retry later or split the document"),
+        ErrorCode("extractor_unavailable", 200,
+                  "job: its extractor's breaker stayed open past BREAKER_MAX_WAIT",
+                  "retry later"),
+        ErrorCode("extractor_failed", 200, "job: the external tool failed on every attempt",
+                  "retry later"),
+        ErrorCode("too_many_attempts", 200, "job: delivered MAX_ATTEMPTS times, never finished",
+                  "an operator can replay it from the dead-letter stream"),
+        ErrorCode("disk_full", 200, "job: the spool filesystem was full on every attempt",
+                  "retry later"),
+        ErrorCode("cancelled", 200, "job: deleted before it finished", "none"),
+    )
+}

@@ -1,0 +1,74 @@
+"""Run textract on one file and sort whatever goes wrong into the error tree.
+
+textract lets through errors of every library and tool under it. The sorting rule: a
+tool that was not found, could not run, or died of a signal is our machinery; a tool or
+parser that ran and rejected the input is the document's fault.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+from pathlib import Path
+
+import textract
+from textract import exceptions as tx
+
+from daemon.errors import (
+    CorruptDocument,
+    EncryptedDocument,
+    ExtractorUnavailable,
+    MachineryError,
+    SpoolFull,
+    UnsupportedFormat,
+)
+
+_PASSWORD = re.compile(rb"password|encrypt", re.IGNORECASE)
+# 126: found but not executable; 127: not found (from a shell).
+_TOOL_BROKEN_EXIT = {126, 127}
+
+
+def extract_text(path: Path, ext: str, method: str = "") -> str:
+    """The document's text, or a DocumentError / MachineryError saying why not."""
+    try:
+        kwargs = {"method": method} if method else {}
+        raw = textract.process(str(path), extension=ext, **kwargs)
+    except tx.ExtensionNotSupported as exc:
+        raise UnsupportedFormat(f"no extractor for .{ext}") from exc
+    except tx.UnknownMethod as exc:
+        raise UnsupportedFormat(f"method {method!r} is not available for .{ext}") from exc
+    except tx.ShellError as exc:
+        raise _classify_shell_error(exc) from exc
+    except (tx.LibreOfficeNotFound, tx.MissingModuleError) as exc:
+        raise ExtractorUnavailable(str(exc).strip().splitlines()[0]) from exc
+    except tx.MissingFileError as exc:
+        raise MachineryError("the spooled file vanished before extraction") from exc
+    except MemoryError as exc:
+        raise MachineryError("the parser ran out of memory") from exc
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise SpoolFull("no space left for the extractor's temporary files") from exc
+        raise MachineryError(f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        raise CorruptDocument(_describe(exc)) from exc
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", "replace")
+    return str(raw)
+
+
+def _classify_shell_error(exc: tx.ShellError) -> Exception:
+    tool = exc.command.split()[0] if exc.command else "tool"
+    if exc.is_not_installed():
+        return ExtractorUnavailable(f"{tool} is not installed")
+    if exc.exit_code < 0 or exc.exit_code in _TOOL_BROKEN_EXIT:
+        return MachineryError(f"{tool} failed with exit code {exc.exit_code}")
+    stderr = exc.stderr if isinstance(exc.stderr, bytes) else str(exc.stderr or "").encode()
+    if _PASSWORD.search(stderr):
+        return EncryptedDocument(f"{tool}: the document is password-protected")
+    first = stderr.decode("utf-8", "replace").strip().splitlines()[:1]
+    return CorruptDocument(f"{tool} rejected the document: {first[0] if first else exc.exit_code}")
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[:1]
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__

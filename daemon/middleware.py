@@ -1,0 +1,152 @@
+"""The api's middlewares: request id + one log line per request, errors as JSON, API keys.
+
+`errors` is the one place an exception becomes an HTTP answer, so every error anywhere
+has the same JSON shape: {"error": {"code", "message", "request_id"}}.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+import uuid
+
+import orjson
+import structlog
+from aiohttp import web
+
+from daemon.config import Settings
+from daemon.errors import ERROR_CODES
+from daemon.store import REDIS_DOWN, QueueFull
+from daemon.uploads import UploadError
+
+log = structlog.get_logger()
+
+OPEN_PATHS = frozenset({"/health"})
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Set by the app: the metrics recorder, and how long a client should wait when the queue
+# is full (derived from the drain rate).
+METRICS_HOOK = web.AppKey("metrics_hook", object)
+RETRY_AFTER = web.AppKey("retry_after", object)
+
+
+class ApiError(Exception):
+    """Raised by a handler to answer with an error code from the documented list."""
+
+    def __init__(self, code: str, message: str, *, status: int | None = None,
+                 retry_after: int | None = None, extra: dict | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status or ERROR_CODES[code].status
+        self.retry_after = retry_after
+        self.extra = extra or {}
+
+
+def json_response(data: object, status: int = 200, headers: dict | None = None,
+                  content_type: str = "application/json") -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, headers=headers,
+                        content_type=content_type)
+
+
+def error_response(request: web.Request, code: str, message: str, status: int,
+                   retry_after: int | None = None, extra: dict | None = None) -> web.Response:
+    body = {"error": {"code": code, "message": message,
+                      "request_id": request.get("request_id"), **(extra or {})}}
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return json_response(body, status=status, headers=headers)
+
+
+@web.middleware
+async def request_context(request: web.Request, handler) -> web.StreamResponse:
+    """Take or make the request id, bind it for every log line, log one line at the end."""
+    given = request.headers.get("X-Request-ID", "")
+    request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    request["request_id"] = request_id
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-ID"] = request_id
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        route = request.match_info.route.resource
+        request["route"] = route.canonical if route is not None else "unmatched"
+        log.info("http.request", method=request.method, path=request.path,
+                 route=request["route"], status=status, duration_ms=duration_ms,
+                 job_id=request.get("job_id"))
+        recorder = request.app.get(METRICS_HOOK)
+        if recorder is not None:
+            recorder(request["route"], request.method, status, duration_ms / 1000)
+
+
+
+@web.middleware
+async def errors(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(request, exc.code, str(exc), exc.status, exc.retry_after,
+                              exc.extra)
+    except UploadError as exc:
+        return error_response(request, exc.code, str(exc), exc.status)
+    except QueueFull as exc:
+        return error_response(request, "queue_full", f"the queue is full ({exc.depth} jobs)",
+                              503, retry_after=request.app[RETRY_AFTER](exc.depth))
+    except REDIS_DOWN as exc:
+        log.warning("redis.unavailable", error=str(exc))
+        return error_response(request, "redis_unavailable",
+                              "the queue store is unreachable; retry shortly", 503,
+                              retry_after=5)
+    except web.HTTPNotFound:
+        return error_response(request, "not_found", f"no route {request.path}", 404)
+    except web.HTTPMethodNotAllowed as exc:
+        return error_response(request, "method_not_allowed",
+                              f"{request.method} is not allowed here; use "
+                              f"{', '.join(sorted(exc.allowed_methods))}", 405)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("http.unhandled")
+        return error_response(request, "internal_error",
+                              "unexpected error; it is in the logs under this request id", 500)
+
+
+
+def presented_key(request: web.Request) -> str | None:
+    key = request.headers.get("X-API-Key")
+    if key:
+        return key
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def key_matches(presented: str, keys: tuple[str, ...]) -> bool:
+    # Compare against every key, without stopping early, in constant time per key.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(presented.encode(), key.encode())
+    return matched
+
+
+def auth(settings: Settings):
+    @web.middleware
+    async def check_key(request: web.Request, handler) -> web.StreamResponse:
+        if request.path in OPEN_PATHS or not settings.auth_required:
+            return await handler(request)
+        presented = presented_key(request)
+        if presented is None:
+            raise ApiError("unauthorized", "send the API key in X-API-Key or "
+                                           "Authorization: Bearer")
+        if not key_matches(presented, settings.api_keys):
+            raise ApiError("forbidden", "the API key is not valid")
+        return await handler(request)
+
+    return check_key

@@ -1,0 +1,223 @@
+"""The pool master: keeps WORKER_PROCESSES children alive, enforces deadlines, runs chores.
+
+Run as `python -m daemon.pool` (supervisord's `workers` program). textract is imported
+once here, before the fork, so each child starts warm. One tick of the loop: wait for a
+child to die (or the tick to pass), reap and re-queue, kill children past their
+deadline, respawn, run the chores when due. Signal handlers only record the signal.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from multiprocessing.connection import wait
+
+import structlog
+import textract  # noqa: F401 - imported before the fork so children start warm
+
+from daemon import chores
+from daemon.config import Settings
+from daemon.logs import configure_logging
+from daemon.slots import EXIT_BOOT_FAILED, KillReason, exit_reason, make_slots
+from daemon.store import REDIS_DOWN, Delivery, JobStore, connect, ensure_group
+from daemon.worker import child_main
+
+log = structlog.get_logger()
+
+TICK = 0.5
+# A child killed here mid-job failed that attempt with this code.
+DEATH_ERRORS = {
+    "deadline": ("extraction_timeout", "the job ran past JOB_TIMEOUT and was killed"),
+    "memory": ("memory_limit", "the child passed the hard memory limit and was killed"),
+    "killed": ("extractor_failed", "the child was killed (perhaps out of memory)"),
+    "crashed": ("extractor_failed", "the child crashed"),
+}
+
+
+class Pool:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.size = max(1, settings.worker_processes)
+        self.slots = make_slots(self.size)
+        self.children: dict[int, multiprocessing.Process] = {}
+        self.signals: list[int] = []
+        self.stopping_since: float | None = None
+        self.restarts: dict[str, int] = {}
+        self.requeued = 0
+        self.store = JobStore(connect(settings), settings)
+        self.chores = chores.Chores(self.store, settings, self.size)
+
+    # --- signals: recorded here, acted on in the loop ----------------------------------
+    def install_signals(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, lambda signo, _frame: self.signals.append(signo))
+
+    def spawn(self, slot_no: int) -> None:
+        self.slots[slot_no].clear()
+        self.slots[slot_no].kill_reason = KillReason.NONE
+        # Block TERM/INT while forking so no child dies half set up.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        try:
+            child = multiprocessing.Process(target=self._child_entry, args=(slot_no,),
+                                            name=f"textractd-worker-{slot_no}", daemon=False)
+            child.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        self.children[slot_no] = child
+
+    def _child_entry(self, slot_no: int) -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_DFL)
+        child_main(self.settings, slot_no, self.slots[slot_no])
+
+    # --- the loop ----------------------------------------------------------------------
+    def run(self) -> int:
+        self.install_signals()
+        self._prepare_redis()
+        for slot_no in range(self.size):
+            self.spawn(slot_no)
+        log.info("pool.started", children=self.size, job_timeout=self.settings.job_timeout)
+        while True:
+            wait([c.sentinel for c in self.children.values()], timeout=TICK)
+            self._handle_signals()
+            code = self._reap()
+            if code is not None:
+                return code
+            if self.stopping_since is not None:
+                if not self.children:
+                    self._tally()
+                    return 0
+                self._enforce_shutdown_deadline()
+                continue
+            self._enforce_deadlines()
+            for slot_no in range(self.size):
+                if slot_no not in self.children:
+                    self.spawn(slot_no)
+            self.chores.run_due()
+
+    def _prepare_redis(self) -> None:
+        delay = 0.2
+        while not self.signals:
+            try:
+                ensure_group(self.store.client)
+                return
+            except REDIS_DOWN as exc:
+                log.warning("redis.unavailable", error=str(exc), retry_in=delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _handle_signals(self) -> None:
+        while self.signals:
+            signo = self.signals.pop(0)
+            if self.stopping_since is None:
+                # First TERM: children finish their current job, then exit.
+                self.stopping_since = time.monotonic()
+                log.info("pool.stopping", signal=signal.Signals(signo).name,
+                         timeout=self.settings.shutdown_timeout)
+                for child in self.children.values():
+                    _signal(child.pid, signal.SIGTERM)
+            else:
+                log.warning("pool.stop_now", signal=signal.Signals(signo).name)
+                self._kill_all(KillReason.SHUTDOWN)
+
+    def _reap(self) -> int | None:
+        for slot_no, child in list(self.children.items()):
+            if child.is_alive():
+                continue
+            child.join()
+            del self.children[slot_no]
+            slot = self.slots[slot_no]
+            reason = exit_reason(child.exitcode, slot.kill_reason)
+            _killpg(child.pid)  # tools it left running die with it
+            self.restarts[reason] = self.restarts.get(reason, 0) + 1
+            job_id = slot.job_id.decode() if slot.busy else None
+            log.log(30 if reason in DEATH_ERRORS else 20, "child.exited", slot=slot_no,
+                    child_pid=child.pid, exitcode=child.exitcode, reason=reason, job_id=job_id)
+            self.chores.count_restart(reason)
+            if slot.busy:
+                self._requeue(slot_no, reason)
+            if reason == "boot-failed" and self.stopping_since is None:
+                log.error("pool.boot_failed", slot=slot_no)
+                self._kill_all(KillReason.SHUTDOWN)
+                return EXIT_BOOT_FAILED
+        return None
+
+    def _requeue(self, slot_no: int, reason: str) -> None:
+        """Hand the dead child's job back to the queue now, not after an idle timeout."""
+        slot = self.slots[slot_no]
+        delivery = Delivery(slot.entry_id.decode(), slot.job_id.decode(), slot.family.decode())
+        slot.clear()
+        if reason == "shutdown":
+            # Left pending on purpose: the same slot's next child takes it after restart.
+            self.requeued += 1
+            return
+        code, message = DEATH_ERRORS.get(reason, ("extractor_failed", f"child {reason}"))
+        try:
+            _written, before, after = self.store.retry(
+                delivery, consumer=f"{self.settings.consumer_prefix}-master",
+                error_code=code, error_message=message, outcome="failure")
+        except REDIS_DOWN as exc:
+            # Still pending under the slot's consumer name: its next child reads it first.
+            log.warning("job.requeue_deferred", job_id=delivery.job_id, error=str(exc))
+            return
+        self.requeued += 1
+        log.warning("job.requeued", job_id=delivery.job_id, reason=reason, error_code=code)
+        if before != after:
+            log.warning(f"breaker.{after}", family=delivery.family, previous=before)
+
+    def _enforce_deadlines(self) -> None:
+        now = time.time()
+        for slot_no, child in self.children.items():
+            slot = self.slots[slot_no]
+            started = slot.started_at
+            if started and now - started > self.settings.job_timeout:
+                slot.kill_reason = KillReason.DEADLINE
+                log.warning("job.deadline", slot=slot_no, job_id=slot.job_id.decode(),
+                            ran_s=round(now - started, 1), child_pid=child.pid)
+                _killpg(child.pid)
+
+    def _enforce_shutdown_deadline(self) -> None:
+        if time.monotonic() - self.stopping_since > self.settings.shutdown_timeout:
+            log.warning("pool.shutdown_timeout", still_running=len(self.children))
+            self._kill_all(KillReason.SHUTDOWN)
+
+    def _kill_all(self, reason: KillReason) -> None:
+        for slot_no, child in self.children.items():
+            self.slots[slot_no].kill_reason = reason
+            _killpg(child.pid)
+
+    def _tally(self) -> None:
+        slots = list(self.slots)
+        log.info("pool.stopped", done=sum(s.done for s in slots),
+                 failed=sum(s.failed for s in slots), retried=sum(s.retried for s in slots),
+                 requeued=self.requeued, restarts=self.restarts)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def main() -> None:
+    configure_logging("pool")
+    settings = Settings.from_env()
+    multiprocessing.set_start_method("fork")
+    settings.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    sys.exit(Pool(settings).run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""What the pool master and its children share: exit codes and one record per slot.
+
+The record lives in shared memory created before the fork, so the master can see which
+job a child holds (to enforce the deadline and to re-queue the job the moment the child
+dies) without a round trip to Redis, and survives the child it describes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import multiprocessing
+import signal
+import time
+from multiprocessing.sharedctypes import SynchronizedArray
+
+# --- named exit codes ------------------------------------------------------------------
+EXIT_OK = 0
+EXIT_RECYCLE_JOBS = 3  # did WORKER_MAX_JOBS jobs
+EXIT_RECYCLE_MEMORY = 4  # above WORKER_MAX_MEMORY_MB after a job
+EXIT_BOOT_FAILED = 5  # could not set up; respawning would loop
+
+
+class KillReason(enum.IntEnum):
+    """Set in the slot by whoever kills a child, so the master can tell why it died."""
+
+    NONE = 0
+    DEADLINE = 1
+    MEMORY = 2
+    SHUTDOWN = 3
+
+
+class SlotState(ctypes.Structure):
+    _fields_ = [
+        ("job_id", ctypes.c_char * 40),
+        ("entry_id", ctypes.c_char * 40),
+        ("family", ctypes.c_char * 16),
+        ("started_at", ctypes.c_double),  # 0 while idle
+        ("kill_reason", ctypes.c_int),
+        ("done", ctypes.c_long),
+        ("failed", ctypes.c_long),
+        ("retried", ctypes.c_long),
+        ("rss_mb", ctypes.c_double),
+    ]
+
+    def begin(self, job_id: str, entry_id: str, family: str) -> None:
+        self.job_id = job_id.encode()
+        self.entry_id = entry_id.encode()
+        self.family = family.encode()[:15]
+        self.started_at = time.time()
+
+    def clear(self) -> None:
+        self.started_at = 0.0
+        self.job_id = b""
+        self.entry_id = b""
+
+    @property
+    def busy(self) -> bool:
+        return self.started_at > 0
+
+
+def make_slots(count: int) -> SynchronizedArray:
+    # lock=False: each field has one writer at a time (the child, or the master once the
+    # child is dead), and a torn read of started_at at worst delays a deadline by a tick.
+    return multiprocessing.Array(SlotState, count, lock=False)
+
+
+def exit_reason(exitcode: int | None, kill_reason: int) -> str:
+    """How a child ended, in the words the logs and metrics use."""
+    if kill_reason == KillReason.DEADLINE:
+        return "deadline"
+    if kill_reason == KillReason.MEMORY:
+        return "memory"
+    if kill_reason == KillReason.SHUTDOWN:
+        return "shutdown"
+    if exitcode == EXIT_RECYCLE_JOBS:
+        return "recycle-jobs"
+    if exitcode == EXIT_RECYCLE_MEMORY:
+        return "recycle-memory"
+    if exitcode == EXIT_BOOT_FAILED:
+        return "boot-failed"
+    if exitcode == EXIT_OK:
+        return "stopped"
+    if exitcode == -signal.SIGKILL:
+        return "killed"  # not by us: perhaps the kernel's OOM killer
+    return "crashed"
+
+
+def set_parent_death_signal(sig: int) -> None:
+    """Ask the kernel to send `sig` when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, sig, 0, 0, 0)

@@ -1,0 +1,153 @@
+"""A whole textractd stack (supervisord + redis + api + workers) in a folder of its own.
+
+The tests and the benchmark start real stacks with this, beside any stack the user
+already runs: the repo's own supervisord.conf is copied into the folder, so `%(here)s`
+points every path (sockets, logs, spool) there, and the api gets a free port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import orjson
+import redis
+
+from daemon.config import ROOT
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check: Callable[[], object], timeout: float, what: str,
+             interval: float = 0.05) -> object:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - the thing polled may not be up yet
+            last_error = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}"
+                       + (f" (last error: {last_error})" if last_error else ""))
+
+
+class Stack:
+    def __init__(self, root: Path | None = None, *, env: dict[str, str] | None = None,
+                 embedded_redis: bool = True, api: bool = True, workers: bool = True) -> None:
+        self.root = Path(root or tempfile.mkdtemp(prefix="txd-"))
+        self.port = free_port()
+        self.api_key = secrets.token_urlsafe(24)
+        self.env = {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "TEXTRACTD_HOME": str(self.root),
+            "TEXTRACTD_EMBEDDED_REDIS": str(embedded_redis).lower(),
+            "TEXTRACTD_RUN_API": str(api).lower(),
+            "TEXTRACTD_RUN_WORKERS": str(workers).lower(),
+            "PORT": str(self.port),
+            "API_KEY": self.api_key,
+            "OMP_THREAD_LIMIT": "1",
+            **(env or {}),
+        }
+        self.process: subprocess.Popen | None = None
+
+    # --- life ------------------------------------------------------------------------
+    def start(self, timeout: float = 60.0) -> Stack:
+        for name in ("var", "logs"):
+            (self.root / name).mkdir(parents=True, exist_ok=True)
+        (self.root / "var").chmod(0o700)
+        shutil.copy(ROOT / "supervisord.conf", self.root / "supervisord.conf")
+        self.process = subprocess.Popen(
+            [str(BIN / "supervisord"), "-c", str(self.root / "supervisord.conf")],
+            env=self.env, cwd=self.root, stdout=subprocess.DEVNULL,
+            stderr=open(self.root / "logs" / "supervisord.err", "wb"),  # noqa: SIM115
+            start_new_session=True)
+        if self.env["TEXTRACTD_RUN_API"] == "true":
+            wait_for(self.healthy, timeout, "the api's /health")
+        if self.env["TEXTRACTD_RUN_WORKERS"] == "true":
+            wait_for(lambda: self.live_workers() >= self.worker_count, timeout,
+                     "every worker's heartbeat")
+        return self
+
+    @property
+    def worker_count(self) -> int:
+        return int(self.env.get("WORKER_PROCESSES") or os.cpu_count() or 1)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            self.supervisorctl("shutdown", timeout=timeout)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- talking to it ---------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def redis_url(self) -> str:
+        return self.env.get("REDIS_URL") or f"unix://{self.root / 'var' / 'redis.sock'}"
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url, socket_timeout=5)
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def live_workers(self) -> int:
+        with self.redis() as r:
+            return sum(1 for _ in r.scan_iter("textractd:heartbeat:*"))
+
+    def supervisorctl(self, *args: str, timeout: float = 60.0) -> str:
+        result = subprocess.run(
+            [str(BIN / "supervisorctl"), "-c", str(self.root / "supervisord.conf"), *args],
+            env=self.env, cwd=self.root, capture_output=True, text=True, timeout=timeout)
+        return result.stdout
+
+    def program_pid(self, program: str) -> int:
+        return int(self.supervisorctl("pid", program).strip() or 0)
+
+    def log_events(self, program: str) -> Iterator[dict]:
+        path = self.root / "logs" / f"{program}.log"
+        if not path.exists():
+            return
+        for line in path.read_bytes().splitlines():
+            with contextlib.suppress(orjson.JSONDecodeError):
+                yield orjson.loads(line)

@@ -1,0 +1,371 @@
+"""The Redis side of textractd: key names, the connection, and every job operation.
+
+One stream (`textractd:jobs`) with one consumer group (`workers`) carries job ids; each
+job has a record hash, a payload string (the document bytes, so a worker on any host can
+take it), a text string once done, and an attempt history list. Every step that touches
+more than one key is a script in `daemon.lua`, so it is atomic.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import redis
+import redis.asyncio as aredis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from daemon import lua
+from daemon.config import Settings
+
+# --- names: the only place they are spelled -------------------------------------------
+PREFIX = "textractd"
+STREAM = f"{PREFIX}:jobs"
+GROUP = "workers"
+DEAD_LETTERS = f"{PREFIX}:dead"
+DEFERRED = f"{PREFIX}:deferred"
+DEPTH = f"{PREFIX}:depth"
+DONE_CHANNEL = f"{PREFIX}:done"
+JOB_COUNTERS = f"{PREFIX}:metrics:jobs"  # finished, done, failed:<code>
+FINAL_STATES = frozenset({"done", "failed"})
+
+# What a caller treats as "Redis is down": retried by redis-py first, then surfaced.
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def payload_key(job_id: str) -> str:
+    return f"{PREFIX}:payload:{job_id}"
+
+
+def text_key(job_id: str) -> str:
+    return f"{PREFIX}:text:{job_id}"
+
+
+def history_key(job_id: str) -> str:
+    return f"{PREFIX}:history:{job_id}"
+
+
+def breaker_key(family: str) -> str:
+    return f"{PREFIX}:breaker:{family}"
+
+
+def heartbeat_key(consumer: str) -> str:
+    return f"{PREFIX}:heartbeat:{consumer}"
+
+
+# --- connection -----------------------------------------------------------------------
+def _connection_options(settings: Settings, fast_fail: bool) -> dict:
+    # The api must answer 503 within about a second; workers can afford a longer backoff.
+    backoff = ExponentialBackoff(cap=0.4, base=0.025) if fast_fail else ExponentialBackoff(
+        cap=2.0, base=0.1)
+    return {
+        "retry": Retry(backoff, settings.redis_max_retries),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        "socket_timeout": settings.redis_socket_timeout,
+        "socket_connect_timeout": min(settings.redis_socket_timeout, 2.0),
+        "health_check_interval": 15,
+    }
+
+
+def _sentinel_target(url: str) -> tuple[list[tuple[str, int]], str, dict] | None:
+    """`redis+sentinel://[user:pass@]h1:p1,h2:p2/service[/db]` -> hosts, service, auth."""
+    if not url.startswith("redis+sentinel://"):
+        return None
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    hosts = []
+    for hostport in netloc.split(","):
+        host, _, port = hostport.rpartition(":")
+        hosts.append((host or hostport, int(port or 26379)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise ValueError("REDIS_URL for Sentinel needs a service name: .../service_name")
+    auth = {}
+    if parts.password:
+        auth["password"] = unquote(parts.password)
+    if parts.username:
+        auth["username"] = unquote(parts.username)
+    if len(path) > 1:
+        auth["db"] = int(path[1])
+    return hosts, path[0], auth
+
+
+def connect(settings: Settings, *, fast_fail: bool = False) -> redis.Redis:
+    """A client with redis-py's own retry/backoff, timeouts and health checks."""
+    options = _connection_options(settings, fast_fail)
+    sentinel = _sentinel_target(settings.effective_redis_url)
+    if sentinel:
+        hosts, service, auth = sentinel
+        from redis.sentinel import Sentinel
+
+        return Sentinel(hosts, socket_timeout=options["socket_timeout"]).master_for(
+            service, **options, **auth)
+    return redis.Redis.from_url(settings.effective_redis_url, **options)
+
+
+def connect_async(settings: Settings, *, fast_fail: bool = True) -> aredis.Redis:
+    options = _connection_options(settings, fast_fail)
+    sentinel = _sentinel_target(settings.effective_redis_url)
+    if sentinel:
+        hosts, service, auth = sentinel
+        from redis.asyncio.sentinel import Sentinel
+
+        return Sentinel(hosts, socket_timeout=options["socket_timeout"]).master_for(
+            service, **options, **auth)
+    return aredis.Redis.from_url(settings.effective_redis_url, **options)
+
+
+def ensure_group(client: redis.Redis) -> None:
+    """Create the stream and its group; from id 0 so jobs queued first are not skipped."""
+    try:
+        client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+async def ensure_group_async(client: aredis.Redis) -> None:
+    try:
+        await client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+# --- the job record as clients see it -------------------------------------------------
+def _s(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def decode_record(raw: dict) -> dict[str, str]:
+    return {_s(k): _s(v) for k, v in raw.items()}
+
+
+def public_job(record: dict[str, str], text: str | None = None) -> dict:
+    """The job JSON of every route: one shape whatever the state."""
+    def num(name: str, kind: type = float) -> float | int | None:
+        value = record.get(name)
+        return kind(value) if value not in (None, "") else None
+
+    job = {
+        "id": record["id"],
+        "state": record["state"],
+        "filename": record.get("filename"),
+        "format": record.get("ext"),
+        "method": record.get("method") or None,
+        "bytes": num("size", int),
+        "attempts": num("attempts", int) or 0,
+        "created_at": num("created_at"),
+        "started_at": num("started_at"),
+        "finished_at": num("finished_at"),
+        "duration_ms": num("duration_ms"),
+        "chars": num("chars", int),
+        "request_id": record.get("request_id"),
+        "error": None,
+    }
+    if record["state"] == "failed":
+        job["error"] = {"code": record.get("error_code"), "message": record.get("error_message")}
+    if text is not None:
+        job["text"] = text
+    return job
+
+
+# --- the api's side (asyncio) ---------------------------------------------------------
+class QueueFull(Exception):
+    """Raised when MAX_QUEUE_DEPTH jobs are already accepted and unfinished."""
+
+    def __init__(self, depth: int) -> None:
+        super().__init__(f"{depth} jobs waiting")
+        self.depth = depth
+
+
+class AsyncJobStore:
+    def __init__(self, client: aredis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self._submit = client.register_script(lua.SUBMIT)
+        self._delete = client.register_script(lua.DELETE)
+
+    async def submit(self, record: dict[str, str], payload: bytes) -> str:
+        """Store record + payload and XADD, atomically. Raises QueueFull."""
+        job_id = record["id"]
+        flat = [x for pair in record.items() for x in pair]
+        ok, value = await self._submit(
+            keys=[job_key(job_id), payload_key(job_id), STREAM, DEPTH],
+            args=[self.settings.max_queue_depth, job_id, payload, record["family"], *flat],
+        )
+        if not ok:
+            raise QueueFull(int(value))
+        if self.settings.redis_wait_for_replicas:
+            # The stronger guarantee: the 202 waits until a replica has the job too.
+            await self.client.wait(self.settings.redis_wait_for_replicas, 1000)
+        return _s(value)
+
+    async def get(self, job_id: str, *, with_text: bool = True) -> dict | None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(job_key(job_id))
+            pipe.get(text_key(job_id))
+            raw, text = await pipe.execute()
+        if not raw:
+            return None
+        record = decode_record(raw)
+        text = text.decode("utf-8", "replace") if (with_text and text is not None) else None
+        return public_job(record, text)
+
+    async def state(self, job_id: str) -> str | None:
+        return _s(await self.client.hget(job_key(job_id), "state"))
+
+    async def text(self, job_id: str) -> str | None:
+        raw = await self.client.get(text_key(job_id))
+        return None if raw is None else raw.decode("utf-8", "replace")
+
+    async def delete(self, job_id: str) -> bool:
+        keys = [job_key(job_id), payload_key(job_id), text_key(job_id), DEPTH,
+                history_key(job_id)]
+        return bool(await self._delete(keys=keys, args=[DONE_CHANNEL, job_id]))
+
+    async def depth(self) -> int:
+        return int(await self.client.get(DEPTH) or 0)
+
+
+# --- the workers' side (blocking) -----------------------------------------------------
+@dataclass(frozen=True)
+class Delivery:
+    entry_id: str
+    job_id: str
+    family: str
+
+    @classmethod
+    def from_entries(cls, entries: list) -> list[Delivery]:
+        # An entry whose message was trimmed or deleted comes back without fields.
+        return [cls(_s(eid), _s(f[b"job"]), _s(f.get(b"family", b"python")))
+                for eid, f in entries if f]
+
+
+@dataclass(frozen=True)
+class Begun:
+    verdict: str  # run | gone | final | wait | exhausted
+    attempts: int = 0
+    payload: bytes = b""
+    reopen_at: float = 0.0
+    created_at: float = 0.0
+    error_code: str = ""  # the last attempt's, when the verdict is "exhausted"
+    error_message: str = ""
+    breaker_transition: str = ""  # "open" when this call moved OPEN -> HALF_OPEN
+    ext: str = ""
+    method: str = ""
+    request_id: str = ""
+    filename: str = ""
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self._begin = client.register_script(lua.BEGIN)
+        self._finish = client.register_script(lua.FINISH)
+        self._retry = client.register_script(lua.RETRY)
+        self._promote = client.register_script(lua.PROMOTE)
+
+    # reading ---------------------------------------------------------------------------
+    def read(self, consumer: str, block_ms: int, *, own_pending: bool = False) -> list[Delivery]:
+        """One entry: new (`>`), or this consumer's own pending entries (`0`)."""
+        reply = self.client.xreadgroup(
+            GROUP, consumer, {STREAM: "0" if own_pending else ">"}, count=1,
+            block=None if own_pending else block_ms)
+        return [d for _stream, entries in reply or [] for d in Delivery.from_entries(entries)]
+
+    def autoclaim(self, consumer: str, cursor: str) -> tuple[str, list[Delivery]]:
+        """Take one entry idle longer than the claim bound (its consumer is gone)."""
+        reply = self.client.xautoclaim(
+            STREAM, GROUP, consumer, int(self.settings.effective_claim_idle * 1000),
+            start_id=cursor, count=1)
+        return _s(reply[0]), Delivery.from_entries(reply[1])
+
+    # one job's life --------------------------------------------------------------------
+    def begin(self, delivery: Delivery, consumer: str) -> Begun:
+        s, job_id = self.settings, delivery.job_id
+        reply = self._begin(
+            keys=[job_key(job_id), payload_key(job_id), breaker_key(delivery.family)],
+            args=[consumer, time.time(), s.max_attempts, s.circuit_breaker_recovery_timeout])
+        verdict = _s(reply[0])
+        if verdict == "run":
+            ext, method, request_id, filename = (_s(x) for x in reply[4:8])
+            return Begun("run", int(reply[1]), reply[2], breaker_transition=_s(reply[3]),
+                         ext=ext, method=method, request_id=request_id, filename=filename)
+        if verdict == "wait":
+            return Begun("wait", reopen_at=float(reply[1]), created_at=float(reply[2]))
+        if verdict == "exhausted":
+            return Begun("exhausted", int(reply[1]), error_code=_s(reply[2]),
+                         error_message=_s(reply[3]))
+        return Begun(verdict)
+
+    def finish(self, delivery: Delivery, result: dict[str, object], *,
+               outcome: str = "none", dead: bool = False) -> tuple[bool, str, str]:
+        """Write the result once, XACK, notify; returns (written, breaker from, to)."""
+        s, job_id = self.settings, delivery.job_id
+        flat = [str(x) if not isinstance(x, bytes | str) else x
+                for pair in result.items() for x in pair]
+        reply = self._finish(
+            keys=[job_key(job_id), payload_key(job_id), text_key(job_id), STREAM, DEPTH,
+                  breaker_key(delivery.family), DEAD_LETTERS, history_key(job_id),
+                  JOB_COUNTERS],
+            args=[GROUP, delivery.entry_id, s.result_ttl, time.time(), DONE_CHANNEL, job_id,
+                  outcome, s.circuit_breaker_failure_threshold,
+                  s.circuit_breaker_success_threshold, "1" if dead else "0", *flat])
+        return bool(reply[0]), _s(reply[1] if len(reply) > 1 else ""), _s(
+            reply[2] if len(reply) > 2 else "")
+
+    def retry(self, delivery: Delivery, *, consumer: str, error_code: str = "",
+              error_message: str = "", ready_at: float = 0.0,
+              outcome: str = "none") -> tuple[bool, str, str]:
+        """Acknowledge this delivery and queue the job again (now, or at ready_at)."""
+        s, job_id = self.settings, delivery.job_id
+        reply = self._retry(
+            keys=[job_key(job_id), STREAM, DEFERRED, breaker_key(delivery.family),
+                  history_key(job_id)],
+            args=[GROUP, delivery.entry_id, job_id, time.time(), ready_at, outcome,
+                  s.circuit_breaker_failure_threshold, s.circuit_breaker_success_threshold,
+                  error_code, error_message[:500], consumer, delivery.family])
+        return bool(reply[0]), _s(reply[1]), _s(reply[2])
+
+    def ack(self, delivery: Delivery) -> None:
+        self.client.xack(STREAM, GROUP, delivery.entry_id)
+
+    def promote_deferred(self, limit: int = 100) -> int:
+        return int(self._promote(keys=[DEFERRED, STREAM], args=[time.time(), limit]))
+
+    def trim_acknowledged(self) -> int:
+        """Trim entries every consumer has acknowledged, never a pending or unread one.
+
+        XTRIM ignores the pending list, so the bound is the older of the oldest pending
+        entry and the first entry not yet delivered.
+        """
+        groups = self.client.xinfo_groups(STREAM)
+        group = next((g for g in groups if _s(g["name"]) == GROUP), None)
+        if group is None:
+            return 0
+        bound = _next_id(_s(group["last-delivered-id"]))
+        summary = self.client.xpending(STREAM, GROUP)
+        if summary["pending"]:
+            bound = min(bound, _s(summary["min"]), key=_id_key)
+        return int(self.client.xtrim(STREAM, minid=bound, approximate=False))
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _next_id(entry_id: str) -> str:
+    ms, seq = _id_key(entry_id)
+    return f"{ms}-{seq + 1}"

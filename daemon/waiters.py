@@ -1,0 +1,101 @@
+"""Waiting for a job to finish without polling: one pub/sub subscription per api process.
+
+Workers PUBLISH a job's id on the done channel in the same script that stores its
+result. A waiter registers first and checks the state second, so a job that finishes in
+between is seen either by the check or by the message. When the subscription drops
+(Redis restarted), every waiter is woken to check again, since messages sent while it was
+down are lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+import redis.asyncio as aredis
+import structlog
+
+from daemon.store import DONE_CHANNEL, FINAL_STATES, REDIS_DOWN, AsyncJobStore
+
+log = structlog.get_logger()
+
+
+class Waiters:
+    def __init__(self, client: aredis.Redis, store: AsyncJobStore) -> None:
+        self.client = client
+        self.store = store
+        self._futures: dict[str, set[asyncio.Future]] = defaultdict(set)
+        self._task: asyncio.Task | None = None
+        self._subscribed = asyncio.Event()
+        self.closing = False
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="done-listener")
+
+    async def close(self) -> None:
+        self.closing = True
+        self._wake_all()
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def wait(self, job_id: str, timeout: float) -> dict | None:
+        """The job once final, or as it is when `timeout` passes (None if unknown)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            future = loop.create_future()
+            self._futures[job_id].add(future)
+            try:
+                job = await self.store.get(job_id)
+                remaining = deadline - loop.time()
+                if job is None or job["state"] in FINAL_STATES or remaining <= 0 or self.closing:
+                    return job
+                if not self._subscribed.is_set():
+                    # No subscription: messages could be missed; check again shortly.
+                    remaining = min(remaining, 0.5)
+                try:
+                    await asyncio.wait_for(future, remaining)
+                except TimeoutError:
+                    if loop.time() >= deadline:
+                        return await self.store.get(job_id)
+            finally:
+                self._discard(job_id, future)
+
+    def _discard(self, job_id: str, future: asyncio.Future) -> None:
+        futures = self._futures.get(job_id)
+        if futures is not None:
+            futures.discard(future)
+            if not futures:
+                del self._futures[job_id]
+
+    def _wake(self, job_id: str) -> None:
+        for future in self._futures.get(job_id, ()):
+            if not future.done():
+                future.set_result(None)
+
+    def _wake_all(self) -> None:
+        for job_id in list(self._futures):
+            self._wake(job_id)
+
+    async def _listen(self) -> None:
+        delay = 0.1
+        while not self.closing:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(DONE_CHANNEL)
+                self._subscribed.set()
+                self._wake_all()  # anything finished while we were not listening
+                delay = 0.1
+                async for message in pubsub.listen():
+                    if message and message.get("type") == "message":
+                        self._wake(message["data"].decode())
+            except REDIS_DOWN as exc:
+                self._subscribed.clear()
+                log.warning("waiters.subscription_lost", error=str(exc), retry_in=delay)
+                self._wake_all()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            finally:
+                self._subscribed.clear()
+                await pubsub.aclose()

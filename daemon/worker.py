@@ -1,0 +1,304 @@
+"""One pool child: read a job, extract it in a spool file of its own, store the result.
+
+The child runs in its own process group so the master can kill it together with the
+tools textract started (pdftotext, soffice, tesseract). It takes one job at a time:
+first its own pending entries (left by its predecessor in this slot), then entries
+abandoned by vanished consumers (XAUTOCLAIM), then new ones (XREADGROUP BLOCK).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import psutil
+import structlog
+
+from daemon import guards
+from daemon.config import Settings
+from daemon.errors import DocumentError, MachineryError, SpoolFull, TextractdError
+from daemon.extract import extract_text
+from daemon.formats import FORMATS
+from daemon.logs import configure_logging
+from daemon.slots import (
+    EXIT_BOOT_FAILED,
+    EXIT_OK,
+    EXIT_RECYCLE_JOBS,
+    EXIT_RECYCLE_MEMORY,
+    KillReason,
+    SlotState,
+    set_parent_death_signal,
+)
+from daemon.store import REDIS_DOWN, Begun, Delivery, JobStore, connect, heartbeat_key
+
+log = structlog.get_logger()
+
+READ_BLOCK_MS = 1000  # also how soon an idle child notices a drain request
+HEARTBEAT_EVERY = 2.0
+CLAIM_EVERY = 5.0
+
+
+def tree_rss_mb(process: psutil.Process) -> float:
+    """Resident memory of a process and all its descendants (the tools textract runs)."""
+    total = 0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            continue
+    return total / (1024 * 1024)
+
+
+class Child:
+    def __init__(self, settings: Settings, slot_no: int, slot: SlotState) -> None:
+        self.settings = settings
+        self.slot_no = slot_no
+        self.slot = slot
+        self.consumer = f"{settings.consumer_prefix}-{slot_no}"
+        self.spool = settings.spool_dir / f"slot-{slot_no}"
+        self.limits = guards.Limits.from_settings(settings)
+        self.process = psutil.Process()
+        self.master_pid = os.getppid()
+        self.draining = False
+        self.jobs_done = 0
+        # Jitter, so children started together are not all recycled together.
+        self.max_jobs = settings.worker_max_jobs + random.randint(
+            0, max(1, settings.worker_max_jobs // 10))
+        self.store: JobStore | None = None
+        self._last_heartbeat = 0.0
+        self._last_claim = 0.0
+        self._claim_cursor = "0-0"
+
+    # --- set-up ----------------------------------------------------------------------
+    def boot(self) -> None:
+        os.setpgid(0, 0)
+        set_parent_death_signal(signal.SIGHUP)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, _on_parent_death)
+        if os.getppid() != self.master_pid:  # the master died before prctl took effect
+            _on_parent_death(signal.SIGHUP, None)
+        configure_logging("worker")
+        structlog.contextvars.bind_contextvars(slot=self.slot_no, consumer=self.consumer)
+        # A predecessor killed mid-job may have left files here: they are ours to remove.
+        shutil.rmtree(self.spool, ignore_errors=True)
+        (self.spool / "tmp").mkdir(parents=True, mode=0o700)
+        # textract's tools (soffice profiles, pdftoppm pages) write under TMPDIR.
+        os.environ["TMPDIR"] = tempfile.tempdir = str(self.spool / "tmp")
+        os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+        self.store = JobStore(connect(self.settings), self.settings)
+        threading.Thread(target=self._watch_memory, name="memory-watch", daemon=True).start()
+
+    def _on_term(self, _signo: int, _frame: object) -> None:
+        self.draining = True  # the loop finishes the current job, then exits
+
+    # --- the loop --------------------------------------------------------------------
+    def run(self) -> int:
+        log.info("child.started", max_jobs=self.max_jobs)
+        own_pending = True
+        backoff = 0.1
+        while not self.draining:
+            try:
+                delivery = self._next(own_pending)
+                if delivery is None:
+                    own_pending = False
+                    continue
+                self.handle(delivery)
+                backoff = 0.1
+            except REDIS_DOWN as exc:
+                # redis-py already retried with backoff; keep waiting, do not crash into
+                # supervisord's FATAL. Our own pending entries are re-read on return.
+                log.warning("redis.unavailable", error=str(exc), retry_in=backoff)
+                own_pending = True
+                self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if self.jobs_done >= self.max_jobs:
+                return EXIT_RECYCLE_JOBS
+            rss = tree_rss_mb(self.process)
+            self.slot.rss_mb = rss
+            if rss > self.settings.worker_max_memory_mb:
+                log.info("child.recycle", reason="memory", rss_mb=round(rss, 1),
+                         limit_mb=self.settings.worker_max_memory_mb)
+                return EXIT_RECYCLE_MEMORY
+        return EXIT_OK
+
+    def _next(self, own_pending: bool) -> Delivery | None:
+        store = self.store
+        if own_pending:
+            found = store.read(self.consumer, 0, own_pending=True)
+            return found[0] if found else None
+        now = time.monotonic()
+        if now - self._last_heartbeat > HEARTBEAT_EVERY:
+            self._heartbeat()
+        if now - self._last_claim > CLAIM_EVERY:
+            self._last_claim = now
+            self._claim_cursor, claimed = store.autoclaim(self.consumer, self._claim_cursor)
+            if claimed:
+                log.info("job.reclaimed", job_id=claimed[0].job_id, entry=claimed[0].entry_id)
+                return claimed[0]
+        found = store.read(self.consumer, READ_BLOCK_MS)
+        return found[0] if found else None
+
+    def _heartbeat(self) -> None:
+        self._last_heartbeat = time.monotonic()
+        beat = {"pid": os.getpid(), "slot": self.slot_no, "at": time.time(),
+                "jobs": self.jobs_done, "rss_mb": round(self.slot.rss_mb, 1),
+                "busy": self.slot.busy}
+        self.store.client.set(heartbeat_key(self.consumer), orjson.dumps(beat),
+                              ex=int(HEARTBEAT_EVERY * 5))
+
+    # --- one job ---------------------------------------------------------------------
+    def handle(self, delivery: Delivery) -> None:
+        begun = self.store.begin(delivery, self.consumer)
+        if begun.verdict in ("gone", "final"):
+            self.store.ack(delivery)  # deleted, expired, or already has its one result
+            return
+        if begun.verdict == "wait":
+            self._wait_for_breaker(delivery, begun)
+            return
+        if begun.verdict == "exhausted":
+            self._give_up(delivery, begun)
+            return
+        self._run(delivery, begun)
+
+    def _run(self, delivery: Delivery, begun: Begun) -> None:
+        structlog.contextvars.bind_contextvars(job_id=delivery.job_id,
+                                               request_id=begun.request_id or None)
+        if begun.breaker_transition:
+            log.warning("breaker.half_open", family=delivery.family)
+        self.slot.begin(delivery.job_id, delivery.entry_id, delivery.family)
+        started = time.perf_counter()
+        path = self.spool / f"{delivery.job_id}.{begun.ext}"
+        result: dict[str, object]
+        try:
+            text = self._extract(path, begun)
+            result = {"state": "done", "chars": len(text), "text": text}
+            outcome, error = "success", None
+        except DocumentError as exc:
+            # The document's fault: fail this job only; the breaker does not move.
+            result = {"state": "failed", "error_code": exc.code, "error_message": str(exc)}
+            outcome, error = "none", exc
+        except MachineryError as exc:
+            outcome, error = "failure", exc
+            result = {"state": "failed", "error_code": exc.code, "error_message": str(exc)}
+        finally:
+            path.unlink(missing_ok=True)
+        duration_ms = round((time.perf_counter() - started) * 1000, 1)
+        result["duration_ms"] = duration_ms
+        summary = {"format": begun.ext, "bytes": len(begun.payload), "attempt": begun.attempts,
+                   "duration_ms": duration_ms, "rss_mb": round(tree_rss_mb(self.process), 1)}
+        if isinstance(error, MachineryError) and begun.attempts < self.settings.max_attempts:
+            moved = self.store.retry(delivery, consumer=self.consumer, error_code=error.code,
+                                     error_message=str(error), outcome="failure",
+                                     ready_at=self._retry_at(error))
+            self.slot.retried += 1
+            log.warning("job.retry", error_code=error.code, error=str(error), **summary)
+        else:
+            moved = self.store.finish(delivery, result, outcome=outcome,
+                                      dead=isinstance(error, MachineryError))
+            self._summarise(moved[0], result, summary)
+        self.slot.clear()
+        self._log_breaker(delivery.family, moved)
+        self.jobs_done += 1
+        structlog.contextvars.unbind_contextvars("job_id", "request_id")
+
+    def _extract(self, path: Path, begun: Begun) -> str:
+        fmt = FORMATS[begun.ext]
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(begun.payload)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            raise SpoolFull(f"cannot write the spool file: {exc.strerror}") from exc
+        guards.check_document(path, fmt, self.limits)
+        text = extract_text(path, begun.ext, begun.method)
+        guards.check_text_size(text, self.limits)
+        return text
+
+    def _retry_at(self, error: TextractdError) -> float:
+        # A full disk will not clear in milliseconds: give it a moment before the retry.
+        return time.time() + 5.0 if isinstance(error, SpoolFull) else 0.0
+
+    def _summarise(self, written: bool, result: dict, summary: dict) -> None:
+        state = result["state"]
+        if not written:
+            log.info("job.duplicate", state=state, **summary)
+            return
+        self.slot.done += state == "done"
+        self.slot.failed += state == "failed"
+        event = "job.done" if state == "done" else "job.failed"
+        log.info(event, state=state, chars=result.get("chars", 0),
+                 error_code=result.get("error_code"), **summary)
+
+    def _wait_for_breaker(self, delivery: Delivery, begun: Begun) -> None:
+        age = time.time() - begun.created_at
+        if age > self.settings.breaker_max_wait:
+            result = {"state": "failed", "error_code": "extractor_unavailable",
+                      "error_message": f"the {delivery.family} extractor stayed unavailable "
+                                       f"for {int(age)} s"}
+            moved = self.store.finish(delivery, result)
+            self._summarise(moved[0], result, {"format": None, "bytes": 0, "attempt": 0})
+            return
+        # Wait in the queue, not in this child: other families keep flowing.
+        self.store.retry(delivery, consumer=self.consumer, ready_at=begun.reopen_at)
+        log.info("job.deferred", job_id=delivery.job_id, family=delivery.family,
+                 until=begun.reopen_at)
+
+    def _give_up(self, delivery: Delivery, begun: Begun) -> None:
+        code = begun.error_code or "too_many_attempts"
+        message = begun.error_message
+        result = {"state": "failed", "error_code": code,
+                  "error_message": f"gave up after {begun.attempts} attempts"
+                                   + (f"; last error: {message}" if message else "")}
+        moved = self.store.finish(delivery, result, dead=True)
+        self._summarise(moved[0], result, {"attempt": begun.attempts, "dead_letter": True})
+
+    def _log_breaker(self, family: str, moved: tuple[bool, str, str]) -> None:
+        _written, before, after = moved
+        if before and after and before != after:
+            log.warning(f"breaker.{after}", family=family, previous=before)
+
+    # --- memory ----------------------------------------------------------------------
+    def _watch_memory(self) -> None:
+        """Kill this child (and its tools) the moment the hard memory limit is passed."""
+        hard = self.settings.worker_hard_memory_mb
+        while True:
+            time.sleep(0.25)
+            rss = tree_rss_mb(self.process)
+            if rss > hard and self.slot.busy:
+                self.slot.kill_reason = KillReason.MEMORY
+                log.error("child.memory_limit", rss_mb=round(rss, 1), limit_mb=hard,
+                          job_id=self.slot.job_id.decode())
+                os.killpg(0, signal.SIGKILL)
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.draining and time.monotonic() < deadline:
+            time.sleep(min(0.1, deadline - time.monotonic()))
+
+
+def _on_parent_death(_signo: int, _frame: object) -> None:
+    # The master is gone (even SIGKILLed): take our tools with us rather than orphan them.
+    # Acting inside a handler is deliberate here: nothing else will run for us.
+    os.killpg(0, signal.SIGKILL)
+
+
+def child_main(settings: Settings, slot_no: int, slot: SlotState) -> None:
+    """Entry point of a forked child; its exit code tells the master why it ended."""
+    child = Child(settings, slot_no, slot)
+    try:
+        child.boot()
+    except Exception:
+        structlog.get_logger().exception("child.boot_failed")
+        sys.exit(EXIT_BOOT_FAILED)
+    sys.exit(child.run())
