@@ -1,0 +1,129 @@
+"""Shared fixtures: real redis-servers and whole stacks in temporary folders, the corpus."""
+
+from __future__ import annotations
+
+import ast
+import csv
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from daemon.stack import Stack, wait_for
+
+CORPUS = Path(os.environ.get("TEXTRACTD_CORPUS")
+              or Path(__file__).resolve().parents[2] / "shared" / "corpus")
+AUDIO = {"mp3", "ogg", "wav"}
+
+
+@dataclass(frozen=True)
+class CorpusDoc:
+    path: Path
+    format: str
+    kwargs: dict
+    expected: str  # "-", a path, or STANDARD:...
+
+    @property
+    def id(self) -> str:
+        return str(self.path.relative_to(CORPUS))
+
+    def expected_text(self) -> str | None:
+        if self.expected == "-":
+            return None
+        if self.expected.startswith("STANDARD:"):
+            sentence = self.expected.removeprefix("STANDARD:")
+            if sentence.startswith("standardized_text.txt"):
+                return (self.path.parent / "standardized_text.txt").read_text()
+            return sentence
+        return (CORPUS / self.expected).read_text()
+
+
+def corpus_documents() -> list[CorpusDoc]:
+    with open(CORPUS / "MANIFEST.tsv", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    docs = []
+    for row in rows:
+        if row["format"] in AUDIO:
+            continue
+        kwargs = {} if row["textract_kwargs"] == "-" else ast.literal_eval(row["textract_kwargs"])
+        docs.append(CorpusDoc(CORPUS / row["document"], row["format"], kwargs, row["expected"]))
+    return docs
+
+
+def squash(text: str) -> str:
+    """Whitespace-insensitive form, as upstream textract's tests compare."""
+    return "".join(text.split())
+
+
+class RedisServer:
+    """A throwaway redis-server on a unix socket (and optionally a loopback port)."""
+
+    def __init__(self, root: Path, port: int = 0, *extra: str) -> None:
+        self.root = root
+        self.port = port
+        self.socket = root / "redis.sock"
+        self.extra = extra
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0" if self.port else f"unix://{self.socket}"
+
+    def start(self) -> RedisServer:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--unixsocket", str(self.socket), "--unixsocketperm", "700",
+             "--dir", str(self.root), "--appendonly", "yes", "--save", "",
+             "--maxmemory-policy", "noeviction", *self.extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: self.client().ping(), 10, "redis-server to answer PING")
+        return self
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_timeout=5)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    root = Path(tempfile.mkdtemp(prefix="txr-"))
+    server = RedisServer(root).start()
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def make_stack() -> Iterator[Callable[..., Stack]]:
+    """Start stacks with settings of the test's choosing; all are stopped afterwards."""
+    stacks: list[Stack] = []
+
+    def make(**kwargs: object) -> Stack:
+        stack = Stack(**kwargs)
+        stacks.append(stack)
+        return stack.start()
+
+    yield make
+    for stack in stacks:
+        stack.stop()
+        shutil.rmtree(stack.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def shared_stack() -> Iterator[Stack]:
+    """One stack for a module's read-mostly tests (the corpus, the API's answers)."""
+    stack = Stack(env={"WORKER_PROCESSES": "2", "RESULT_TTL": "600"}).start()
+    yield stack
+    stack.stop()
+    shutil.rmtree(stack.root, ignore_errors=True)
