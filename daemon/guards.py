@@ -1,0 +1,310 @@
+"""Bomb guards: cheap checks a worker runs before textract sees a document.
+
+Each reads only headers (ZIP central directory, image header, pdfinfo's summary), so it
+takes milliseconds and never allocates in proportion to what a document claims to hold.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import subprocess
+import zipfile
+import zlib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import BinaryIO
+
+from daemon.config import Settings
+from daemon.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
+from daemon.formats import IMAGE_EXTS, ZIP_EXTS, Format
+
+PDFINFO_TIMEOUT = 10.0
+XML_SCAN_BYTES = 64 * 1024  # how far into each ZIP entry the DTD check looks
+RATIO_FLOOR = 1024 * 1024  # smaller entries cannot hurt, whatever their ratio
+_MAX_JPEG_SEGMENTS = 4096
+_MORE = "more"  # _xml_verdict: needs more bytes to decide
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_zip_entries: int
+    max_unzipped_bytes: int
+    max_compression_ratio: int
+    max_image_pixels: int
+    max_pdf_pages: int  # also bounds the pages of a multi-page TIFF
+    max_text_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        """The limits of `settings` (defaults live in config.py only)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
+
+
+def check_document(path: Path, fmt: Format, limits: Limits) -> None:
+    """Raise DocumentTooComplex, CorruptDocument or EncryptedDocument before extraction."""
+    if fmt.ext in ZIP_EXTS:
+        _check_zip(path, limits)
+    elif fmt.ext in IMAGE_EXTS:
+        _check_image(path, limits)
+    elif fmt.ext == "pdf":
+        _check_pdf(path, limits)
+
+
+def check_text_size(text: str | bytes, limits: Limits) -> None:
+    """Raise DocumentTooComplex when the extracted text is above max_text_bytes (UTF-8)."""
+    limit = limits.max_text_bytes
+    if isinstance(text, bytes):
+        size = len(text)
+    elif len(text) * 4 <= limit:  # no character takes more than 4 bytes in UTF-8
+        return
+    else:  # in slices, so a huge text is not copied whole just to be measured
+        step = 1 << 20
+        size = sum(len(text[i:i + step].encode("utf-8", "surrogatepass"))
+                   for i in range(0, len(text), step))
+    if size > limit:
+        raise DocumentTooComplex(f"the extracted text is {size} bytes; "
+                                 f"the limit is {limit} (MAX_TEXT_BYTES)")
+
+
+def _shown(name: str) -> str:
+    return "".join(c if c.isprintable() else "_" for c in name)[:100]
+
+
+# --- ZIP containers ------------------------------------------------------------------
+def _check_zip(path: Path, limits: Limits) -> None:
+    records = _central_records(path)
+    if records > limits.max_zip_entries:
+        # Refused before zipfile builds one object per entry (300,000 entries fit in 16 MB).
+        raise _too_many_entries(records, limits)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            _check_zip_sizes(infos, limits)
+            for info in infos:
+                if info.file_size and not info.is_dir():
+                    _check_xml_entry(zf, info)
+    except RuntimeError as exc:
+        if "encrypted" not in str(exc):  # zipfile's way to say "password-protected"
+            raise
+        raise EncryptedDocument("the archive has password-protected entries") from exc
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError,
+            NotImplementedError, ValueError) as exc:
+        raise CorruptDocument(f"the ZIP container cannot be read: {exc}") from exc
+
+
+def _too_many_entries(count: int, limits: Limits) -> DocumentTooComplex:
+    return DocumentTooComplex(f"the archive has {count} entries; the limit is "
+                              f"{limits.max_zip_entries} (MAX_ZIP_ENTRIES)")
+
+
+def _central_records(path: Path) -> int:
+    """Central-directory record signatures in the file: never fewer than zipfile parses.
+
+    Counted in the raw bytes rather than read from the end record, which can lie and which
+    says 0xFFFF for zip64 archives.
+    """
+    count, tail = 0, b""
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            data = tail + chunk
+            count += data.count(b"PK\x01\x02")
+            tail = data[-3:]  # a signature split across chunks is counted once
+    return count
+
+
+def _check_zip_sizes(infos: list[zipfile.ZipInfo], limits: Limits) -> None:
+    if len(infos) > limits.max_zip_entries:
+        raise _too_many_entries(len(infos), limits)
+    # Python's zipfile stops reading an entry at its declared size, so the declared sizes
+    # are what the parsers behind textract can be made to inflate.
+    total = sum(i.file_size for i in infos)
+    if total > limits.max_unzipped_bytes:
+        raise DocumentTooComplex(f"the archive declares {total} bytes uncompressed; the limit "
+                                 f"is {limits.max_unzipped_bytes} (MAX_UNZIPPED_BYTES)")
+    ratio_limit = limits.max_compression_ratio
+    for info in infos:
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > RATIO_FLOOR and ratio > ratio_limit:
+            raise DocumentTooComplex(
+                f"entry {_shown(info.filename)!r} has a compression ratio of {ratio:.0f}:1; "
+                f"the limit is {ratio_limit}:1 (MAX_COMPRESSION_RATIO)")
+    ratio = total / max(sum(i.compress_size for i in infos), 1)
+    if total > RATIO_FLOOR and ratio > ratio_limit:
+        raise DocumentTooComplex(f"the archive has a compression ratio of {ratio:.0f}:1; "
+                                 f"the limit is {ratio_limit}:1 (MAX_COMPRESSION_RATIO)")
+
+
+def _check_xml_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    # Every entry, not only *.xml: OOXML parts are found through relationships, whatever
+    # their names. Reads are bounded: ZipExtFile.read(n) inflates at most n bytes.
+    with zf.open(info) as f:
+        buf = f.read(8192)
+        verdict = _xml_verdict(buf, complete=len(buf) < 8192)
+        if verdict == _MORE:
+            buf += f.read(XML_SCAN_BYTES - len(buf))
+            verdict = _xml_verdict(buf, complete=len(buf) < XML_SCAN_BYTES)
+            if verdict == _MORE:  # padding the prolog must not hide a DTD from us
+                verdict = "XML prologs longer than 64 KB are refused"
+    if verdict:
+        raise DocumentTooComplex(f"{verdict} (entry {_shown(info.filename)!r})")
+
+
+_PROLOG = re.compile(rb"(?:\s|<\?.*?\?>|<!--.*?-->)*", re.S)
+_SUBSET_END = re.compile(rb"\]\s*>")
+
+
+def _xml_verdict(buf: bytes, complete: bool) -> str | None:
+    """A reason to refuse this start of an XML document, None, or _MORE to read further."""
+    if buf.startswith((b"\xff\xfe", b"\xfe\xff")) or buf[:4] in (b"<\0?\0", b"\0<\0?"):
+        encoding = "utf-16" if buf[:2] in (b"\xff\xfe", b"\xfe\xff") else (
+            "utf-16-le" if buf[:1] == b"<" else "utf-16-be")
+        buf = buf.decode(encoding, "replace").encode("utf-8", "replace")
+    text = buf.removeprefix(b"\xef\xbb\xbf")
+    rest = text[_PROLOG.match(text).end():]
+    if not rest.startswith(b"<!DOCTYPE"):
+        unfinished = rest.startswith((b"<!--", b"<?")) or b"<!DOCTYPE".startswith(rest)
+        return _MORE if unfinished and not complete else None
+    if b"<!ENTITY" in rest:
+        return "XML entity declarations are refused"
+    subset, close = rest.find(b"["), rest.find(b">")
+    if subset != -1 and (close == -1 or subset < close) and not _SUBSET_END.search(rest):
+        return None if complete else _MORE  # an internal DTD subset still open
+    return None
+
+
+# --- images ----------------------------------------------------------------------------
+def _check_image(path: Path, limits: Limits) -> None:
+    # tesseract decodes the whole image: its size must be known before it gets the file.
+    with open(path, "rb") as f:
+        try:
+            pages = _image_pages(f, limits.max_pdf_pages)
+        except struct.error:
+            pages = None
+    if not pages:
+        raise CorruptDocument("the image header cannot be read (truncated or not an image)")
+    if len(pages) > limits.max_pdf_pages:
+        raise DocumentTooComplex(f"the image has more than {limits.max_pdf_pages} pages; "
+                                 f"the limit is {limits.max_pdf_pages} (MAX_PDF_PAGES)")
+    width, height = max(pages, key=lambda wh: wh[0] * wh[1])
+    if width * height > limits.max_image_pixels:
+        raise DocumentTooComplex(
+            f"the image is {width}x{height} = {width * height} pixels; the limit is "
+            f"{limits.max_image_pixels} (MAX_IMAGE_PIXELS)")
+
+
+def _image_pages(f: BinaryIO, max_pages: int) -> list[tuple[int, int]] | None:
+    """(width, height) of each page, read from the headers only; None if unreadable."""
+    head = f.read(32)
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+        return [struct.unpack_from(">II", head, 16)]
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return [struct.unpack_from("<HH", head, 6)]
+    if head.startswith(b"\xff\xd8"):
+        size = _jpeg_size(f)
+        return [size] if size else None
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return _tiff_pages(f, head, max_pages)
+    return None
+
+
+_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def _jpeg_size(f: BinaryIO) -> tuple[int, int] | None:
+    f.seek(2)
+    for _ in range(_MAX_JPEG_SEGMENTS):
+        if f.read(1) != b"\xff":
+            return None
+        marker = f.read(1)
+        for _fill in range(64):  # 0xFF fill bytes may pad a marker
+            if marker != b"\xff":
+                break
+            marker = f.read(1)
+        if not marker or marker == b"\xff":
+            return None
+        code = marker[0]
+        if code == 0x01 or 0xD0 <= code <= 0xD7:  # markers without a length
+            continue
+        if code in (0xD9, 0xDA):  # end of image or scan data before any frame header
+            return None
+        length = struct.unpack(">H", f.read(2))[0]
+        if code in _SOF:
+            height, width = struct.unpack(">xHH", f.read(5))
+            return width, height
+        if length < 2:
+            return None
+        f.seek(length - 2, os.SEEK_CUR)
+    return None
+
+
+def _tiff_pages(f: BinaryIO, head: bytes, max_pages: int) -> list[tuple[int, int]] | None:
+    order = "<" if head[:2] == b"II" else ">"
+    big = struct.unpack_from(order + "H", head, 2)[0] == 43  # BigTIFF: 64-bit offsets
+    count_fmt, entry_size, off_fmt = ("Q", 20, "Q") if big else ("H", 12, "I")
+    offset = struct.unpack_from(order + off_fmt, head, 8 if big else 4)[0]
+    pages: list[tuple[int, int]] = []
+    seen: set[int] = set()
+    while offset and offset not in seen and len(pages) <= max_pages:
+        seen.add(offset)
+        f.seek(offset)
+        count = struct.unpack(order + count_fmt, f.read(struct.calcsize(count_fmt)))[0]
+        if count > 4096:  # real IFDs hold a few dozen tags
+            return None
+        raw = f.read(count * entry_size)
+        if len(raw) < count * entry_size:
+            return None
+        tags = {}
+        for k in range(count):
+            tag, kind = struct.unpack_from(order + "HH", raw, k * entry_size)
+            value_at = k * entry_size + (12 if big else 8)
+            fmt = {3: "H", 4: "I", 16: "Q"}.get(kind)
+            if tag in (256, 257) and fmt:
+                tags[tag] = struct.unpack_from(order + fmt, raw, value_at)[0]
+        if 256 not in tags or 257 not in tags:
+            return None
+        pages.append((tags[256], tags[257]))
+        offset = struct.unpack(order + off_fmt, f.read(struct.calcsize(off_fmt)))[0]
+    return pages
+
+
+# --- PDF -------------------------------------------------------------------------------
+_PAGES_LINE = re.compile(r"^Pages:\s+(\d+)\s*$", re.M)
+_PAGE_OBJECT = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
+
+
+def _check_pdf(path: Path, limits: Limits) -> None:
+    try:
+        proc = subprocess.run(["pdfinfo", os.path.abspath(path)], capture_output=True,
+                              stdin=subprocess.DEVNULL, timeout=PDFINFO_TIMEOUT, check=False)
+    except FileNotFoundError:
+        pages = _count_pages_roughly(path)
+    except subprocess.TimeoutExpired as exc:
+        raise DocumentTooComplex(f"counting the PDF's pages took more than "
+                                 f"{PDFINFO_TIMEOUT:g} s") from exc
+    else:
+        err = proc.stderr.decode("utf-8", "replace")
+        if proc.returncode != 0:
+            if "Incorrect password" in err:
+                raise EncryptedDocument("the PDF needs a password; send it decrypted")
+            reason = (err.strip().splitlines() or ["unknown error"])[-1][:200]
+            raise CorruptDocument(f"the PDF cannot be read: {reason}")
+        # The last match: a Title printed earlier could carry a forged "Pages:" line.
+        found = _PAGES_LINE.findall(proc.stdout.decode("utf-8", "replace"))
+        if not found:
+            raise CorruptDocument("the PDF has no readable page count")
+        pages = int(found[-1])
+    if pages > limits.max_pdf_pages:
+        raise DocumentTooComplex(f"the PDF has {pages} pages; the limit is "
+                                 f"{limits.max_pdf_pages} (MAX_PDF_PAGES)")
+
+
+def _count_pages_roughly(path: Path) -> int:
+    """Page objects counted in the raw bytes when pdfinfo is missing (misses those hidden
+    in compressed object streams: a best effort, the job deadline backs it up)."""
+    with open(path, "rb") as f:
+        data = f.read(64 * 1024 * 1024)
+    if b"%PDF-" not in data[:1024]:
+        raise CorruptDocument("the PDF has no %PDF- header")
+    return sum(1 for _ in _PAGE_OBJECT.finditer(data))

@@ -1,0 +1,448 @@
+"""Bomb guards on the real corpus and on hostile documents built here."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import os
+import shutil
+import struct
+import subprocess
+import time
+import tracemalloc
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from daemon import guards
+from daemon.config import Settings
+from daemon.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
+from daemon.formats import FORMATS, detect_path
+from daemon.guards import Limits, check_document, check_text_size
+
+CORPUS = Path(os.environ.get("TEXTRACTD_CORPUS")
+              or Path(__file__).resolve().parents[2] / "shared" / "corpus")
+AUDIO = {"mp3", "ogg", "wav"}
+LIMITS = Limits.from_settings(Settings())
+FOUR_PAGES = CORPUS / "py-pdf-sample-files" / "004-pdflatex-4-pages" / "pdflatex-4-pages.pdf"
+DOCX = CORPUS / "textract-tests" / "docx" / "raw_text.docx"
+
+
+def limits(**changes: int) -> Limits:
+    return dataclasses.replace(LIMITS, **changes)
+
+
+def _manifest() -> list:
+    manifest = CORPUS / "MANIFEST.tsv"
+    if not manifest.exists():
+        return []  # test_the_corpus_is_present reports it
+    rows = []
+    for line in manifest.read_text().splitlines()[1:]:
+        doc, fmt, kwargs, *_ = line.split("\t")
+        if fmt not in AUDIO:
+            ext = ast.literal_eval(kwargs).get("extension") if kwargs != "-" else None
+            rows.append(pytest.param(doc, fmt, ext, id=doc))
+    return rows
+
+
+DOCS = _manifest()
+
+
+def write_zip(path: Path, entries: dict[str, bytes],
+              compression: int = zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return path
+
+
+def docx_with(path: Path, document: bytes, part: str = "word/document.xml") -> Path:
+    return write_zip(path, {"[Content_Types].xml": b'<?xml version="1.0"?><Types/>',
+                            part: document})
+
+
+LAUGHS = (b'<?xml version="1.0"?>\n<!DOCTYPE lolz [\n <!ENTITY lol "lol">\n'
+          + b"".join(b' <!ENTITY lol%d "%s">\n' % (i, b"&lol%d;" % (i - 1) * 10)
+                     for i in range(1, 10)).replace(b"&lol0;", b"&lol;")
+          + b"]>\n<lolz>&lol9;</lolz>\n")
+
+
+def png(width: int, height: int) -> bytes:
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR"
+            + struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0) + b"\0\0\0\0")
+
+
+def jpeg(width: int, height: int, sof: int = 0xC0) -> bytes:
+    app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0"
+    frame = (b"\xff\xff" + bytes([sof]) + struct.pack(">HBHHB", 17, 8, height, width, 3)
+             + b"\x01\x11\x00\x02\x11\x01\x03\x11\x01")  # one 0xFF fill byte first
+    return b"\xff\xd8" + app0 + frame + b"\xff\xda\x00\x08" + bytes(6) + b"\xff\xd9"
+
+
+def gif(width: int, height: int) -> bytes:
+    return b"GIF89a" + struct.pack("<HH", width, height) + b"\x00\x00\x00" + b";"
+
+
+def tiff(pages: list[tuple[int, int]], order: str = "<", kind: int = 4) -> bytes:
+    """A TIFF whose IFDs hold only ImageWidth/ImageLength (no pixel data needed)."""
+    out = bytearray((b"II" if order == "<" else b"MM") + struct.pack(order + "HI", 42, 8))
+    value = {3: "H2x", 4: "I"}[kind]
+    for i, (width, height) in enumerate(pages):
+        out += struct.pack(order + "H", 2)
+        out += struct.pack(order + "HHI" + value, 256, kind, 1, width)
+        out += struct.pack(order + "HHI" + value, 257, kind, 1, height)
+        last = i == len(pages) - 1
+        out += struct.pack(order + "I", 0 if last else len(out) + 4)
+    return bytes(out)
+
+
+def bigtiff(width: int, height: int) -> bytes:
+    ifd = struct.pack("<Q", 2) + struct.pack("<HHQQ", 256, 16, 1, width)
+    ifd += struct.pack("<HHQQ", 257, 16, 1, height) + struct.pack("<Q", 0)
+    return b"II" + struct.pack("<HHHQ", 43, 8, 0, 16) + ifd
+
+
+def minimal_pdf(pages: int, title: str = "t") -> bytes:
+    """An uncompressed PDF with `pages` empty pages (its page objects are visible bytes)."""
+    kids = " ".join(f"{3 + i} 0 R" for i in range(pages))
+    bodies = ["<< /Type /Catalog /Pages 2 0 R >>",
+              f"<< /Type /Pages /Kids [{kids}] /Count {pages} >>",
+              *["<< /Type /Page /Parent 2 0 R /MediaBox [0 0 10 10] >>"] * pages,
+              f"<< /Title ({title}) >>"]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, body in enumerate(bodies, 1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n{body}\nendobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(bodies) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += (f"trailer\n<< /Size {len(bodies) + 1} /Root 1 0 R /Info {len(bodies)} 0 R >>\n"
+            f"startxref\n{xref}\n%%EOF\n").encode()
+    return bytes(out)
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+# --- limits ------------------------------------------------------------------------------
+def test_limits_are_taken_from_the_settings() -> None:
+    settings = Settings(max_pdf_pages=7, max_zip_entries=11)
+    built = Limits.from_settings(settings)
+    assert (built.max_pdf_pages, built.max_zip_entries) == (7, 11)
+    assert built.max_image_pixels == Settings().max_image_pixels
+    assert built.max_text_bytes == Settings().max_text_bytes
+
+
+# --- the corpus ------------------------------------------------------------------------
+def test_the_corpus_is_present() -> None:
+    assert len(DOCS) >= 60, f"no corpus at {CORPUS}: set TEXTRACTD_CORPUS"
+
+
+@pytest.mark.parametrize(("doc", "fmt", "ext"), DOCS)
+def test_every_corpus_document_passes_the_guards_quickly(doc, fmt, ext) -> None:
+    path = CORPUS / doc
+    fmt_found = detect_path(path.name, path, ext)
+    started = time.perf_counter()
+    check_document(path, fmt_found, LIMITS)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_a_pdf_with_only_an_owner_password_passes() -> None:
+    path = CORPUS / "textract-tests" / "pdf" / "ocr_text.pdf"  # pdfinfo: "Encrypted: yes"
+    check_document(path, FORMATS["pdf"], limits(max_pdf_pages=3))
+    with pytest.raises(DocumentTooComplex, match="3 pages"):
+        check_document(path, FORMATS["pdf"], limits(max_pdf_pages=2))
+
+
+# --- ZIP containers ------------------------------------------------------------------------
+def test_a_single_highly_compressed_entry_is_refused_by_its_ratio(tmp_path) -> None:
+    path = write_zip(tmp_path / "bomb.docx", {"word/document.xml": bytes(4 * 1024 * 1024)})
+    with pytest.raises(DocumentTooComplex, match=r"word/document.xml.*ratio of \d+:1"):
+        check_document(path, FORMATS["docx"], LIMITS)
+
+
+def test_many_compressible_entries_are_refused_by_the_overall_ratio(tmp_path) -> None:
+    entries = {f"xl/media/zeros{i}.bin": bytes(256 * 1024) for i in range(64)}
+    path = write_zip(tmp_path / "bomb.xlsx", entries)
+    with pytest.raises(DocumentTooComplex, match=r"the archive has a compression ratio"):
+        check_document(path, FORMATS["xlsx"], LIMITS)
+
+
+def test_a_small_compressible_entry_is_not_mistaken_for_a_bomb(tmp_path) -> None:
+    path = write_zip(tmp_path / "small.docx", {"word/styles.xml": b"<a/>" * 200_000})
+    check_document(path, FORMATS["docx"], LIMITS)  # 800 KB: below the ratio floor
+
+
+@pytest.fixture(scope="module")
+def many_entries(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("zip") / "many.docx"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(20_000):
+            zf.writestr(f"word/e{i}", b"")
+    return path
+
+
+def test_a_docx_with_20000_entries_is_refused_by_its_entry_count(many_entries) -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(DocumentTooComplex, match=r"20000 entries; the limit is 10000"):
+            check_document(many_entries, FORMATS["docx"], LIMITS)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5 * 1024 * 1024  # zipfile's 20,000 ZipInfo objects alone take ~11 MB
+
+
+def test_entries_are_counted_across_read_chunk_boundaries(tmp_path) -> None:
+    path = write(tmp_path / "split.docx", bytes((1 << 20) - 2) + b"PK\x01\x02" * 3)
+    with pytest.raises(DocumentTooComplex, match="3 entries"):
+        check_document(path, FORMATS["docx"], limits(max_zip_entries=2))
+
+
+def test_an_end_record_lying_about_the_entry_count_does_not_help(many_entries,
+                                                                 tmp_path) -> None:
+    data = bytearray(many_entries.read_bytes())
+    end = data.rfind(b"PK\x05\x06")
+    struct.pack_into("<HH", data, end + 8, 1, 1)  # "1 entry" on this disk and in total
+    path = write(tmp_path / "liar.docx", bytes(data))
+    with pytest.raises(DocumentTooComplex, match="20000 entries"):
+        check_document(path, FORMATS["docx"], LIMITS)
+
+
+def test_declared_sizes_are_checked_without_inflating_anything(tmp_path) -> None:
+    data = bytearray(write_zip(tmp_path / "a.docx", {"word/document.xml": b"<w/>"})
+                     .read_bytes())
+    central = data.find(b"PK\x01\x02")
+    struct.pack_into("<I", data, central + 24, 4_000_000_000)  # claims 4 GB uncompressed
+    path = write(tmp_path / "claims.docx", bytes(data))
+    tracemalloc.start()
+    try:
+        with pytest.raises(DocumentTooComplex, match="declares 4000000000 bytes"):
+            check_document(path, FORMATS["docx"], LIMITS)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * 1024 * 1024
+
+
+def test_the_unzipped_size_limit_is_the_configured_figure() -> None:
+    with pytest.raises(DocumentTooComplex, match=r"the limit is 1000 \(MAX_UNZIPPED_BYTES\)"):
+        check_document(DOCX, FORMATS["docx"], limits(max_unzipped_bytes=1000))
+
+
+def test_billion_laughs_in_a_docx_shaped_zip_is_refused(tmp_path) -> None:
+    path = docx_with(tmp_path / "laughs.docx", LAUGHS)
+    with pytest.raises(DocumentTooComplex,
+                       match=r"XML entity declarations are refused.*word/document.xml"):
+        check_document(path, FORMATS["docx"], LIMITS)
+
+
+def test_entity_declarations_in_a_part_not_named_xml_are_refused(tmp_path) -> None:
+    path = docx_with(tmp_path / "laughs.docx", LAUGHS, part="word/document.bin")
+    with pytest.raises(DocumentTooComplex, match="XML entity declarations"):
+        check_document(path, FORMATS["docx"], LIMITS)
+
+
+def test_entity_declarations_in_utf16_xml_are_refused(tmp_path) -> None:
+    path = docx_with(tmp_path / "laughs.docx", LAUGHS.decode().encode("utf-16"))
+    with pytest.raises(DocumentTooComplex, match="XML entity declarations"):
+        check_document(path, FORMATS["docx"], LIMITS)
+
+
+def test_a_dtd_pushed_past_64_kb_by_a_long_comment_is_refused(tmp_path) -> None:
+    padded = b'<?xml version="1.0"?>\n<!--' + b"x" * 70_000 + b"-->\n" + LAUGHS[22:]
+    path = docx_with(tmp_path / "padded.docx", padded)
+    with pytest.raises(DocumentTooComplex, match="longer than 64 KB"):
+        check_document(path, FORMATS["docx"], LIMITS)
+
+
+def test_an_xhtml_doctype_without_entities_is_accepted(tmp_path) -> None:
+    xhtml = (b'<?xml version="1.0" encoding="utf-8"?>\n<!DOCTYPE html PUBLIC '
+             b'"-//W3C//DTD XHTML 1.1//EN" "http://www.w3.org/TR/xhtml11/DTD/xhtml11.dtd">\n'
+             b"<html><body><p>" + b"text " * 20_000 + b"</p></body></html>")
+    path = write_zip(tmp_path / "book.epub", {"mimetype": b"application/epub+zip",
+                                              "OEBPS/ch1.xhtml": xhtml})
+    check_document(path, FORMATS["epub"], LIMITS)
+
+
+def test_a_truncated_docx_is_corrupt(tmp_path) -> None:
+    path = write(tmp_path / "cut.docx", DOCX.read_bytes()[:5000])
+    with pytest.raises(CorruptDocument, match="ZIP container cannot be read"):
+        check_document(path, FORMATS["docx"], LIMITS)
+
+
+def test_garbage_named_docx_is_corrupt(tmp_path) -> None:
+    path = write(tmp_path / "garbage.docx", b"PK\x03\x04" + os.urandom(2000))
+    with pytest.raises(CorruptDocument):
+        check_document(path, FORMATS["docx"], LIMITS)
+
+
+def test_a_zip_entry_flagged_as_encrypted_is_reported_as_encrypted(tmp_path) -> None:
+    data = bytearray(docx_with(tmp_path / "a.docx", b"<w/>").read_bytes())
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = data.find(signature)
+        while at != -1:
+            data[at + flags_at] |= 0x01
+            at = data.find(signature, at + 1)
+    path = write(tmp_path / "locked.docx", bytes(data))
+    with pytest.raises(EncryptedDocument, match="password"):
+        check_document(path, FORMATS["docx"], LIMITS)
+
+
+# --- images --------------------------------------------------------------------------------
+HUGE_IMAGES = {
+    "png": png(100_000, 100_000),
+    "jpg": jpeg(65_000, 65_000),
+    "jpg-progressive": jpeg(65_000, 65_000, sof=0xC2),
+    "gif": gif(65_535, 65_535),
+    "tiff-le-long": tiff([(100_000, 100_000)]),
+    "tiff-be-long": tiff([(100_000, 100_000)], order=">"),
+    "tiff-be-short": tiff([(60_000, 60_000)], order=">", kind=3),
+    "bigtiff": bigtiff(100_000, 100_000),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HUGE_IMAGES))
+def test_an_image_header_claiming_billions_of_pixels_is_refused(name, tmp_path) -> None:
+    ext = name.split("-")[0].replace("big", "")
+    path = write(tmp_path / f"huge.{ext}", HUGE_IMAGES[name])
+    with pytest.raises(DocumentTooComplex, match=r"\d+x\d+ = \d+ pixels.*MAX_IMAGE_PIXELS"):
+        check_document(path, FORMATS[ext], LIMITS)
+
+
+@pytest.mark.parametrize(("ext", "data"), [
+    ("png", png(100, 100)), ("jpg", jpeg(100, 100)), ("gif", gif(100, 100)),
+    ("tiff", tiff([(100, 100)])), ("tiff", tiff([(100, 100)], ">", 3)),
+    ("tiff", bigtiff(100, 100)),
+])
+def test_the_pixel_limit_is_compared_with_the_true_dimensions(ext, data, tmp_path) -> None:
+    path = write(tmp_path / f"small.{ext}", data)
+    check_document(path, FORMATS[ext], limits(max_image_pixels=10_000))
+    with pytest.raises(DocumentTooComplex, match="100x100 = 10000 pixels"):
+        check_document(path, FORMATS[ext], limits(max_image_pixels=9_999))
+
+
+def test_corpus_images_are_measured_by_their_content_not_their_name() -> None:
+    jpg = CORPUS / "textract-tests" / "jpg" / "raw_text.jpg"
+    with pytest.raises(DocumentTooComplex, match="2000x1850"):
+        check_document(jpg, FORMATS["jpg"], limits(max_image_pixels=2000 * 1850 - 1))
+    fake_tiff = CORPUS / "textract-tests" / "tiff" / "raw_text.tiff"  # a PNG inside
+    with pytest.raises(DocumentTooComplex, match="650x300"):
+        check_document(fake_tiff, FORMATS["tiff"], limits(max_image_pixels=1000))
+
+
+def test_a_tiff_with_more_pages_than_the_limit_is_refused(tmp_path) -> None:
+    path = write(tmp_path / "fax.tiff", tiff([(10, 10)] * 3))
+    check_document(path, FORMATS["tiff"], limits(max_pdf_pages=3))
+    with pytest.raises(DocumentTooComplex, match="more than 2 pages"):
+        check_document(path, FORMATS["tiff"], limits(max_pdf_pages=2))
+
+
+def test_a_tiff_whose_page_chain_loops_is_read_once(tmp_path) -> None:
+    data = bytearray(tiff([(10, 10)]))
+    struct.pack_into("<I", data, len(data) - 4, 8)  # next IFD: itself
+    path = write(tmp_path / "loop.tiff", bytes(data))
+    check_document(path, FORMATS["tiff"], limits(max_pdf_pages=1))
+
+
+@pytest.mark.parametrize(("ext", "data"), [
+    ("png", b"\x89PNG\r\n\x1a\n"),
+    ("jpg", b"\xff\xd8\xff\xd9"),
+    ("jpg", b"\xff\xd8" + b"\xff" * 3_000_000),
+    ("jpg", b"\xff\xd8" + b"\xff" * 100 + jpeg(10, 10)[20:]),  # absurd fill before a frame
+    ("jpg", b"\xff\xd8\xff\xe0\x00\x10JF"),
+    ("gif", b"GIF8"),
+    ("tiff", b"II*\x00\xff\xff\x00\x00"),
+    ("png", b"not an image at all"),
+])
+def test_an_unreadable_image_header_is_corrupt(ext, data, tmp_path) -> None:
+    path = write(tmp_path / f"broken.{ext}", data)
+    started = time.perf_counter()
+    with pytest.raises(CorruptDocument, match="image header cannot be read"):
+        check_document(path, FORMATS[ext], LIMITS)
+    assert time.perf_counter() - started < 0.25  # not one read per byte of padding
+
+
+# --- PDF ---------------------------------------------------------------------------------
+def test_a_pdf_with_more_pages_than_the_limit_is_refused() -> None:
+    with pytest.raises(DocumentTooComplex, match=r"4 pages; the limit is 1 \(MAX_PDF_PAGES\)"):
+        check_document(FOUR_PAGES, FORMATS["pdf"], limits(max_pdf_pages=1))
+    check_document(FOUR_PAGES, FORMATS["pdf"], limits(max_pdf_pages=4))
+
+
+def test_a_forged_pages_line_in_the_title_does_not_hide_the_real_count(tmp_path) -> None:
+    path = write(tmp_path / "forged.pdf", minimal_pdf(3, title="x\nPages: 1\n"))
+    with pytest.raises(DocumentTooComplex, match="3 pages"):
+        check_document(path, FORMATS["pdf"], limits(max_pdf_pages=2))
+
+
+@pytest.mark.parametrize("data", [
+    b"%PDF-1.4\ngarbage",
+    FOUR_PAGES.read_bytes()[:1000] if FOUR_PAGES.exists() else b"%PDF-1.5\n",
+    b"",
+])
+def test_a_garbage_or_truncated_pdf_is_corrupt(data, tmp_path) -> None:
+    path = write(tmp_path / "broken.pdf", data)
+    with pytest.raises(CorruptDocument, match="PDF cannot be read"):
+        check_document(path, FORMATS["pdf"], LIMITS)
+
+
+@pytest.mark.skipif(shutil.which("gs") is None, reason="ghostscript (gs) is not installed")
+def test_a_pdf_that_needs_a_user_password_is_reported_as_encrypted(tmp_path) -> None:
+    path = tmp_path / "locked.pdf"
+    subprocess.run(["gs", "-q", "-dNOPAUSE", "-dBATCH", "-sDEVICE=pdfwrite",
+                    "-sOwnerPassword=owner", "-sUserPassword=user", f"-sOutputFile={path}",
+                    str(CORPUS / "textract-tests" / "pdf" / "standardized_text.pdf")],
+                   check=True, timeout=60)
+    with pytest.raises(EncryptedDocument, match="needs a password"):
+        check_document(path, FORMATS["pdf"], LIMITS)
+
+
+def test_without_pdfinfo_page_objects_are_counted_in_the_bytes(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    path = write(tmp_path / "three.pdf", minimal_pdf(3))
+    check_document(path, FORMATS["pdf"], limits(max_pdf_pages=3))
+    with pytest.raises(DocumentTooComplex, match="3 pages"):
+        check_document(path, FORMATS["pdf"], limits(max_pdf_pages=2))
+    with pytest.raises(CorruptDocument, match="no %PDF- header"):
+        check_document(write(tmp_path / "x.pdf", b"hello"), FORMATS["pdf"], LIMITS)
+
+
+def test_a_hanging_pdfinfo_is_cut_off_by_its_timeout(tmp_path, monkeypatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "pdfinfo"
+    fake.write_text("#!/bin/sh\nexec sleep 30\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(guards, "PDFINFO_TIMEOUT", 0.3)
+    started = time.perf_counter()
+    with pytest.raises(DocumentTooComplex, match=r"took more than 0\.3 s"):
+        check_document(FOUR_PAGES, FORMATS["pdf"], LIMITS)
+    assert time.perf_counter() - started < 5
+
+
+# --- formats without guards and the text size ----------------------------------------------
+def test_formats_without_a_container_pass_untouched(tmp_path) -> None:
+    path = write(tmp_path / "a.csv", b"\x00" * 100)  # content is detect()'s business
+    for ext in ("csv", "txt", "eml", "msg", "doc", "rtf", "ps"):
+        check_document(path, FORMATS[ext], LIMITS)
+
+
+def test_text_above_max_text_bytes_is_refused_counting_utf8_bytes() -> None:
+    small = limits(max_text_bytes=10)
+    check_text_size("x" * 10, small)
+    check_text_size("é" * 5, small)
+    for text in ("x" * 11, "é" * 6, b"x" * 11):
+        with pytest.raises(DocumentTooComplex, match=r"the limit is 10 \(MAX_TEXT_BYTES\)"):
+            check_text_size(text, small)
+
+
+def test_a_large_text_is_measured_in_slices_and_refused() -> None:
+    text = "ab€" * 1_000_000  # 3 M characters, 5 MB of UTF-8
+    check_text_size(text, limits(max_text_bytes=5_000_000))
+    with pytest.raises(DocumentTooComplex, match="5000000 bytes"):
+        check_text_size(text, limits(max_text_bytes=4_999_999))
