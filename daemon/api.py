@@ -23,6 +23,7 @@ from daemon.errors import UnsupportedFormat
 from daemon.logs import configure_logging
 from daemon.middleware import (
     METRICS_HOOK,
+    RATE_LIMITER,
     RETRY_AFTER,
     ApiError,
     auth,
@@ -30,6 +31,7 @@ from daemon.middleware import (
     json_response,
     request_context,
 )
+from daemon.ratelimit import RateLimiter
 from daemon.store import (
     FINAL_STATES,
     JOB_COUNTERS,
@@ -37,7 +39,7 @@ from daemon.store import (
     connect_async,
     ensure_group_async,
 )
-from daemon.uploads import read_upload
+from daemon.uploads import MemoryBudget, read_upload, reservation
 from daemon.waiters import Waiters
 
 log = structlog.get_logger()
@@ -45,7 +47,7 @@ log = structlog.get_logger()
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", AsyncJobStore)
 WAITERS = web.AppKey("waiters", Waiters)
-UPLOAD_SLOTS = web.AppKey("upload_slots", asyncio.Semaphore)
+UPLOAD_BUDGET = web.AppKey("upload_budget", MemoryBudget)
 DRAIN = web.AppKey("drain", object)
 STARTED = web.AppKey("started", float)
 
@@ -126,12 +128,13 @@ async def _accept(request: web.Request) -> dict:
     """Read, check and store one upload; returns the queued job's JSON."""
     app = request.app
     settings = app[SETTINGS]
-    # Bounded concurrency bounds memory: at most N bodies are buffered at once.
-    slots = app[UPLOAD_SLOTS]
+    budget = app[UPLOAD_BUDGET]
+    cost = reservation(request, settings)
     try:
-        await asyncio.wait_for(slots.acquire(), settings.upload_timeout)
+        await asyncio.wait_for(budget.reserve(cost), settings.upload_timeout)
     except TimeoutError as exc:
-        raise ApiError("queue_full", "too many uploads in progress", retry_after=1) from exc
+        raise ApiError("server_busy", "too many large uploads in progress",
+                       retry_after=2) from exc
     try:
         upload = await read_upload(request, settings)
         fmt, method = _check_type(request, upload.filename, upload.data)
@@ -145,7 +148,7 @@ async def _accept(request: web.Request) -> dict:
         }
         await app[STORE].submit(record, upload.data)
     finally:
-        slots.release()
+        await budget.release(cost)
     log.info("job.accepted", job_id=job_id, format=fmt.ext, bytes=record["size"],
              method=method or None)
     return {**_queued_view(record)}
@@ -155,7 +158,7 @@ def _check_type(request: web.Request, filename: str | None,
                 data: bytes) -> tuple[formats.Format, str]:
     declared = request.query.get("extension") or None
     try:
-        fmt = formats.detect(filename, data, declared)
+        fmt = formats.detect_bytes(filename, data, declared)
     except UnsupportedFormat as exc:
         raise ApiError("unsupported_media_type", str(exc), extra={
             "supported": sorted(formats.FORMATS)}) from exc
@@ -234,13 +237,8 @@ async def _sample_drain(app: web.Application) -> None:
 
 # --- the app --------------------------------------------------------------------------
 async def _redis_context(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    client = connect_async(settings)
-    store = AsyncJobStore(client, settings)
-    app[STORE] = store
-    app[WAITERS] = Waiters(client, store)
     try:
-        await ensure_group_async(client)
+        await ensure_group_async(app[STORE].client)
     except Exception as exc:
         log.warning("redis.unavailable", error=str(exc))
     await app[WAITERS].start()
@@ -248,7 +246,7 @@ async def _redis_context(app: web.Application) -> AsyncIterator[None]:
     yield
     sampler.cancel()
     await app[WAITERS].close()
-    await client.aclose()
+    await app[STORE].client.aclose()
 
 
 async def _wake_waiters(app: web.Application) -> None:
@@ -261,11 +259,17 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[request_context, errors, auth(settings)],
                           client_max_size=settings.max_content_length)
     app[SETTINGS] = settings
-    app[UPLOAD_SLOTS] = asyncio.Semaphore(settings.max_concurrent_uploads)
+    app[UPLOAD_BUDGET] = MemoryBudget(settings.upload_memory_mb * 1024 * 1024)
     app[DRAIN] = drain = DrainRate()
     app[RETRY_AFTER] = drain.retry_after
     app[STARTED] = time.time()
     app[METRICS_HOOK] = None
+    # Clients connect lazily: building them here opens no socket.
+    client = connect_async(settings)
+    app[STORE] = store = AsyncJobStore(client, settings)
+    app[WAITERS] = Waiters(client, store)
+    app[RATE_LIMITER] = (RateLimiter(client, settings.rate_limit_per_minute)
+                         if settings.rate_limit_per_minute > 0 else None)
     app.cleanup_ctx.append(_redis_context)
     app.on_shutdown.append(_wake_waiters)
     app.router.add_get("/health", health)

@@ -33,6 +33,13 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def _setting(default: object, help_text: str, shown: str | None = None) -> object:
+    """A setting's default and its one-line meaning (the README's table is made of these).
+
+    `shown` is how the README states a default that depends on the machine."""
+    return field(default=default, metadata={"help": help_text, "shown": shown})
+
+
 def _bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
@@ -41,56 +48,67 @@ def _bool(value: str) -> bool:
 class Settings:
     home: Path = ROOT
     # --- access ----------------------------------------------------------------------
-    api_keys: tuple[str, ...] = ()
-    allow_no_auth: bool = False  # ALLOW_NO_AUTH=1: local use without a key, logged loudly
+    api_keys: tuple[str, ...] = _setting((), "comma-separated API keys; several allow rotation")
+    allow_no_auth: bool = _setting(False, "1: run without a key (local use only; logged)")
     # --- network ---------------------------------------------------------------------
-    host: str = "127.0.0.1"
-    port: int = 5001
-    redis_url: str = ""  # empty: the embedded redis-server on var/redis.sock
-    redis_max_retries: int = 5
-    redis_socket_timeout: float = 5.0
-    redis_wait_for_replicas: int = 0  # >0: WAIT for that many replicas before a 202
+    host: str = _setting("127.0.0.1", "address the api listens on (0.0.0.0 in Docker)")
+    port: int = _setting(5001, "the api's port")
+    redis_url: str = _setting("", "empty: the embedded redis on var/redis.sock; else "
+                                  "redis://, rediss://, unix:// or redis+sentinel://")
+    redis_max_retries: int = _setting(5, "retries with exponential backoff per Redis call")
+    redis_socket_timeout: float = _setting(5.0, "seconds before a Redis call times out")
+    redis_wait_for_replicas: int = _setting(0, ">0: a 202 waits until that many replicas "
+                                               "have the job (WAIT)")
     # --- uploads ---------------------------------------------------------------------
-    max_content_length: int = 16 * 1024 * 1024
-    max_concurrent_uploads: int = 8
-    upload_timeout: float = 30.0  # a body must arrive within this many seconds
-    max_queue_depth: int = 1000
-    rate_limit_per_minute: int = 0  # per API key; 0 turns it off
-    max_wait: float = 300.0  # upper bound of ?wait=
-    extract_wait: float = 60.0  # how long POST /v1/extract waits by default
+    max_content_length: int = _setting(16 * 1024 * 1024, "largest upload, bytes (413 above)")
+    upload_memory_mb: int = _setting(256, "upload bodies one api process holds at once")
+    upload_timeout: float = _setting(30.0, "seconds a body may take to arrive (408 after)")
+    max_queue_depth: int = _setting(1000, "unfinished jobs accepted before 503 queue_full")
+    rate_limit_per_minute: int = _setting(0, "requests per minute per key; 0: no limit")
+    max_wait: float = _setting(300.0, "upper bound of ?wait=, seconds")
+    extract_wait: float = _setting(60.0, "how long POST /v1/extract waits by default")
     # --- workers ---------------------------------------------------------------------
-    role: str = "all"  # all | api | worker
-    worker_processes: int = field(default_factory=lambda: os.cpu_count() or 1)
-    worker_max_memory_mb: int = 512  # soft: finish the job, then exit to be replaced
-    worker_hard_memory_mb: int = 1536  # hard: killed during the job
-    worker_max_jobs: int = 1000
-    job_timeout: float = 120.0
-    max_attempts: int = 3
-    claim_idle: float = 0.0  # 0: job_timeout + 30 s
-    result_ttl: int = 3600
-    shutdown_timeout: float = 30.0
-    chore_interval: float = 5.0
-    consumer_prefix: str = field(default_factory=socket.gethostname)
+    role: str = _setting("all", "all | api | worker: which programs this host runs")
+    worker_processes: int = _setting(os.cpu_count() or 1, "children in the pool",
+                                     shown="CPU count")
+    worker_max_memory_mb: int = _setting(512, "soft limit: above it after a job, a child "
+                                              "exits to be replaced")
+    worker_hard_memory_mb: int = _setting(1536, "hard limit: a child (with its tools) above "
+                                                "it during a job is killed")
+    worker_max_jobs: int = _setting(1000, "a child is recycled after this many jobs "
+                                          "(+ up to 10 % jitter)")
+    job_timeout: float = _setting(120.0, "hard deadline per job, seconds")
+    max_attempts: int = _setting(3, "deliveries before a job fails and is dead-lettered")
+    claim_idle: float = _setting(0.0, "idle seconds before another consumer's entry is "
+                                      "taken over; 0: JOB_TIMEOUT + 30")
+    result_ttl: int = _setting(3600, "seconds a finished job and its text are kept")
+    shutdown_timeout: float = _setting(30.0, "seconds to finish in-flight work on stop")
+    chore_interval: float = _setting(5.0, "seconds between the master's chores")
+    consumer_prefix: str = _setting(socket.gethostname(), "consumer names are "
+                                                          "`<prefix>-<slot>`", shown="host name")
     # --- circuit breaker -------------------------------------------------------------
-    circuit_breaker_failure_threshold: int = 3
-    circuit_breaker_recovery_timeout: float = 120.0
-    circuit_breaker_success_threshold: int = 2
-    breaker_max_wait: float = 600.0  # a job waits this long for its breaker, then fails
+    circuit_breaker_failure_threshold: int = _setting(3, "consecutive failures that open a "
+                                                         "breaker")
+    circuit_breaker_recovery_timeout: float = _setting(120.0, "seconds before an open "
+                                                              "breaker lets trials through")
+    circuit_breaker_success_threshold: int = _setting(2, "trial successes that close it")
+    breaker_max_wait: float = _setting(600.0, "seconds a job waits for its breaker, then "
+                                              "fails extractor_unavailable")
     # --- document limits (bomb guards) -----------------------------------------------
-    max_zip_entries: int = 10_000
-    max_unzipped_bytes: int = 512 * 1024 * 1024
-    max_compression_ratio: int = 200
-    max_image_pixels: int = 50_000_000
-    max_pdf_pages: int = 2_000
-    max_text_bytes: int = 64 * 1024 * 1024
+    max_zip_entries: int = _setting(10_000, "entries in a docx/xlsx/pptx/odt/ods/epub")
+    max_unzipped_bytes: int = _setting(512 * 1024 * 1024, "their total uncompressed size")
+    max_compression_ratio: int = _setting(200, "their compression ratio")
+    max_image_pixels: int = _setting(50_000_000, "pixels in an image")
+    max_pdf_pages: int = _setting(2_000, "pages in a PDF")
+    max_text_bytes: int = _setting(64 * 1024 * 1024, "extracted text, bytes")
     # --- health thresholds -----------------------------------------------------------
-    cpu_warn: float = 70.0
-    cpu_crit: float = 90.0
-    memory_warn: float = 80.0
-    memory_crit: float = 90.0
-    disk_warn: float = 80.0
-    disk_crit: float = 90.0
-    temp_files_warn_mb: float = 500.0
+    cpu_warn: float = _setting(70.0, "CPU % for WARNING")
+    cpu_crit: float = _setting(90.0, "CPU % for CRITICAL")
+    memory_warn: float = _setting(80.0, "memory % for WARNING")
+    memory_crit: float = _setting(90.0, "memory % for CRITICAL")
+    disk_warn: float = _setting(80.0, "disk % (var/, logs/) for WARNING")
+    disk_crit: float = _setting(90.0, "disk % for CRITICAL")
+    temp_files_warn_mb: float = _setting(500.0, "spool size for WARNING, MB")
 
     # Environment names that differ from the upper-cased field name.
     ENV_NAMES = {"api_keys": "API_KEY", "home": "TEXTRACTD_HOME"}
@@ -105,7 +123,7 @@ class Settings:
         for f in fields(cls):
             if f.name == "home":
                 continue
-            name = cls.ENV_NAMES.get(f.name, f.name.upper())
+            name = env_name(f.name)
             raw = merged.get(name)
             if raw is None or raw == "":
                 continue
@@ -148,7 +166,17 @@ class Settings:
 
 
 def _default(f):
-    return f.default_factory() if callable(f.default_factory) else f.default
+    return f.default
+
+
+def env_name(name: str) -> str:
+    return Settings.ENV_NAMES.get(name, name.upper())
+
+
+def documented_settings() -> list[tuple[str, object, str]]:
+    """(environment name, default, meaning) of every setting, in declaration order."""
+    return [(env_name(f.name), f.metadata["shown"] or f.default, f.metadata["help"])
+            for f in fields(Settings) if "help" in f.metadata]
 
 
 def _convert(name: str, raw: str, kind: type) -> object:

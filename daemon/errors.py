@@ -113,6 +113,8 @@ ERROR_CODES: dict[str, ErrorCode] = {
                   "retry after Retry-After seconds"),
         ErrorCode("redis_unavailable", 503, "the queue store cannot be reached",
                   "retry after Retry-After seconds"),
+        ErrorCode("server_busy", 503, "too many large uploads are being received",
+                  "retry after Retry-After seconds"),
         ErrorCode("shutting_down", 503, "the api is stopping", "retry after Retry-After seconds"),
         ErrorCode("insufficient_storage", 507, "no disk space to accept the upload",
                   "retry later"),

@@ -28,6 +28,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # is full (derived from the drain rate).
 METRICS_HOOK = web.AppKey("metrics_hook", object)
 RETRY_AFTER = web.AppKey("retry_after", object)
+RATE_LIMITER = web.AppKey("rate_limiter", object)  # a RateLimiter, or None
 
 
 class ApiError(Exception):
@@ -147,6 +148,12 @@ def auth(settings: Settings):
                                            "Authorization: Bearer")
         if not key_matches(presented, settings.api_keys):
             raise ApiError("forbidden", "the API key is not valid")
+        limiter = request.app.get(RATE_LIMITER)
+        if limiter is not None:
+            wait = await limiter.retry_after(presented)
+            if wait is not None:
+                raise ApiError("rate_limited", f"more than {limiter.per_minute} requests "
+                                               "a minute with this key", retry_after=wait)
         return await handler(request)
 
     return check_key

@@ -46,7 +46,7 @@ def wait_for(check: Callable[[], object], timeout: float, what: str,
             result = check()
             if result:
                 return result
-        except Exception as exc:  # noqa: BLE001 - the thing polled may not be up yet
+        except Exception as exc:
             last_error = exc
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}"
@@ -89,7 +89,17 @@ class Stack:
         if self.env["TEXTRACTD_RUN_WORKERS"] == "true":
             wait_for(lambda: self.live_workers() >= self.worker_count, timeout,
                      "every worker's heartbeat")
+        wait_for(self._all_running, timeout, "supervisord to call every program RUNNING")
         return self
+
+    def _all_running(self) -> bool:
+        expected = {name for name, on in (("redis", "TEXTRACTD_EMBEDDED_REDIS"),
+                                          ("api", "TEXTRACTD_RUN_API"),
+                                          ("workers", "TEXTRACTD_RUN_WORKERS"))
+                    if self.env[on] == "true"}
+        running = {line.split()[0] for line in self.supervisorctl("status").splitlines()
+                   if " RUNNING " in line}
+        return expected <= running
 
     @property
     def worker_count(self) -> int:

@@ -2,7 +2,9 @@
 
 The body is read chunk by chunk into one buffer (the bytes that go to Redis), so it is
 held in memory once; a body that passes the limit is refused before the rest is read,
-whatever Content-Length claimed (honest, lying or absent).
+whatever Content-Length claimed (honest, lying or absent). A memory budget shared by all
+requests bounds how many bodies are held at once, weighted by size, so many large
+uploads queue for memory while small ones and slow trickles do not block each other.
 """
 
 from __future__ import annotations
@@ -29,7 +31,39 @@ class UploadError(Exception):
 @dataclass(frozen=True)
 class Upload:
     filename: str | None
-    data: bytes
+    data: bytearray  # not copied to bytes: redis-py sends a bytearray as it is
+
+
+class MemoryBudget:
+    """Bytes of upload bodies this process may hold at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._changed = asyncio.Condition()
+
+    async def reserve(self, size: int) -> None:
+        async with self._changed:
+            # An upload larger than the whole budget may still go, alone.
+            await self._changed.wait_for(lambda: self.used == 0
+                                         or self.used + size <= self.limit)
+            self.used += size
+
+    async def release(self, size: int) -> None:
+        async with self._changed:
+            self.used -= size
+            self._changed.notify_all()
+
+
+def reservation(request: web.Request, settings: Settings) -> int:
+    """What an upload may cost: its declared length, or the limit when it declares none.
+
+    Reserved up front, whole: reserving chunk by chunk would let many half-read uploads
+    share the budget out and all wait for more.
+    """
+    declared = request.content_length
+    limit = settings.max_content_length
+    return min(declared, limit) if declared is not None else limit
 
 
 def _too_large(limit: int) -> UploadError:
@@ -71,7 +105,7 @@ async def _part_chunks(part: BodyPartReader):
         yield chunk
 
 
-async def _read_stream(chunks, limit: int) -> bytes:
+async def _read_stream(chunks, limit: int) -> bytearray:
     buffer = bytearray()
     async for chunk in chunks:
         if len(buffer) + len(chunk) > limit:
@@ -79,4 +113,4 @@ async def _read_stream(chunks, limit: int) -> bytes:
         buffer += chunk
     if not buffer:
         raise UploadError(400, "bad_request", "the upload is empty")
-    return bytes(buffer)
+    return buffer

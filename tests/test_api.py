@@ -1,0 +1,195 @@
+"""The HTTP contract of DESIGN.md, through a real stack."""
+
+from __future__ import annotations
+
+import pytest
+import textract
+
+from daemon.stack import wait_for
+from tests.client import Client
+from tests.conftest import CORPUS, squash
+
+DOCX = CORPUS / "textract-tests/docx/standardized_text.docx"
+PDF = CORPUS / "textract-tests/pdf/standardized_text.pdf"
+FOX = "the quick brown fox jumps over the lazy dog"
+
+
+@pytest.fixture(scope="module")
+def queued_only(tmp_path_factory):
+    """A stack without workers: jobs stay queued, so in-between states can be seen."""
+    from daemon.stack import Stack
+
+    stack = Stack(workers=False).start()
+    yield stack
+    stack.stop()
+
+
+def error_of(reply) -> dict:
+    body = reply.json()
+    assert set(body) == {"error"}
+    assert {"code", "message", "request_id"} <= set(body["error"])
+    return body["error"]
+
+
+def test_health_answers_without_a_key(shared_stack) -> None:
+    reply = Client(shared_stack, key=None).request("GET", "/health")
+    assert reply.status == 200
+    assert reply.json()["status"] == "pass"
+
+
+@pytest.mark.parametrize("path", ["/v1/formats", "/v1/jobs/0123456789abcdef0123456789abcdef"])
+def test_every_other_route_needs_the_key(shared_stack, path: str) -> None:
+    missing = Client(shared_stack, key=None).request("GET", path)
+    assert missing.status == 401
+    assert error_of(missing)["code"] == "unauthorized"
+    wrong = Client(shared_stack, key="not-the-key").request("GET", path)
+    assert wrong.status == 403
+    assert error_of(wrong)["code"] == "forbidden"
+
+
+def test_a_bearer_token_is_accepted_like_the_api_key_header(shared_stack) -> None:
+    client = Client(shared_stack, key=None)
+    reply = client.request("GET", "/v1/formats",
+                           headers={"Authorization": f"Bearer {shared_stack.api_key}"})
+    assert reply.status == 200
+    assert "pdf" in {f["ext"] for f in reply.json()["formats"]}
+
+
+def test_a_multipart_upload_is_queued_with_202_and_a_location(queued_only) -> None:
+    reply = Client(queued_only).upload("fox.docx", DOCX.read_bytes())
+    assert reply.status == 202
+    job = reply.json()
+    assert job["state"] == "queued"
+    assert reply.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert job["filename"] == "fox.docx" and job["format"] == "docx"
+    assert job["bytes"] == DOCX.stat().st_size
+
+
+def test_a_raw_body_upload_takes_its_name_from_the_query(shared_stack) -> None:
+    reply = Client(shared_stack).upload_raw(PDF.read_bytes(), filename="fox.pdf", wait=60)
+    assert reply.status == 200
+    job = reply.json()
+    assert job["state"] == "done" and job["format"] == "pdf"
+    assert squash(FOX) in squash(job["text"])
+
+
+def test_waiting_on_upload_answers_200_with_the_finished_job(shared_stack) -> None:
+    reply = Client(shared_stack).upload("fox.docx", DOCX.read_bytes(), wait=60)
+    assert reply.status == 200
+    job = reply.json()
+    assert job["state"] == "done"
+    assert job["text"] == FOX
+    assert job["chars"] == len(FOX) and job["attempts"] == 1
+    assert job["finished_at"] >= job["started_at"] >= job["created_at"]
+
+
+def test_a_queued_job_can_be_long_polled_and_read_later(shared_stack) -> None:
+    client = Client(shared_stack)
+    job_id = client.upload("fox.docx", DOCX.read_bytes()).json()["id"]
+    polled = client.job(job_id, wait=60)
+    assert polled.status == 200 and polled.json()["state"] == "done"
+    text = client.request("GET", f"/v1/jobs/{job_id}/text")
+    assert text.status == 200
+    assert text.headers["content-type"].startswith("text/plain")
+    assert text.text == FOX
+
+
+def test_extract_returns_the_text_itself_or_json_on_request(shared_stack) -> None:
+    client = Client(shared_stack)
+    plain = client.upload("fox.docx", DOCX.read_bytes(), path="/v1/extract")
+    assert plain.status == 200 and plain.text == FOX
+    as_json = client.upload("fox.docx", DOCX.read_bytes(), path="/v1/extract",
+                            headers={"Accept": "application/json"})
+    assert as_json.status == 200 and as_json.json()["text"] == FOX
+
+
+def test_extract_answers_202_with_the_job_when_it_does_not_finish_in_time(queued_only) -> None:
+    reply = Client(queued_only).upload("fox.docx", DOCX.read_bytes(), path="/v1/extract",
+                                       wait=0.3)
+    assert reply.status == 202
+    assert reply.json()["state"] == "queued"
+
+
+def test_the_text_of_an_unfinished_job_is_a_409(queued_only) -> None:
+    client = Client(queued_only)
+    job_id = client.upload("fox.docx", DOCX.read_bytes()).json()["id"]
+    reply = client.request("GET", f"/v1/jobs/{job_id}/text")
+    assert reply.status == 409
+    assert error_of(reply)["code"] == "job_not_finished"
+
+
+def test_a_wait_on_a_job_that_does_not_finish_returns_its_state_in_time(queued_only) -> None:
+    client = Client(queued_only)
+    job_id = client.upload("fox.docx", DOCX.read_bytes()).json()["id"]
+    reply = client.job(job_id, wait=0.5)
+    assert reply.status == 200 and reply.json()["state"] == "queued"
+    assert 0.4 < reply.elapsed < 5
+
+
+def test_a_deleted_job_is_gone_and_its_waiters_are_told(queued_only) -> None:
+    client = Client(queued_only)
+    job_id = client.upload("fox.docx", DOCX.read_bytes()).json()["id"]
+    assert client.request("DELETE", f"/v1/jobs/{job_id}").status == 204
+    assert client.job(job_id).status == 404
+    assert client.request("DELETE", f"/v1/jobs/{job_id}").status == 404
+    with queued_only.redis() as r:
+        assert not r.exists(f"textractd:payload:{job_id}")
+
+
+def test_an_unknown_job_is_a_404_in_the_error_shape(shared_stack) -> None:
+    reply = Client(shared_stack).job("ffffffffffffffffffffffffffffffff")
+    assert reply.status == 404
+    assert error_of(reply)["code"] == "not_found"
+    assert Client(shared_stack).job("../../etc/passwd").status == 404
+
+
+def test_an_upload_over_the_limit_is_refused_with_413(make_stack) -> None:
+    stack = make_stack(workers=False, env={"MAX_CONTENT_LENGTH": "1000"})
+    reply = Client(stack).upload_raw(b"x" * 5000, filename="big.txt")
+    assert reply.status == 413
+    assert error_of(reply)["code"] == "payload_too_large"
+    with stack.redis() as r:
+        assert r.xlen("textractd:jobs") == 0
+
+
+def test_a_method_is_checked_against_what_the_format_supports(shared_stack) -> None:
+    client = Client(shared_stack)
+    bad = client.upload("fox.docx", DOCX.read_bytes(), method="tesseract")
+    assert bad.status == 400
+    assert error_of(bad)["code"] == "invalid_method"
+    good = client.upload("fox.pdf", PDF.read_bytes(), method="pdfminer", wait=60)
+    direct = textract.process(str(PDF), method="pdfminer").decode()
+    assert good.status == 200 and good.json()["text"] == direct
+    assert good.json()["method"] == "pdfminer"
+
+
+def test_the_request_id_follows_the_job_into_the_worker_log(shared_stack) -> None:
+    reply = Client(shared_stack).upload("fox.docx", DOCX.read_bytes(), wait=60,
+                                        headers={"X-Request-ID": "trace-me-123"})
+    assert reply.headers["x-request-id"] == "trace-me-123"
+    job_id = reply.json()["id"]
+
+    def worker_lines() -> list[dict]:
+        return [e for e in shared_stack.log_events("workers") if e.get("job_id") == job_id]
+
+    def summaries() -> list[dict]:
+        # The summary is logged just after the result is stored: poll for it.
+        return [e for e in worker_lines() if e["event"] in ("job.done", "job.failed")]
+
+    wait_for(summaries, 10, "the job's summary line")
+    assert all(e["request_id"] == "trace-me-123" for e in worker_lines())
+    assert len(summaries()) == 1
+    summary = summaries()[0]
+    assert summary["state"] == "done" and summary["chars"] == len(FOX)
+    assert summary["bytes"] == DOCX.stat().st_size and summary["duration_ms"] > 0
+
+
+def test_every_log_line_is_one_json_object_with_the_named_fields(shared_stack) -> None:
+    Client(shared_stack).upload("fox.docx", DOCX.read_bytes(), wait=60)
+    for program in ("api", "workers"):
+        raw = (shared_stack.root / "logs" / f"{program}.log").read_bytes().splitlines()
+        events = list(shared_stack.log_events(program))
+        assert len(events) == len(raw) > 0, f"{program}.log has lines that are not JSON"
+        for event in events:
+            assert {"timestamp", "level", "event", "process", "pid"} <= set(event), event
+            assert event["timestamp"].endswith("Z")
