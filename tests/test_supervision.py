@@ -61,7 +61,7 @@ def test_shutdown_leaves_no_process_behind(make_stack) -> None:
     tree = [supervisord, *supervisord.children(recursive=True)]
     assert len(tree) >= 1 + 3 + 2  # supervisord, redis, api, pool master, two children
     stack.supervisorctl("shutdown")
-    gone, alive = psutil.wait_procs(tree, timeout=60)
+    _gone, alive = psutil.wait_procs(tree, timeout=60)
     assert not alive, [p.pid for p in alive]
 
 
