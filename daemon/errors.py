@@ -115,6 +115,9 @@ ERROR_CODES: dict[str, ErrorCode] = {
                   "retry after Retry-After seconds"),
         ErrorCode("server_busy", 503, "too many large uploads are being received",
                   "retry after Retry-After seconds"),
+        ErrorCode("replication_timeout", 503,
+                  "REDIS_WAIT_FOR_REPLICAS: no replica confirmed the job within 1 s; it is "
+                  "queued but could be lost in a failover", "check the job id later"),
         ErrorCode("shutting_down", 503, "the api is stopping", "retry after Retry-After seconds"),
         ErrorCode("insufficient_storage", 507, "no disk space to accept the upload",
                   "retry later"),

@@ -184,7 +184,8 @@ def detect_path(filename: str | None, path: Path | str, declared_ext: str | None
 def detect_bytes(filename: str | None, data: bytes | bytearray, declared_ext: str | None = None
                  ) -> Format:
     """Like detect_path() for an upload held in memory (the api's case)."""
-    return _decide(filename, data[:HEAD_SIZE], declared_ext, data)
+    # bytes(): the head is hashed (dict look-ups); a bytearray slice could not be.
+    return _decide(filename, bytes(data[:HEAD_SIZE]), declared_ext, data)
 
 
 def _decide(filename: str | None, head: bytes, declared: str | None,

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from daemon.config import Settings
 from daemon.errors import ERROR_CODES
-from daemon.store import REDIS_DOWN, QueueFull
+from daemon.store import REDIS_DOWN, QueueFull, ReplicationTimeout
 from daemon.uploads import UploadError
 
 log = structlog.get_logger()
@@ -100,6 +100,9 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
     except QueueFull as exc:
         return error_response(request, "queue_full", f"the queue is full ({exc.depth} jobs)",
                               503, retry_after=request.app[RETRY_AFTER](exc.depth))
+    except ReplicationTimeout as exc:
+        return error_response(request, "replication_timeout", str(exc), 503, retry_after=2,
+                              extra={"job_id": exc.job_id})
     except REDIS_DOWN as exc:
         log.warning("redis.unavailable", error=str(exc))
         return error_response(request, "redis_unavailable",

@@ -25,7 +25,8 @@ from pathlib import Path
 import orjson
 import redis
 
-from daemon.config import ROOT
+from daemon.config import ROOT, Settings
+from daemon.store import connect
 
 BIN = Path(sys.executable).parent
 
@@ -132,7 +133,7 @@ class Stack:
         return self.env.get("REDIS_URL") or f"unix://{self.root / 'var' / 'redis.sock'}"
 
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url, socket_timeout=5)
+        return connect(Settings(redis_url=self.redis_url, redis_max_retries=0))
 
     def healthy(self) -> bool:
         try:

@@ -56,6 +56,12 @@ def corpus_documents() -> list[CorpusDoc]:
     return docs
 
 
+def manifest_params() -> list:
+    """(document path under the corpus, format, declared extension) per document."""
+    return [pytest.param(d.id, d.format, d.kwargs.get("extension"), id=d.id)
+            for d in corpus_documents()]
+
+
 def squash(text: str) -> str:
     """Whitespace-insensitive form, as upstream textract's tests compare."""
     return "".join(text.split())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import json
 import os
@@ -24,26 +23,9 @@ from daemon.formats import (
     safe_display_name,
     supported_formats,
 )
+from tests.conftest import CORPUS, manifest_params
 
-CORPUS = Path(os.environ.get("TEXTRACTD_CORPUS")
-              or Path(__file__).resolve().parents[2] / "shared" / "corpus")
-AUDIO = {"mp3", "ogg", "wav"}
-
-
-def _manifest() -> list:
-    manifest = CORPUS / "MANIFEST.tsv"
-    if not manifest.exists():
-        return []  # test_the_corpus_is_present_and_lists_documents reports it
-    rows = []
-    for line in manifest.read_text().splitlines()[1:]:
-        doc, fmt, kwargs, *_ = line.split("\t")
-        if fmt not in AUDIO:
-            ext = ast.literal_eval(kwargs).get("extension") if kwargs != "-" else None
-            rows.append(pytest.param(doc, fmt, ext, id=doc))
-    return rows
-
-
-DOCS = _manifest()
+DOCS = manifest_params()
 NO_EXT_DOCS = [row for row in DOCS if row.values[2]]
 
 PDF_HEAD = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n"

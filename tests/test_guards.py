@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import os
 import shutil
@@ -20,10 +19,8 @@ from daemon.config import Settings
 from daemon.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
 from daemon.formats import FORMATS, detect_path
 from daemon.guards import Limits, check_document, check_text_size
+from tests.conftest import CORPUS, manifest_params
 
-CORPUS = Path(os.environ.get("TEXTRACTD_CORPUS")
-              or Path(__file__).resolve().parents[2] / "shared" / "corpus")
-AUDIO = {"mp3", "ogg", "wav"}
 LIMITS = Limits.from_settings(Settings())
 FOUR_PAGES = CORPUS / "py-pdf-sample-files" / "004-pdflatex-4-pages" / "pdflatex-4-pages.pdf"
 DOCX = CORPUS / "textract-tests" / "docx" / "raw_text.docx"
@@ -33,20 +30,7 @@ def limits(**changes: int) -> Limits:
     return dataclasses.replace(LIMITS, **changes)
 
 
-def _manifest() -> list:
-    manifest = CORPUS / "MANIFEST.tsv"
-    if not manifest.exists():
-        return []  # test_the_corpus_is_present reports it
-    rows = []
-    for line in manifest.read_text().splitlines()[1:]:
-        doc, fmt, kwargs, *_ = line.split("\t")
-        if fmt not in AUDIO:
-            ext = ast.literal_eval(kwargs).get("extension") if kwargs != "-" else None
-            rows.append(pytest.param(doc, fmt, ext, id=doc))
-    return rows
-
-
-DOCS = _manifest()
+DOCS = manifest_params()
 
 
 def write_zip(path: Path, entries: dict[str, bytes],
