@@ -19,7 +19,7 @@ from aiohttp import web
 
 from daemon import __version__, formats
 from daemon.config import Settings
-from daemon.errors import UnsupportedFormat
+from daemon.errors import EncryptedDocument, UnsupportedFormat
 from daemon.logs import configure_logging
 from daemon.middleware import (
     METRICS_HOOK,
@@ -65,8 +65,8 @@ async def list_formats(_request: web.Request) -> web.Response:
 
 
 async def submit_job(request: web.Request) -> web.Response:
+    wait = _wait_seconds(request, default=0.0)  # a bad ?wait= must not leave a job behind
     job = await _accept(request)
-    wait = _wait_seconds(request, default=0.0)
     if wait > 0:
         job = await request.app[WAITERS].wait(job["id"], wait) or job
     return _job_response(request, job)
@@ -74,8 +74,8 @@ async def submit_job(request: web.Request) -> web.Response:
 
 async def extract(request: web.Request) -> web.Response:
     """Upload and wait: the text itself, or 202 + job JSON if it did not finish in time."""
-    job = await _accept(request)
     wait = _wait_seconds(request, default=request.app[SETTINGS].extract_wait)
+    job = await _accept(request)
     job = await request.app[WAITERS].wait(job["id"], wait) or job
     if job["state"] not in FINAL_STATES:
         return _job_response(request, job)
@@ -162,6 +162,8 @@ def _check_type(request: web.Request, filename: str | None,
     except UnsupportedFormat as exc:
         raise ApiError("unsupported_media_type", str(exc), extra={
             "supported": sorted(formats.FORMATS)}) from exc
+    except EncryptedDocument as exc:
+        raise ApiError("encrypted_document", str(exc), status=422) from exc
     method = request.query.get("method", "")
     if method and method not in fmt.methods:
         allowed = ", ".join(fmt.methods) or "none (only the default)"
@@ -283,8 +285,8 @@ def create_app(settings: Settings) -> web.Application:
 
 
 def main() -> None:
-    configure_logging("api")
     settings = Settings.from_env()
+    configure_logging("api", secrets=settings.api_keys)
     if settings.auth_required and not settings.api_keys:
         log.error("api.refused", reason="API_KEY is empty; set it (scripts/run writes one to "
                                         ".env) or set ALLOW_NO_AUTH=1 for local use")

@@ -61,7 +61,8 @@ class Settings:
                                                "have the job (WAIT)")
     # --- uploads ---------------------------------------------------------------------
     max_content_length: int = _setting(16 * 1024 * 1024, "largest upload, bytes (413 above)")
-    upload_memory_mb: int = _setting(256, "upload bodies one api process holds at once")
+    upload_memory_mb: int = _setting(128, "upload bodies one api process holds at once "
+                                          "(peak RSS is about 45 MB + 2.5-3.5 x this)")
     upload_timeout: float = _setting(30.0, "seconds a body may take to arrive (408 after)")
     max_queue_depth: int = _setting(1000, "unfinished jobs accepted before 503 queue_full")
     rate_limit_per_minute: int = _setting(0, "requests per minute per key; 0: no limit")

@@ -6,12 +6,14 @@ configured loggers do not cross process boundaries.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 
 import orjson
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 
 def _add_process(process: str):
@@ -23,13 +25,46 @@ def _add_process(process: str):
     return add
 
 
+_SECRETS: tuple[str, ...] = ()
+
+
 def _dumps(obj: object, default: object = None) -> str:
     # orjson: several times faster than json.dumps on the per-job summary line.
-    return orjson.dumps(obj, default=str).decode()
+    try:
+        line = orjson.dumps(obj, default=str).decode()
+    except TypeError:  # lone surrogates (undecodable header bytes): replace, never lose it
+        line = scrub_surrogates(json.dumps(obj, default=str, ensure_ascii=False))
+    for secret in _SECRETS:
+        if secret in line:
+            line = line.replace(secret, "[redacted]")
+    return line
 
 
-def configure_logging(process: str, level: str | None = None) -> None:
-    """Route structlog (and stdlib logging, e.g. aiohttp's) to JSON lines on stdout."""
+def scrub_surrogates(text: str) -> str:
+    """`text` as valid UTF-8: lone surrogates (from undecodable bytes) become "?"."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+class _NoParserTracebacks(logging.Filter):
+    """aiohttp logs a rejected request with a traceback quoting the raw header line (an API
+    key among them); the 400 is the answer, the traceback adds only risk."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
+            record.msg = f"rejected a malformed request: {type(record.exc_info[1]).__name__}"
+            record.args = ()
+            record.exc_info = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def configure_logging(process: str, level: str | None = None,
+                      secrets: tuple[str, ...] = ()) -> None:
+    """Route structlog (and stdlib logging, e.g. aiohttp's) to JSON lines on stdout.
+
+    `secrets` (the API keys) are replaced by "[redacted]" wherever they would appear."""
+    global _SECRETS
+    _SECRETS = tuple(s for s in secrets if s)
     level_no = logging.getLevelName((level or os.environ.get("LOG_LEVEL", "INFO")).upper())
     shared = [
         structlog.contextvars.merge_contextvars,
@@ -64,6 +99,7 @@ def configure_logging(process: str, level: str | None = None) -> None:
     root.setLevel(level_no)
     # aiohttp's access log would duplicate our own one-line-per-request event.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(_NoParserTracebacks())
 
 
 def get_logger(**bound: object) -> structlog.typing.FilteringBoundLogger:

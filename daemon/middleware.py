@@ -7,6 +7,7 @@ has the same JSON shape: {"error": {"code", "message", "request_id"}}.
 from __future__ import annotations
 
 import hmac
+import json
 import re
 import time
 import uuid
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from daemon.config import Settings
 from daemon.errors import ERROR_CODES
+from daemon.logs import scrub_surrogates
 from daemon.store import REDIS_DOWN, QueueFull, ReplicationTimeout
 from daemon.uploads import UploadError
 
@@ -45,8 +47,11 @@ class ApiError(Exception):
 
 def json_response(data: object, status: int = 200, headers: dict | None = None,
                   content_type: str = "application/json") -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, headers=headers,
-                        content_type=content_type)
+    try:
+        body = orjson.dumps(data)
+    except TypeError:  # a lone surrogate echoed from a non-UTF-8 header: replace it
+        body = scrub_surrogates(json.dumps(data, ensure_ascii=False)).encode()
+    return web.Response(body=body, status=status, headers=headers, content_type=content_type)
 
 
 def error_response(request: web.Request, code: str, message: str, status: int,
@@ -111,9 +116,11 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
     except web.HTTPNotFound:
         return error_response(request, "not_found", f"no route {request.path}", 404)
     except web.HTTPMethodNotAllowed as exc:
-        return error_response(request, "method_not_allowed",
-                              f"{request.method} is not allowed here; use "
-                              f"{', '.join(sorted(exc.allowed_methods))}", 405)
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        response = error_response(request, "method_not_allowed",
+                                  f"{request.method} is not allowed here; use {allowed}", 405)
+        response.headers["Allow"] = allowed
+        return response
     except web.HTTPException:
         raise
     except Exception:
@@ -135,8 +142,9 @@ def presented_key(request: web.Request) -> str | None:
 def key_matches(presented: str, keys: tuple[str, ...]) -> bool:
     # Compare against every key, without stopping early, in constant time per key.
     matched = False
+    given = presented.encode("utf-8", "surrogateescape")  # header bytes need not be UTF-8
     for key in keys:
-        matched |= hmac.compare_digest(presented.encode(), key.encode())
+        matched |= hmac.compare_digest(given, key.encode())
     return matched
 
 

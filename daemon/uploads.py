@@ -13,6 +13,7 @@ import asyncio
 from dataclasses import dataclass
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from daemon.config import Settings
 
@@ -63,6 +64,8 @@ def reservation(request: web.Request, settings: Settings) -> int:
     """
     declared = request.content_length
     limit = settings.max_content_length
+    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+        return limit  # a compressed body inflates: its length says nothing of its cost
     return min(declared, limit) if declared is not None else limit
 
 
@@ -88,14 +91,20 @@ async def read_upload(request: web.Request, settings: Settings) -> Upload:
 
 
 async def _read_multipart(request: web.Request, limit: int) -> Upload:
+    skipped = 0  # bytes of other fields: they count against the limit too
     try:
         reader = await request.multipart()
         async for part in reader:
             if not isinstance(part, BodyPartReader) or part.name != "file":
-                continue  # other fields are ignored, but still drained by the reader
-            data = await _read_stream(_part_chunks(part), limit)
+                async for chunk in _part_chunks(part):
+                    skipped += len(chunk)
+                    if skipped > limit:
+                        raise _too_large(limit)
+                continue
+            data = await _read_stream(_part_chunks(part), limit - skipped)
             return Upload(part.filename or request.query.get("filename"), data)
-    except (ValueError, AssertionError) as exc:  # aiohttp's errors for malformed multipart
+    except (ValueError, AssertionError, HttpProcessingError) as exc:
+        # aiohttp's errors for a malformed multipart body or part header
         raise UploadError(400, "bad_request", f"malformed multipart body: {exc}") from exc
     raise UploadError(400, "bad_request", "multipart body has no field named 'file'")
 
