@@ -29,23 +29,34 @@ class Chores:
         self.settings = settings
         self.pool_size = pool_size
         self._last_run = 0.0
+        self._paused_until = 0.0
+        self._failures = 0
 
     def run_due(self) -> None:
-        try:
-            self.store.promote_deferred()
-            if time.monotonic() - self._last_run < self.settings.chore_interval:
-                return
+        """Promote due deferred jobs every tick; the rest every CHORE_INTERVAL seconds."""
+        sweep_due = time.monotonic() - self._last_run >= self.settings.chore_interval
+        if sweep_due:
             self._last_run = time.monotonic()
-            self.store.trim_acknowledged()
+            # The sweep needs no Redis: a full disk is cleaned even during an outage.
             removed, freed = sweep_spool(self.settings.spool_dir, self.pool_size,
                                          self.settings.job_timeout + 60)
-            self._forget_stale_consumers()
-            self.store.client.hset(CHORES_KEY, mapping={
-                "last_sweep": time.time(), "swept_files": removed, "swept_bytes": freed})
             if removed:
                 log.info("chores.swept", files=removed, bytes=freed)
+        if time.monotonic() < self._paused_until:
+            return  # Redis was down a moment ago: do not stall the master's loop on it
+        try:
+            self.store.promote_deferred()
+            if sweep_due:
+                self.store.trim_acknowledged()
+                self._forget_stale_consumers()
+                self.store.client.hset(CHORES_KEY, mapping={
+                    "last_sweep": time.time(), "swept_files": removed, "swept_bytes": freed})
+            self._failures = 0
         except REDIS_DOWN as exc:
-            log.warning("chores.skipped", error=str(exc))
+            self._failures += 1
+            pause = min(2.0 ** self._failures / 4, 5.0)
+            self._paused_until = time.monotonic() + pause
+            log.warning("chores.skipped", error=str(exc), retry_in=pause)
 
     def count_restart(self, reason: str) -> None:
         try:

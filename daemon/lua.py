@@ -64,7 +64,7 @@ redis.call('INCR', KEYS[4])
 return {1, entry}
 """
 
-# KEYS: job, payload, breaker
+# KEYS: job, payload, breaker, history
 # ARGV: consumer, now, max_attempts, breaker recovery seconds
 # Returns {verdict, ...}: gone | final | wait(reopen_at, created_at) |
 # exhausted(attempts, last error code, message) |
@@ -84,6 +84,9 @@ if attempts > tonumber(ARGV[3]) then
 end
 redis.call('HSET', KEYS[1], 'state', 'processing', 'attempts', attempts,
            'started_at', ARGV[2], 'consumer', ARGV[1])
+-- the delivery history a dead letter carries: who took the job, when, which attempt
+redis.call('RPUSH', KEYS[4], cjson.encode({event = 'delivered', at = ARGV[2],
+           consumer = ARGV[1], attempt = attempts}))
 local payload = redis.call('GET', KEYS[2])
 if not payload then return {'gone'} end
 local meta = redis.call('HMGET', KEYS[1], 'ext', 'method', 'request_id', 'filename')
@@ -113,11 +116,17 @@ redis.call('HSET', KEYS[1], 'finished_at', ARGV[4], unpack(fields))
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[8], ttl)
 if ARGV[10] == '1' then
-  -- keep the payload so an operator can replay the dead letter
-  local job = redis.call('HGETALL', KEYS[1])
-  local history = redis.call('LRANGE', KEYS[8], 0, -1)
+  -- keep the payload so an operator can replay the dead letter; the record and the
+  -- history go in as JSON an operator can read (an object, and a list of objects)
+  local flat = redis.call('HGETALL', KEYS[1])
+  local job = {}
+  for i = 1, #flat, 2 do job[flat[i]] = flat[i + 1] end
+  local history = '['
+  for i, step in ipairs(redis.call('LRANGE', KEYS[8], 0, -1)) do
+    history = history .. (i > 1 and ',' or '') .. step
+  end
   redis.call('XADD', KEYS[7], '*', 'job', ARGV[6], 'entry', ARGV[2],
-             'record', cjson.encode(job), 'history', cjson.encode(history))
+             'record', cjson.encode(job), 'history', history .. ']')
 else
   redis.call('DEL', KEYS[2])
 end
@@ -135,19 +144,24 @@ return {1, transition[1], transition[2]}
 """
 
 # A failed attempt (machinery error, death of the child, open breaker): acknowledge the
-# old entry and queue the job again, now or at ready_at, in one step.
+# old entry and queue the job again, now or at ready_at, in one step. Only a delivery
+# still pending is re-queued: a second RETRY of the same entry (the master re-queueing
+# for a child that had just re-queued it itself, or redis-py re-sending the call after a
+# dropped reply) must not put the job on the stream twice.
 # KEYS: job, stream, deferred, breaker, history
 # ARGV: group, entry_id, job_id, now, ready_at (0: now), outcome('failure'|'none'),
 #       fail_threshold, success_threshold, error_code, error_message, consumer, family
 RETRY = BREAKER_LUA + """
 local state = redis.call('HGET', KEYS[1], 'state')
-redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-if (not state) or state == 'done' or state == 'failed' then return {0, '', ''} end
+local acked = redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+if acked == 0 or (not state) or state == 'done' or state == 'failed' then
+  return {0, '', ''}
+end
 local fields = {'state', 'queued'}
 if ARGV[9] ~= '' then
   fields = {'state', 'queued', 'error_code', ARGV[9], 'error_message', ARGV[10]}
-  redis.call('RPUSH', KEYS[5], cjson.encode({at = ARGV[4], consumer = ARGV[11],
-             code = ARGV[9], message = ARGV[10]}))
+  redis.call('RPUSH', KEYS[5], cjson.encode({event = 'failed', at = ARGV[4],
+             consumer = ARGV[11], code = ARGV[9], message = ARGV[10]}))
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 if tonumber(ARGV[5]) > 0 then

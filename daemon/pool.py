@@ -8,6 +8,8 @@ deadline, respawn, run the chores when due. Signal handlers only record the sign
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -28,18 +30,21 @@ from daemon.worker import child_main
 log = structlog.get_logger()
 
 TICK = 0.5
-# A child killed here mid-job failed that attempt with this code.
+# A child that died mid-job failed that attempt with this code; the last attempt's code
+# is the job's when attempts run out. A child that vanished without a cause we know of
+# never finished the job: after MAX_ATTEMPTS such deliveries it is too_many_attempts.
 DEATH_ERRORS = {
     "deadline": ("extraction_timeout", "the job ran past JOB_TIMEOUT and was killed"),
     "memory": ("memory_limit", "the child passed the hard memory limit and was killed"),
-    "killed": ("extractor_failed", "the child was killed (perhaps out of memory)"),
-    "crashed": ("extractor_failed", "the child crashed"),
+    "killed": ("too_many_attempts", "the child was killed (perhaps out of memory)"),
+    "crashed": ("too_many_attempts", "the child crashed"),
 }
 
 
 class Pool:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.pid = os.getpid()
         self.size = max(1, settings.worker_processes)
         self.slots = make_slots(self.size)
         self.children: dict[int, multiprocessing.Process] = {}
@@ -47,11 +52,20 @@ class Pool:
         self.stopping_since: float | None = None
         self.restarts: dict[str, int] = {}
         self.requeued = 0
-        self.store = JobStore(connect(settings), settings)
+        # Few retries for the master: a call that waits out redis-py's whole backoff would
+        # stall reaping and deadlines for seconds; every tick tries again anyway.
+        self.store = JobStore(connect(dataclasses.replace(settings, redis_max_retries=1)),
+                              settings)
         self.chores = chores.Chores(self.store, settings, self.size)
 
     # --- signals: recorded here, acted on in the loop ----------------------------------
     def install_signals(self) -> None:
+        # Every signal also writes a byte here, which wakes the loop's wait() at once
+        # instead of at the end of the tick.
+        self._wakeup_r, self._wakeup_w = os.pipe()
+        for fd in (self._wakeup_r, self._wakeup_w):
+            os.set_blocking(fd, False)
+        signal.set_wakeup_fd(self._wakeup_w)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             signal.signal(sig, lambda signo, _frame: self.signals.append(signo))
 
@@ -69,10 +83,15 @@ class Pool:
         self.children[slot_no] = child
 
     def _child_entry(self, slot_no: int) -> None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        signal.set_wakeup_fd(-1)  # the master's pipe, not ours
+        os.close(self._wakeup_r)
+        os.close(self._wakeup_w)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             signal.signal(sig, signal.SIG_DFL)
-        child_main(self.settings, slot_no, self.slots[slot_no])
+        # TERM and INT stay blocked until the child has its own handlers (Child.boot): a
+        # TERM sent now is then a request to drain, not a default death.
+        signal.pthread_sigmask(signal.SIG_SETMASK, {signal.SIGTERM, signal.SIGINT})
+        child_main(self.settings, slot_no, self.slots[slot_no], self.pid)
 
     # --- the loop ----------------------------------------------------------------------
     def run(self) -> int:
@@ -82,9 +101,12 @@ class Pool:
             self.spawn(slot_no)
         log.info("pool.started", children=self.size, job_timeout=self.settings.job_timeout)
         while True:
-            wait([c.sentinel for c in self.children.values()], timeout=TICK)
+            ended = wait([*(c.sentinel for c in self.children.values()), self._wakeup_r],
+                         timeout=TICK)
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wakeup_r, 512)
             self._handle_signals()
-            code = self._reap()
+            code = self._reap(set(ended))
             if code is not None:
                 return code
             if self.stopping_since is not None:
@@ -124,9 +146,11 @@ class Pool:
                 log.warning("pool.stop_now", signal=signal.Signals(signo).name)
                 self._kill_all(KillReason.SHUTDOWN)
 
-    def _reap(self) -> int | None:
+    def _reap(self, ended: set) -> int | None:
         for slot_no, child in list(self.children.items()):
-            if child.is_alive():
+            # A closed sentinel means the child is exiting, though waitpid may not see it
+            # yet: join it now rather than take it for alive (and kill it again) next tick.
+            if child.sentinel not in ended and child.is_alive():
                 continue
             child.join()
             del self.children[slot_no]
@@ -157,13 +181,15 @@ class Pool:
             return
         code, message = DEATH_ERRORS.get(reason, ("extractor_failed", f"child {reason}"))
         try:
-            _written, before, after = self.store.retry(
+            written, before, after = self.store.retry(
                 delivery, consumer=f"{self.settings.consumer_prefix}-master",
                 error_code=code, error_message=message, outcome="failure")
         except REDIS_DOWN as exc:
             # Still pending under the slot's consumer name: its next child reads it first.
             log.warning("job.requeue_deferred", job_id=delivery.job_id, error=str(exc))
             return
+        if not written:
+            return  # the child had finished or re-queued it itself just before it died
         self.requeued += 1
         log.warning("job.requeued", job_id=delivery.job_id, reason=reason, error_code=code)
         if before != after:
@@ -174,6 +200,8 @@ class Pool:
         for slot_no, child in self.children.items():
             slot = self.slots[slot_no]
             started = slot.started_at
+            if slot.kill_reason != KillReason.NONE:
+                continue  # already being killed; reaped on the next tick
             if started and now - started > self.settings.job_timeout:
                 slot.kill_reason = KillReason.DEADLINE
                 log.warning("job.deadline", slot=slot_no, job_id=slot.job_id.decode(),

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 import redis
 import redis.asyncio as aredis
-from redis.backoff import ExponentialBackoff
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.asyncio.sentinel import SentinelManagedConnection as AsyncSentinelConnection
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from daemon import lua
 from daemon.config import Settings
@@ -63,12 +67,17 @@ def heartbeat_key(consumer: str) -> str:
 
 
 # --- connection -----------------------------------------------------------------------
-def _connection_options(settings: Settings, fast_fail: bool) -> dict:
-    # The api must answer 503 within about a second; workers can afford a longer backoff.
-    backoff = ExponentialBackoff(cap=0.4, base=0.025) if fast_fail else ExponentialBackoff(
+def _connection_options(settings: Settings, fast_fail: bool, *,
+                        asynchronous: bool = False) -> dict:
+    # The api must answer 503 within about a second (5 retries: 0.05 + 0.1 + 0.2 + 0.25 +
+    # 0.25 s); workers can afford a longer backoff (0.2 s doubling up to 2 s).
+    backoff = ExponentialBackoff(cap=0.25, base=0.025) if fast_fail else ExponentialBackoff(
         cap=2.0, base=0.1)
+    # The asyncio client needs the asyncio Retry: given the blocking one it awaits the
+    # coroutine outside the retry loop, so nothing is ever retried.
+    retry_class = AsyncRetry if asynchronous else Retry
     return {
-        "retry": Retry(backoff, settings.redis_max_retries),
+        "retry": retry_class(backoff, settings.redis_max_retries),
         "retry_on_error": [RedisConnectionError, RedisTimeoutError],
         "socket_timeout": settings.redis_socket_timeout,
         "socket_connect_timeout": min(settings.redis_socket_timeout, 2.0),
@@ -76,51 +85,113 @@ def _connection_options(settings: Settings, fast_fail: bool) -> dict:
     }
 
 
-def _sentinel_target(url: str) -> tuple[list[tuple[str, int]], str, dict] | None:
-    """`redis+sentinel://[user:pass@]h1:p1,h2:p2/service[/db]` -> hosts, service, auth."""
-    if not url.startswith("redis+sentinel://"):
+SENTINEL_SCHEME = "redis+sentinel://"
+SENTINEL_QUERY = {"sentinel_password": "password", "sentinel_username": "username"}
+
+
+def _sentinel_target(url: str) -> tuple[list[tuple[str, int]], str, dict, dict] | None:
+    """`redis+sentinel://[user:pass@]h1[:p1],h2[:p2]/service[/db][?sentinel_password=..]`.
+
+    Returns the sentinels, the service name, the master's credentials and db, and the
+    sentinels' own credentials (only when the query names them: sentinels usually have
+    none, and AUTH to a server without a password is an error).
+    """
+    if not url.startswith(SENTINEL_SCHEME):
         return None
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    hosts = []
-    for hostport in netloc.split(","):
-        host, _, port = hostport.rpartition(":")
-        hosts.append((host or hostport, int(port or 26379)))
-    path = [p for p in parts.path.split("/") if p]
-    if not path:
-        raise ValueError("REDIS_URL for Sentinel needs a service name: .../service_name")
-    auth = {}
-    if parts.password:
-        auth["password"] = unquote(parts.password)
-    if parts.username:
-        auth["username"] = unquote(parts.username)
-    if len(path) > 1:
-        auth["db"] = int(path[1])
-    return hosts, path[0], auth
+    rest, _, query = url.removeprefix(SENTINEL_SCHEME).partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, _, hostlist = netloc.rpartition("@")
+    hosts = [_host_port(hostport) for hostport in hostlist.split(",") if hostport]
+    names = [p for p in path.split("/") if p]
+    if not hosts or not names:
+        raise ValueError(f"REDIS_URL for Sentinel needs {SENTINEL_SCHEME}host:port,.../"
+                         "service_name")
+    master: dict[str, object] = {}
+    if userinfo:
+        username, has_password, password = userinfo.partition(":")
+        if username:
+            master["username"] = unquote(username)
+        if has_password:
+            master["password"] = unquote(password)
+    if len(names) > 1:
+        master["db"] = int(names[1])
+    sentinel: dict[str, object] = {}
+    for name, values in parse_qs(query).items():
+        if name not in SENTINEL_QUERY:
+            raise ValueError(f"REDIS_URL: unknown Sentinel option {name!r} "
+                             f"(known: {', '.join(SENTINEL_QUERY)})")
+        sentinel[SENTINEL_QUERY[name]] = values[-1]
+    return hosts, names[0], master, sentinel
+
+
+def _host_port(hostport: str) -> tuple[str, int]:
+    if hostport.startswith("["):  # [ipv6]:port
+        host, _, port = hostport[1:].partition("]")
+        return host, int(port.lstrip(":") or 26379)
+    host, _, port = hostport.partition(":")
+    return host, int(port or 26379)
+
+
+def _sentinel_options(options: dict, credentials: dict) -> dict:
+    # No retry per sentinel: discovery already moves on to the next sentinel, and redis-py's
+    # default (10 retries with backoff) would stall every reconnect while one is down.
+    return {"socket_timeout": options["socket_timeout"],
+            "socket_connect_timeout": options["socket_connect_timeout"],
+            "retry": type(options["retry"])(NoBackoff(), 0), **credentials}
+
+
+class _MasterConnection(SentinelManagedConnection):
+    """A Sentinel-managed connection that asks the sentinels again on every reconnect.
+
+    redis-py (8.1) reconnects a dropped connection inside its command retry through the
+    base class, which redials the address it had: the dead master. Each retry then fails
+    until the whole command gives up (about 5 s for the workers), and only a connection
+    taken fresh from the pool would find the new master. Going through `connect()` makes
+    every retry ask the sentinels.
+    """
+
+    def send_packed_command(self, command: object, check_health: bool = True) -> None:
+        if not self._sock:
+            self.connect()
+        super().send_packed_command(command, check_health)
+
+
+class _AsyncMasterConnection(AsyncSentinelConnection):
+    """The asyncio twin of `_MasterConnection` (the same redial in redis.asyncio)."""
+
+    async def send_packed_command(self, command: object, check_health: bool = True) -> None:
+        if not self.is_connected:
+            await self.connect()
+        await super().send_packed_command(command, check_health)
 
 
 def connect(settings: Settings, *, fast_fail: bool = False) -> redis.Redis:
-    """A client with redis-py's own retry/backoff, timeouts and health checks."""
+    """A client with redis-py's own retry/backoff, timeouts and health checks.
+
+    With a Sentinel URL every (re)connection asks the sentinels for the master, so a
+    failover needs no restart: the retry reconnects to the promoted replica, and a
+    connection still open to a demoted master turns its READONLY error into a reconnect
+    (redis-py's SentinelManagedConnection).
+    """
     options = _connection_options(settings, fast_fail)
     sentinel = _sentinel_target(settings.effective_redis_url)
     if sentinel:
-        hosts, service, auth = sentinel
-        from redis.sentinel import Sentinel
-
-        return Sentinel(hosts, socket_timeout=options["socket_timeout"]).master_for(
-            service, **options, **auth)
+        hosts, service, master, credentials = sentinel
+        manager = Sentinel(hosts, sentinel_kwargs=_sentinel_options(options, credentials))
+        return manager.master_for(service, connection_class=_MasterConnection, **options,
+                                  **master)
     return redis.Redis.from_url(settings.effective_redis_url, **options)
 
 
 def connect_async(settings: Settings, *, fast_fail: bool = True) -> aredis.Redis:
-    options = _connection_options(settings, fast_fail)
+    """The asyncio twin of `connect` (the api), fast-failing by default: 503, not a hang."""
+    options = _connection_options(settings, fast_fail, asynchronous=True)
     sentinel = _sentinel_target(settings.effective_redis_url)
     if sentinel:
-        hosts, service, auth = sentinel
-        from redis.asyncio.sentinel import Sentinel
-
-        return Sentinel(hosts, socket_timeout=options["socket_timeout"]).master_for(
-            service, **options, **auth)
+        hosts, service, master, credentials = sentinel
+        manager = AsyncSentinel(hosts, sentinel_kwargs=_sentinel_options(options, credentials))
+        return manager.master_for(service, connection_class=_AsyncMasterConnection,
+                                  **options, **master)
     return aredis.Redis.from_url(settings.effective_redis_url, **options)
 
 
@@ -188,6 +259,18 @@ class QueueFull(Exception):
         self.depth = depth
 
 
+class ReplicationTimeout(Exception):
+    """Raised when REDIS_WAIT_FOR_REPLICAS replicas did not confirm a job within 1 s.
+
+    The job is on the master and will run unless a failover loses it: the client is told
+    the job id and that the stronger guarantee does not hold for it.
+    """
+
+    def __init__(self, job_id: str, acked: int, wanted: int) -> None:
+        super().__init__(f"{acked} of {wanted} replicas confirmed job {job_id}")
+        self.job_id = job_id
+
+
 class AsyncJobStore:
     def __init__(self, client: aredis.Redis, settings: Settings) -> None:
         self.client = client
@@ -205,9 +288,12 @@ class AsyncJobStore:
         )
         if not ok:
             raise QueueFull(int(value))
-        if self.settings.redis_wait_for_replicas:
+        wanted = self.settings.redis_wait_for_replicas
+        if wanted:
             # The stronger guarantee: the 202 waits until a replica has the job too.
-            await self.client.wait(self.settings.redis_wait_for_replicas, 1000)
+            acked = await self.client.wait(wanted, 1000)
+            if acked < wanted:
+                raise ReplicationTimeout(job_id, acked, wanted)
         return _s(value)
 
     async def get(self, job_id: str, *, with_text: bool = True) -> dict | None:
@@ -279,10 +365,16 @@ class JobStore:
     # reading ---------------------------------------------------------------------------
     def read(self, consumer: str, block_ms: int, *, own_pending: bool = False) -> list[Delivery]:
         """One entry: new (`>`), or this consumer's own pending entries (`0`)."""
-        reply = self.client.xreadgroup(
-            GROUP, consumer, {STREAM: "0" if own_pending else ">"}, count=1,
-            block=None if own_pending else block_ms)
-        return [d for _stream, entries in reply or [] for d in Delivery.from_entries(entries)]
+        while True:
+            reply = self.client.xreadgroup(
+                GROUP, consumer, {STREAM: "0" if own_pending else ">"}, count=1,
+                block=None if own_pending else block_ms)
+            entries = [e for _stream, batch in reply or [] for e in batch]
+            if not (own_pending and entries and not entries[0][1]):
+                return Delivery.from_entries(entries)
+            # A pending entry whose message was trimmed or deleted has no job to run, and
+            # it would hide the pending entries behind it: acknowledge it and read on.
+            self.client.xack(STREAM, GROUP, entries[0][0])
 
     def autoclaim(self, consumer: str, cursor: str) -> tuple[str, list[Delivery]]:
         """Take one entry idle longer than the claim bound (its consumer is gone)."""
@@ -295,7 +387,8 @@ class JobStore:
     def begin(self, delivery: Delivery, consumer: str) -> Begun:
         s, job_id = self.settings, delivery.job_id
         reply = self._begin(
-            keys=[job_key(job_id), payload_key(job_id), breaker_key(delivery.family)],
+            keys=[job_key(job_id), payload_key(job_id), breaker_key(delivery.family),
+                  history_key(job_id)],
             args=[consumer, time.time(), s.max_attempts, s.circuit_breaker_recovery_timeout])
         verdict = _s(reply[0])
         if verdict == "run":

@@ -57,8 +57,13 @@ def tree_rss_mb(process: psutil.Process) -> float:
     return total / (1024 * 1024)
 
 
+class Drain(BaseException):
+    """Raised by the TERM handler while the child only waits for work: exit at once."""
+
+
 class Child:
-    def __init__(self, settings: Settings, slot_no: int, slot: SlotState) -> None:
+    def __init__(self, settings: Settings, slot_no: int, slot: SlotState,
+                 master_pid: int) -> None:
         self.settings = settings
         self.slot_no = slot_no
         self.slot = slot
@@ -66,7 +71,9 @@ class Child:
         self.spool = settings.spool_dir / f"slot-{slot_no}"
         self.limits = guards.Limits.from_settings(settings)
         self.process = psutil.Process()
-        self.master_pid = os.getppid()
+        # Given by the master: os.getppid() here would already name init if the master
+        # died before we got this far, and its death would go unnoticed.
+        self.master_pid = master_pid
         self.draining = False
         self.jobs_done = 0
         # Jitter, so children started together are not all recycled together.
@@ -76,16 +83,20 @@ class Child:
         self._last_heartbeat = 0.0
         self._last_claim = 0.0
         self._claim_cursor = "0-0"
+        self._waiting = False  # blocked in XREADGROUP with no job in hand
 
     # --- set-up ----------------------------------------------------------------------
     def boot(self) -> None:
         os.setpgid(0, 0)
-        set_parent_death_signal(signal.SIGHUP)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, _on_parent_death)
+        set_parent_death_signal(signal.SIGHUP)
         if os.getppid() != self.master_pid:  # the master died before prctl took effect
             _on_parent_death(signal.SIGHUP, None)
+        # The master forked us with TERM blocked; our handler is in place now. The tools
+        # we start inherit this mask, so it must not stay blocked.
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
         configure_logging("worker")
         structlog.contextvars.bind_contextvars(slot=self.slot_no, consumer=self.consumer)
         # A predecessor killed mid-job may have left files here: they are ours to remove.
@@ -99,10 +110,21 @@ class Child:
 
     def _on_term(self, _signo: int, _frame: object) -> None:
         self.draining = True  # the loop finishes the current job, then exits
+        if self._waiting:
+            # Nothing to finish: do not sit out the rest of the blocking read. An entry
+            # Redis handed us at this very moment stays pending under our consumer name,
+            # and this slot's next child reads it first.
+            raise Drain
 
     # --- the loop --------------------------------------------------------------------
     def run(self) -> int:
         log.info("child.started", max_jobs=self.max_jobs)
+        try:
+            return self._loop()
+        except Drain:
+            return EXIT_OK
+
+    def _loop(self) -> int:
         own_pending = True
         backoff = 0.1
         while not self.draining:
@@ -115,7 +137,11 @@ class Child:
                 backoff = 0.1
             except REDIS_DOWN as exc:
                 # redis-py already retried with backoff; keep waiting, do not crash into
-                # supervisord's FATAL. Our own pending entries are re-read on return.
+                # supervisord's FATAL. Our own pending entries are re-read on return. The
+                # slot is idle while we wait: the master must not take the wait for a hung
+                # job and kill us at the deadline.
+                self.slot.clear()
+                structlog.contextvars.unbind_contextvars("job_id", "request_id")
                 log.warning("redis.unavailable", error=str(exc), retry_in=backoff)
                 own_pending = True
                 self._sleep(backoff)
@@ -142,10 +168,19 @@ class Child:
         if now - self._last_claim > CLAIM_EVERY:
             self._last_claim = now
             self._claim_cursor, claimed = store.autoclaim(self.consumer, self._claim_cursor)
+            if claimed or self._claim_cursor != "0-0":
+                # More abandoned entries may follow: scan on at the next turn, not in 5 s.
+                self._last_claim = 0.0
             if claimed:
                 log.info("job.reclaimed", job_id=claimed[0].job_id, entry=claimed[0].entry_id)
                 return claimed[0]
-        found = store.read(self.consumer, READ_BLOCK_MS)
+        self._waiting = True
+        try:
+            if self.draining:  # TERM came just before we started to wait
+                return None
+            found = store.read(self.consumer, READ_BLOCK_MS)
+        finally:
+            self._waiting = False
         return found[0] if found else None
 
     def _heartbeat(self) -> None:
@@ -161,6 +196,8 @@ class Child:
         begun = self.store.begin(delivery, self.consumer)
         if begun.verdict in ("gone", "final"):
             self.store.ack(delivery)  # deleted, expired, or already has its one result
+            if begun.verdict == "final":
+                log.info("job.duplicate", job_id=delivery.job_id, entry=delivery.entry_id)
             return
         if begun.verdict == "wait":
             self._wait_for_breaker(delivery, begun)
@@ -187,6 +224,11 @@ class Child:
             # The document's fault: fail this job only; the breaker does not move.
             result = {"state": "failed", "error_code": exc.code, "error_message": str(exc)}
             outcome, error = "none", exc
+        except SpoolFull as exc:
+            # The host's disk, not the extractor: retried, but no breaker moves (a full
+            # disk would otherwise open every family's breaker at once).
+            outcome, error = "none", exc
+            result = {"state": "failed", "error_code": exc.code, "error_message": str(exc)}
         except MachineryError as exc:
             outcome, error = "failure", exc
             result = {"state": "failed", "error_code": exc.code, "error_message": str(exc)}
@@ -198,7 +240,7 @@ class Child:
                    "duration_ms": duration_ms, "rss_mb": round(tree_rss_mb(self.process), 1)}
         if isinstance(error, MachineryError) and begun.attempts < self.settings.max_attempts:
             moved = self.store.retry(delivery, consumer=self.consumer, error_code=error.code,
-                                     error_message=str(error), outcome="failure",
+                                     error_message=str(error), outcome=outcome,
                                      ready_at=self._retry_at(error))
             self.slot.retried += 1
             log.warning("job.retry", error_code=error.code, error=str(error), **summary)
@@ -249,10 +291,11 @@ class Child:
             moved = self.store.finish(delivery, result)
             self._summarise(moved[0], result, {"format": None, "bytes": 0, "attempt": 0})
             return
-        # Wait in the queue, not in this child: other families keep flowing.
-        self.store.retry(delivery, consumer=self.consumer, ready_at=begun.reopen_at)
-        log.info("job.deferred", job_id=delivery.job_id, family=delivery.family,
-                 until=begun.reopen_at)
+        # Wait in the queue, not in this child: other families keep flowing. Come back
+        # when the breaker may let trials through, or when the wait bound passes.
+        until = min(begun.reopen_at, begun.created_at + self.settings.breaker_max_wait + 0.1)
+        self.store.retry(delivery, consumer=self.consumer, ready_at=until)
+        log.info("job.deferred", job_id=delivery.job_id, family=delivery.family, until=until)
 
     def _give_up(self, delivery: Delivery, begun: Begun) -> None:
         code = begun.error_code or "too_many_attempts"
@@ -293,9 +336,9 @@ def _on_parent_death(_signo: int, _frame: object) -> None:
     os.killpg(0, signal.SIGKILL)
 
 
-def child_main(settings: Settings, slot_no: int, slot: SlotState) -> None:
+def child_main(settings: Settings, slot_no: int, slot: SlotState, master_pid: int) -> None:
     """Entry point of a forked child; its exit code tells the master why it ended."""
-    child = Child(settings, slot_no, slot)
+    child = Child(settings, slot_no, slot, master_pid)
     try:
         child.boot()
     except Exception:
