@@ -38,6 +38,7 @@ from daemon.store import (
     AsyncJobStore,
     connect_async,
     ensure_group_async,
+    public_job,
 )
 from daemon.uploads import MemoryBudget, read_upload, reservation
 from daemon.waiters import Waiters
@@ -173,8 +174,6 @@ def _check_type(request: web.Request, filename: str | None,
 
 
 def _queued_view(record: dict) -> dict:
-    from daemon.store import public_job
-
     return public_job({k: str(v) for k, v in record.items()})
 
 

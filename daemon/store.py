@@ -366,8 +366,9 @@ class JobStore:
     def read(self, consumer: str, block_ms: int, *, own_pending: bool = False) -> list[Delivery]:
         """One entry: new (`>`), or this consumer's own pending entries (`0`)."""
         while True:
-            reply = self.client.xreadgroup(
-                GROUP, consumer, {STREAM: "0" if own_pending else ">"}, count=1,
+            reply = self._in_group(
+                self.client.xreadgroup, GROUP, consumer,
+                {STREAM: "0" if own_pending else ">"}, count=1,
                 block=None if own_pending else block_ms)
             entries = [e for _stream, batch in reply or [] for e in batch]
             if not (own_pending and entries and not entries[0][1]):
@@ -378,10 +379,23 @@ class JobStore:
 
     def autoclaim(self, consumer: str, cursor: str) -> tuple[str, list[Delivery]]:
         """Take one entry idle longer than the claim bound (its consumer is gone)."""
-        reply = self.client.xautoclaim(
-            STREAM, GROUP, consumer, int(self.settings.effective_claim_idle * 1000),
-            start_id=cursor, count=1)
+        reply = self._in_group(
+            self.client.xautoclaim, STREAM, GROUP, consumer,
+            int(self.settings.effective_claim_idle * 1000), start_id=cursor, count=1)
         return _s(reply[0]), Delivery.from_entries(reply[1])
+
+    def _in_group(self, command, *args, **kwargs):
+        """Run a group command; if the group is missing, create it and run it again.
+
+        The group can vanish under a running pool: a failover to a replica that had not
+        yet received it, or a Redis restarted without its AOF."""
+        try:
+            return command(*args, **kwargs)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            ensure_group(self.client)
+            return command(*args, **kwargs)
 
     # one job's life --------------------------------------------------------------------
     def begin(self, delivery: Delivery, consumer: str) -> Begun:

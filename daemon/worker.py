@@ -101,7 +101,8 @@ class Child:
         structlog.contextvars.bind_contextvars(slot=self.slot_no, consumer=self.consumer)
         # A predecessor killed mid-job may have left files here: they are ours to remove.
         shutil.rmtree(self.spool, ignore_errors=True)
-        (self.spool / "tmp").mkdir(parents=True, mode=0o700)
+        self.spool.mkdir(mode=0o700)
+        (self.spool / "tmp").mkdir(mode=0o700)
         # textract's tools (soffice profiles, pdftoppm pages) write under TMPDIR.
         os.environ["TMPDIR"] = tempfile.tempdir = str(self.spool / "tmp")
         os.environ.setdefault("OMP_THREAD_LIMIT", "1")

@@ -498,3 +498,20 @@ def test_files_left_by_killed_children_are_swept(make_stack):
     assert (spool / "slot-0" / "tmp").is_dir() and (spool / "slot-1" / "tmp").is_dir()
     swept = events(stack, "chores.swept")
     assert sum(e["files"] for e in swept) == 2
+
+
+def test_a_consumer_group_lost_under_a_running_pool_is_recreated(make_stack) -> None:
+    # As after a failover to a replica that never received the group.
+    stack = make_stack(env={"WORKER_PROCESSES": "1"})
+    first = wait_final(stack, submit(stack, TXT), 30)
+    with stack.redis() as r:
+        r.xgroup_destroy(STREAM, GROUP)
+    second = wait_final(stack, submit(stack, TXT), 30)
+    assert first["state"] == second["state"] == "done"
+    assert program_state(stack, "workers") == "RUNNING"
+    # The new group starts from 0, so the first job is delivered again: it must only be
+    # acknowledged, its one result untouched.
+    wait_for(lambda: pending(stack) == 0, 10, "the redelivered entry to be acknowledged")
+    assert job(stack, first["id"])["finished_at"] == first["finished_at"]
+    with stack.redis() as r:
+        assert [g["name"] for g in r.xinfo_groups(STREAM)] == [GROUP.encode()]
