@@ -31,6 +31,7 @@ from daemon.middleware import (
     json_response,
     request_context,
 )
+from daemon.monitoring import setup_monitoring
 from daemon.ratelimit import RateLimiter
 from daemon.store import (
     FINAL_STATES,
@@ -274,6 +275,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_redis_context)
     app.on_shutdown.append(_wake_waiters)
     app.router.add_get("/health", health)
+    setup_monitoring(app)
     app.router.add_get("/v1/formats", list_formats)
     app.router.add_post("/v1/jobs", submit_job)
     app.router.add_post("/v1/extract", extract)
@@ -300,4 +302,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the importable module, not this __main__ copy: its AppKeys are the ones other
+    # modules (daemon.monitoring) import.
+    from daemon.api import main as _main
+
+    _main()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import structlog
 
+from daemon import metrics
 from daemon.config import Settings
 from daemon.store import GROUP, PREFIX, REDIS_DOWN, STREAM, JobStore
 
@@ -60,7 +61,7 @@ class Chores:
 
     def count_restart(self, reason: str) -> None:
         try:
-            self.store.client.hincrby(RESTARTS_KEY, reason, 1)
+            metrics.record_restart(self.store.client, reason)
         except REDIS_DOWN:
             pass  # a metric, not a job: losing one count during an outage is fine
 

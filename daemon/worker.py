@@ -20,6 +20,7 @@ from pathlib import Path
 
 import orjson
 import psutil
+import redis
 import structlog
 
 from daemon import guards
@@ -28,6 +29,7 @@ from daemon.errors import DocumentError, MachineryError, SpoolFull, TextractdErr
 from daemon.extract import extract_text
 from daemon.formats import FORMATS
 from daemon.logs import configure_logging
+from daemon.metrics import JobMetrics
 from daemon.slots import (
     EXIT_BOOT_FAILED,
     EXIT_OK,
@@ -80,9 +82,9 @@ class Child:
         self.max_jobs = settings.worker_max_jobs + random.randint(
             0, max(1, settings.worker_max_jobs // 10))
         self.store: JobStore | None = None
-        self._last_heartbeat = 0.0
         self._last_claim = 0.0
         self._claim_cursor = "0-0"
+        self.metrics = JobMetrics()
         self._waiting = False  # blocked in XREADGROUP with no job in hand
 
     # --- set-up ----------------------------------------------------------------------
@@ -107,7 +109,7 @@ class Child:
         os.environ["TMPDIR"] = tempfile.tempdir = str(self.spool / "tmp")
         os.environ.setdefault("OMP_THREAD_LIMIT", "1")
         self.store = JobStore(connect(self.settings), self.settings)
-        threading.Thread(target=self._watch_memory, name="memory-watch", daemon=True).start()
+        threading.Thread(target=self._watch, name="watch", daemon=True).start()
 
     def _on_term(self, _signo: int, _frame: object) -> None:
         self.draining = True  # the loop finishes the current job, then exits
@@ -160,12 +162,11 @@ class Child:
 
     def _next(self, own_pending: bool) -> Delivery | None:
         store = self.store
+        self.metrics.flush_due(store.client)
         if own_pending:
             found = store.read(self.consumer, 0, own_pending=True)
             return found[0] if found else None
         now = time.monotonic()
-        if now - self._last_heartbeat > HEARTBEAT_EVERY:
-            self._heartbeat()
         if now - self._last_claim > CLAIM_EVERY:
             self._last_claim = now
             self._claim_cursor, claimed = store.autoclaim(self.consumer, self._claim_cursor)
@@ -184,13 +185,15 @@ class Child:
             self._waiting = False
         return found[0] if found else None
 
-    def _heartbeat(self) -> None:
-        self._last_heartbeat = time.monotonic()
+    def _heartbeat(self, client: redis.Redis) -> None:
+        slot = self.slot
+        busy = slot.busy
         beat = {"pid": os.getpid(), "slot": self.slot_no, "at": time.time(),
-                "jobs": self.jobs_done, "rss_mb": round(self.slot.rss_mb, 1),
-                "busy": self.slot.busy}
-        self.store.client.set(heartbeat_key(self.consumer), orjson.dumps(beat),
-                              ex=int(HEARTBEAT_EVERY * 5))
+                "jobs": self.jobs_done, "rss_mb": round(slot.rss_mb, 1), "busy": busy,
+                "job_id": slot.job_id.decode() if busy else None,
+                "job_started_at": slot.started_at if busy else None}
+        client.set(heartbeat_key(self.consumer), orjson.dumps(beat),
+                   ex=int(HEARTBEAT_EVERY * 5))
 
     # --- one job ---------------------------------------------------------------------
     def handle(self, delivery: Delivery) -> None:
@@ -248,6 +251,9 @@ class Child:
         else:
             moved = self.store.finish(delivery, result, outcome=outcome,
                                       dead=isinstance(error, MachineryError))
+            if moved[0]:
+                self.metrics.record_job(begun.ext, duration_ms / 1000, len(begun.payload),
+                                        int(result.get("chars") or 0))
             self._summarise(moved[0], result, summary)
         self.slot.clear()
         self._log_breaker(delivery.family, moved)
@@ -312,13 +318,23 @@ class Child:
         if before and after and before != after:
             log.warning(f"breaker.{after}", family=family, previous=before)
 
-    # --- memory ----------------------------------------------------------------------
-    def _watch_memory(self) -> None:
-        """Kill this child (and its tools) the moment the hard memory limit is passed."""
+    # --- memory and heartbeat: a thread, so both go on while textract runs ------------
+    def _watch(self) -> None:
+        """Heartbeat every HEARTBEAT_EVERY s, and kill this child (with its tools) the
+        moment the hard memory limit is passed."""
         hard = self.settings.worker_hard_memory_mb
+        client = connect(self.settings)  # its own: redis-py clients are not shared by threads
+        last_beat = 0.0
         while True:
             time.sleep(0.25)
             rss = tree_rss_mb(self.process)
+            self.slot.rss_mb = rss
+            if time.monotonic() - last_beat >= HEARTBEAT_EVERY:
+                last_beat = time.monotonic()
+                try:
+                    self._heartbeat(client)
+                except REDIS_DOWN:
+                    pass  # no heartbeat is the right signal while Redis is down
             if rss > hard and self.slot.busy:
                 self.slot.kill_reason = KillReason.MEMORY
                 log.error("child.memory_limit", rss_mb=round(rss, 1), limit_mb=hard,
