@@ -7,13 +7,17 @@ parser that ran and rejected the input is the document's fault.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
 import re
 from pathlib import Path
 
+import structlog
 import textract
 from textract import exceptions as tx
 
+from daemon import legacy_doc
 from daemon.errors import (
     CorruptDocument,
     EncryptedDocument,
@@ -23,6 +27,8 @@ from daemon.errors import (
     UnsupportedFormat,
 )
 
+log = structlog.get_logger()
+
 _PASSWORD = re.compile(rb"password|encrypt", re.IGNORECASE)
 # 126: found but not executable; 127: not found (from a shell).
 _TOOL_BROKEN_EXIT = {126, 127}
@@ -30,9 +36,21 @@ _TOOL_BROKEN_EXIT = {126, 127}
 
 def extract_text(path: Path, ext: str, method: str = "") -> str:
     """The document's text, or a DocumentError / MachineryError saying why not."""
+    if ext == "doc" and not method:
+        # Milliseconds instead of a LibreOffice start; None when it cannot vouch for the
+        # text, and textract's own path below runs as before.
+        text = legacy_doc.extract(path)
+        if text is not None:
+            return text
     try:
         kwargs = {"method": method} if method else {}
-        raw = textract.process(str(path), extension=ext, **kwargs)
+        # Some parsers print to stdout (xlrd: "WARNING *** file size ..."), which is this
+        # process's JSON log: catch it and log it as one field instead.
+        with contextlib.redirect_stdout(io.StringIO()) as out, \
+                contextlib.redirect_stderr(out):
+            raw = textract.process(str(path), extension=ext, **kwargs)
+        if out.getvalue().strip():
+            log.info("extract.library_output", output=out.getvalue().strip()[:2000])
     except tx.ExtensionNotSupported as exc:
         raise UnsupportedFormat(f"no extractor for .{ext}") from exc
     except tx.UnknownMethod as exc:
@@ -46,6 +64,10 @@ def extract_text(path: Path, ext: str, method: str = "") -> str:
     except MemoryError as exc:
         raise MachineryError("the parser ran out of memory") from exc
     except OSError as exc:
+        if exc.errno is None:
+            # Parsers' own errors that subclass OSError (olefile's OleFileError for a
+            # damaged .msg/.xls) carry no errno: they are about the bytes, not the machine.
+            raise CorruptDocument(_describe(exc)) from exc
         if exc.errno == errno.ENOSPC:
             raise SpoolFull("no space left for the extractor's temporary files") from exc
         raise MachineryError(f"{type(exc).__name__}: {exc}") from exc

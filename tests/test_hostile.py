@@ -664,7 +664,6 @@ def test_a_truncated_document_of_each_format_ends_as_a_document_error(hostile: H
     assert job["attempts"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_OLEFILE_IS_MACHINERY)
 def test_a_truncated_outlook_message_fails_as_corrupt_without_moving_a_breaker(
         make_stack) -> None:
     # On a stack of its own: today this opens the python breaker for everyone.
@@ -994,7 +993,6 @@ def test_after_the_barrage_the_stack_is_healthy_and_a_normal_upload_works(
     assert leftovers() == []
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_LIBRARY_STDOUT)
 def test_every_log_line_is_one_json_object_without_raw_controls(hostile: Hostile) -> None:
     # A damaged xls first: the library under textract that prints to stdout.
     data = FIRST["xls"].path.read_bytes()
