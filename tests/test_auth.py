@@ -36,25 +36,6 @@ ROUTES = [("GET", "/v1/formats"), ("POST", "/v1/jobs"), ("POST", "/v1/extract"),
           ("DELETE", f"/v1/jobs/{JOB}"), ("GET", "/health/detailed"), ("GET", "/status"),
           ("GET", "/metrics"), ("GET", "/no/such/route"), ("PUT", "/v1/jobs")]
 
-BUG_KEY_ENCODING = (
-    "middleware.key_matches calls presented.encode(); aiohttp decodes header bytes with "
-    "surrogateescape, so a key with non-UTF-8 bytes raises UnicodeEncodeError: a 500. Fix "
-    "(daemon/middleware.py key_matches): presented.encode('utf-8', 'surrogateescape')")
-BUG_KEY_IN_PARSE_ERRORS = (
-    "aiohttp logs a request its parser rejects with the offending header line in the "
-    "traceback ('Invalid header value char: b\"X-API-Key: <key>\\x01\"'), so the key reaches "
-    "logs/api.log. Fix (daemon/logs.py): a logging.Filter on the 'aiohttp.server' logger "
-    "that drops exc_info of http_exceptions.HttpProcessingError and logs one line with the "
-    "exception class only; and, as a backstop, have configure_logging() take the API keys "
-    "and replace them in every rendered line (_dumps) with '[redacted]'")
-BUG_SURROGATE_ECHO = (
-    "a header holding non-UTF-8 bytes (aiohttp decodes them as lone surrogates) echoed in an "
-    "error message makes orjson.dumps raise in middleware.json_response: aiohttp answers a "
-    "text/plain 500, and logs.py's orjson renderer fails too, so api.log gets Python's "
-    "'--- Logging error ---' traceback lines. Fix: in middleware.error_response, "
-    "message.encode('utf-8', 'backslashreplace').decode(); in logs._dumps, fall back to "
-    "json.dumps(obj, default=str, ensure_ascii=True) when orjson raises TypeError")
-
 
 @pytest.fixture(scope="module")
 def keyed() -> Iterator[Stack]:

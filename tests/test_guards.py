@@ -19,6 +19,7 @@ from daemon.config import Settings
 from daemon.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
 from daemon.formats import FORMATS, detect_path
 from daemon.guards import Limits, check_document, check_text_size
+from tests.bombs import LAUGHS, png
 from tests.conftest import CORPUS, manifest_params
 
 LIMITS = Limits.from_settings(Settings())
@@ -44,17 +45,6 @@ def write_zip(path: Path, entries: dict[str, bytes],
 def docx_with(path: Path, document: bytes, part: str = "word/document.xml") -> Path:
     return write_zip(path, {"[Content_Types].xml": b'<?xml version="1.0"?><Types/>',
                             part: document})
-
-
-LAUGHS = (b'<?xml version="1.0"?>\n<!DOCTYPE lolz [\n <!ENTITY lol "lol">\n'
-          + b"".join(b' <!ENTITY lol%d "%s">\n' % (i, b"&lol%d;" % (i - 1) * 10)
-                     for i in range(1, 10)).replace(b"&lol0;", b"&lol;")
-          + b"]>\n<lolz>&lol9;</lolz>\n")
-
-
-def png(width: int, height: int) -> bytes:
-    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR"
-            + struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0) + b"\0\0\0\0")
 
 
 def jpeg(width: int, height: int, sof: int = 0xC0) -> bytes:

@@ -40,6 +40,7 @@ import pytest
 from daemon.errors import ERROR_CODES
 from daemon.formats import FORMATS
 from daemon.stack import BIN, Stack, wait_for
+from tests.bombs import LAUGHS, png
 from tests.client import Client, Reply, multipart
 from tests.conftest import CORPUS, corpus_documents, squash
 
@@ -67,43 +68,6 @@ OWN_HEADERS = {"content-type", "content-length", "x-request-id", "location", "da
                "server", "connection", "retry-after", "allow", "x-job-id"}
 
 # Bugs in code this suite does not own: the reason says what to change.
-BUG_ENCRYPTED_AT_API = (
-    "api._check_type catches only UnsupportedFormat; formats.detect_bytes raises "
-    "EncryptedDocument for a password-protected Office file, which becomes a 500. Fix "
-    "(daemon/api.py _check_type): `except EncryptedDocument as exc: raise "
-    "ApiError('encrypted_document', str(exc), status=422) from exc`")
-BUG_MULTIPART_HEADER = (
-    "uploads._read_multipart catches (ValueError, AssertionError) only; aiohttp raises "
-    "http_exceptions.InvalidHeader (an HttpProcessingError) for a part header holding a "
-    "raw control character (CR, LF, NUL, 0x1f, DEL), which becomes a 500. Fix "
-    "(daemon/uploads.py _read_multipart): also catch "
-    "aiohttp.http_exceptions.HttpProcessingError")
-BUG_OLEFILE_IS_MACHINERY = (
-    "extract.extract_text maps every OSError to MachineryError, but olefile raises "
-    "OleFileError (an OSError subclass, errno None) for a damaged OLE2 file: a truncated "
-    ".msg is retried MAX_ATTEMPTS times as extractor_failed and opens the python breaker "
-    "(3 failures), stalling every docx/xlsx/pptx/odt/... job. Fix (daemon/extract.py, the "
-    "`except OSError` branch): `if exc.errno is None: raise CorruptDocument(_describe(exc)) "
-    "from exc` before the MachineryError")
-BUG_LIBRARY_STDOUT = (
-    "xlrd prints 'WARNING *** file size ...' to sys.stdout for a damaged xls, and stdout is "
-    "the worker's JSON log: logs/workers.log gets a line that is not JSON. Fix "
-    "(daemon/extract.py extract_text): run textract.process under "
-    "contextlib.redirect_stdout(io.StringIO()) and redirect_stderr, and log what was "
-    "captured as a field of one event (e.g. extract.library_output)")
-BUG_MULTIPART_OTHER_PARTS = (
-    "uploads._read_multipart skips parts not named 'file' without counting them, so a "
-    "chunked body (no Content-Length) of any size is read to its end. Fix (daemon/uploads.py "
-    "_read_multipart): drain each skipped part through _part_chunks, adding its bytes to a "
-    "running total, and raise _too_large(limit) once the total passes the limit")
-BUG_WAIT_AFTER_STORE = (
-    "submit_job and extract call _accept (which stores the job) before _wait_seconds, so an "
-    "upload with a bad ?wait= is queued and run although the client was told 400. Fix "
-    "(daemon/api.py submit_job, extract): compute `wait = _wait_seconds(...)` first")
-BUG_NO_ALLOW_HEADER = (
-    "a 405 has no Allow header though ERROR_CODES tells the client to read it. Fix "
-    "(daemon/middleware.py errors, the HTTPMethodNotAllowed branch): pass "
-    "headers={'Allow': ', '.join(sorted(exc.allowed_methods))} to the response")
 # aiohttp answers requests its HTTP parser rejects itself, in text/plain, before any
 # middleware runs. Fix: override web_protocol.RequestHandler.handle_error so it answers the
 # JSON error shape (code bad_request for a 400); it is reachable only through private parts
@@ -538,18 +502,6 @@ CONTENT_TYPES = (b'<?xml version="1.0"?><Types xmlns="http://schemas.openxmlform
 def docx(document: bytes, **more: bytes) -> bytes:
     return zip_bytes({"[Content_Types].xml": CONTENT_TYPES, "word/document.xml": document,
                       **more})
-
-
-LAUGHS = (b'<?xml version="1.0"?>\n<!DOCTYPE lolz [\n <!ENTITY lol "lol">\n'
-          + b"".join(b' <!ENTITY lol%d "%s">\n' % (i, b"&lol%d;" % (i - 1) * 10)
-                     for i in range(1, 10)).replace(b"&lol0;", b"&lol;")
-          + b"]>\n<lolz>&lol9;</lolz>\n")
-
-
-def png(width: int, height: int) -> bytes:
-    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR"
-            + struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0) + b"\0\0\0\0"
-            + b"\0\0\0\0IEND\xaeB`\x82")
 
 
 def jpeg(width: int, height: int) -> bytes:

@@ -26,12 +26,6 @@ from tests.test_hostile import error_of, raw_request, request_head
 pytestmark = pytest.mark.slow
 
 FOX = b"the quick brown fox jumps over the lazy dog"
-BUG_ENCODED_BODY_BUDGET = (
-    "uploads.reservation() reserves the Content-Length, but a Content-Encoding: gzip body "
-    "inflates up to MAX_CONTENT_LENGTH: 24 stalled 4 KB gzip uploads hold ~96 MB with an "
-    "8 MB UPLOAD_MEMORY_MB budget. Fix (daemon/uploads.py reservation): reserve "
-    "settings.max_content_length when Content-Encoding is present and not 'identity' "
-    "(measured with that change: the same load adds ~22 MB)")
 
 
 @pytest.fixture(scope="module")
