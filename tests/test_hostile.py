@@ -920,8 +920,7 @@ def test_after_the_barrage_the_stack_is_healthy_and_a_normal_upload_works(
     stack, client = hostile.stack, hostile.client
     assert client.request("GET", "/health").status == 200
     detailed = client.request("GET", "/health/detailed")
-    if detailed.status != 404:  # until create_app wires daemon.monitoring in
-        assert detailed.status == 200 and detailed.json()["status"] in ("pass", "warn")
+    assert detailed.status == 200 and detailed.json()["status"] in ("pass", "warn")
     # Every child that started the suite is still the one beating: none died or restarted.
     assert worker_pids(stack) == hostile.pids_before
     assert all(" RUNNING " in line for line in stack.supervisorctl("status").splitlines())
