@@ -1,0 +1,147 @@
+"""The benchmark runs end to end and reports sane figures; the fast .doc path is exact.
+
+No timing is asserted here (the machine is shared): the benchmark itself measures speed.
+What is asserted is that a quick run measures every phase against a real stack and writes
+the JSON the report and docs/benchmark.md rely on, and that the fast legacy .doc path
+gives textract's text byte for byte or steps aside.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+import textract
+
+from daemon import bench, legacy_doc
+from daemon.config import ROOT
+from daemon.extract import extract_text
+from tests.conftest import corpus_documents
+
+CORPUS_DOCS = [d for d in corpus_documents() if d.format == "doc" and d.path.suffix == ".doc"]
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    result = subprocess.run([sys.executable, "-m", "daemon.bench", "--quick", "--workers", "2",
+                             "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = orjson.loads(out.read_bytes())
+    report["_stdout"] = result.stdout
+    return report
+
+
+def test_a_quick_run_measures_the_corpus_against_the_ceiling_without_losing_text(
+        quick_report) -> None:
+    run = quick_report["runs"][0]["corpus"]
+    expected_docs = len(bench.corpus_docs(light_only=True)) * bench.QUICK.passes
+    assert run["docs"] == expected_docs
+    assert run["service"]["done"] == expected_docs, run["service"]
+    assert run["text_mismatches"] == []
+    assert run["ceiling"]["rate"] > 0 and run["service"]["rate"] > 0
+    assert run["ratio"] == pytest.approx(run["service"]["rate"] / run["ceiling"]["rate"])
+    assert run["ceiling"]["cpu_ms_per_doc"] > 0 and run["service"]["cpu_ms_per_doc"] > 0
+    assert run["cpu_ratio"] == pytest.approx(run["ceiling"]["cpu_ms_per_doc"]
+                                             / run["service"]["cpu_ms_per_doc"])
+    assert 0 < run["service"]["p50_ms"] <= run["service"]["p95_ms"] <= run["service"]["p99_ms"]
+    assert "doc" in run["per_format"]
+    assert all(row["textract_ms"] > 0 for row in run["per_format"].values())
+
+
+def test_a_quick_run_measures_tiny_jobs_and_unloaded_latency(quick_report) -> None:
+    run = quick_report["runs"][0]
+    tiny = run["tiny"]
+    assert tiny["jobs"] == bench.QUICK.tiny_jobs
+    assert tiny["service"]["done"] == bench.QUICK.tiny_jobs
+    assert tiny["ceiling"]["count"] == tiny["service"]["count"] == tiny["jobs"]
+    assert tiny["ceiling"]["rate"] > 0 and tiny["ratio"] > 0
+    # A tiny job cannot cost the service less CPU than textract alone spends on it.
+    assert tiny["service"]["cpu_ms_per_doc"] > tiny["ceiling"]["cpu_ms_per_doc"] > 0
+    assert 0 < tiny["service"]["p50_ms"] <= tiny["service"]["p99_ms"]
+    latency = run["latency"]
+    assert latency["failed"] == 0
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"]
+
+
+def test_a_quick_run_measures_the_api_peak_and_every_child_before_and_after_its_jobs(
+        quick_report) -> None:
+    memory = quick_report["runs"][0]["memory"]
+    api = memory["api"]
+    assert api["accepted"] == bench.QUICK.upload_clients
+    assert 0 < api["baseline_mb"] <= api["peak_mb"]
+    children = memory["children"]["per_child"]
+    assert len(children) == 2
+    for child in children:
+        assert not child["recycled"]
+        assert child["jobs"] >= bench.QUICK.child_jobs
+        assert child["rss_before_mb"] > 0 and child["rss_after_mb"] > 0
+
+
+def test_a_quick_run_reports_medians_verdicts_and_a_table(quick_report) -> None:
+    summary = quick_report["summary"]
+    for name in ("corpus_ratio", "tiny_ratio", "unloaded_p50_ms", "api_peak_rss_mb",
+                 "child_growth_mb"):
+        assert summary[name] is not None, name
+        assert isinstance(quick_report["verdicts"][name], bool), name
+    meta = quick_report["meta"]
+    assert meta["quick"] is True and meta["workers"] == 2 and meta["commit"]
+    assert "docs) docs/s" in quick_report["_stdout"]
+    assert "JSON:" in quick_report["_stdout"]
+
+
+def test_the_bench_refuses_an_unknown_phase() -> None:
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--only", "corpus,warp"])
+
+
+def test_scripts_bench_runs_the_module_with_the_python_it_finds() -> None:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
+                                 f"{os.environ.get('PATH', '')}"}
+    result = subprocess.run([str(ROOT / "scripts" / "bench"), "--help"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "--quick" in result.stdout and "--runs" in result.stdout
+
+
+# --- the fast legacy .doc path ----------------------------------------------------------
+@pytest.mark.parametrize("doc", CORPUS_DOCS, ids=[d.id for d in CORPUS_DOCS])
+def test_the_fast_doc_path_gives_exactly_what_textract_gives_for(doc) -> None:
+    attempt = legacy_doc.attempt(doc.path)
+    assert attempt.reason == "fast"
+    assert attempt.text == textract.process(str(doc.path)).decode("utf-8")
+
+
+def test_a_doc_with_a_table_is_left_to_textract(tmp_path) -> None:
+    rtf = tmp_path / "table.rtf"
+    padding = "".join(f"\\pard Paragraph {i} of plain prose around the table.\\par"
+                      for i in range(40))
+    rtf.write_text("{\\rtf1\\ansi\\deff0{\\fonttbl{\\f0 Times;}}\\trowd\\cellx2000\\cellx4000"
+                   "\\pard\\intbl Cell one\\cell Cell two\\cell\\row\\pard After.\\par"
+                   + padding + "}")
+    subprocess.run([shutil.which("soffice") or "soffice", "--headless",
+                    f"-env:UserInstallation={(tmp_path / 'profile').as_uri()}",
+                    "--convert-to", "doc:MS Word 97", "--outdir", str(tmp_path), str(rtf)],
+                   capture_output=True, timeout=120, check=True)
+    doc = tmp_path / "table.doc"
+    attempt = legacy_doc.attempt(doc)
+    assert attempt.text is None
+    assert attempt.reason != "fast"
+    assert extract_text(doc, "doc") == textract.process(str(doc)).decode("utf-8")
+
+
+def test_a_corrupt_doc_is_left_to_textract_without_an_error(tmp_path) -> None:
+    source = CORPUS_DOCS[0].path.read_bytes()
+    for name, data in {"truncated": source[:3000], "noise": os.urandom(20000),
+                       "empty": b""}.items():
+        path = tmp_path / f"{name}.doc"
+        path.write_bytes(data)
+        attempt = legacy_doc.attempt(path)
+        assert attempt.text is None, name
+        assert attempt.reason != "fast"
