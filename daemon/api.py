@@ -68,17 +68,14 @@ async def list_formats(_request: web.Request) -> web.Response:
 
 async def submit_job(request: web.Request) -> web.Response:
     wait = _wait_seconds(request, default=0.0)  # a bad ?wait= must not leave a job behind
-    job = await _accept(request)
-    if wait > 0:
-        job = await request.app[WAITERS].wait(job["id"], wait) or job
+    job = await _accept_and_wait(request, wait)
     return _job_response(request, job)
 
 
 async def extract(request: web.Request) -> web.Response:
     """Upload and wait: the text itself, or 202 + job JSON if it did not finish in time."""
     wait = _wait_seconds(request, default=request.app[SETTINGS].extract_wait)
-    job = await _accept(request)
-    job = await request.app[WAITERS].wait(job["id"], wait) or job
+    job = await _accept_and_wait(request, wait)
     if job["state"] not in FINAL_STATES:
         return _job_response(request, job)
     if job["state"] == "failed":
@@ -126,7 +123,23 @@ async def delete_job(request: web.Request) -> web.Response:
 
 
 # --- the upload path ------------------------------------------------------------------
-async def _accept(request: web.Request) -> dict:
+async def _accept_and_wait(request: web.Request, wait: float) -> dict:
+    """Accept the upload; with `wait`, return the job once final or when `wait` passes."""
+    job_id = uuid.uuid4().hex
+    if wait <= 0:
+        return await _accept(request, job_id)
+    waiters = request.app[WAITERS]
+    # Listening before the job exists: its done message cannot come before we listen,
+    # and no first look in Redis is needed.
+    registered = waiters.register(job_id)
+    try:
+        queued = await _accept(request, job_id)
+        return await waiters.wait(job_id, wait, registered=registered, current=queued) or queued
+    finally:
+        waiters.discard(job_id, registered)
+
+
+async def _accept(request: web.Request, job_id: str) -> dict:
     """Read, check and store one upload; returns the queued job's JSON."""
     app = request.app
     settings = app[SETTINGS]
@@ -140,7 +153,6 @@ async def _accept(request: web.Request) -> dict:
     try:
         upload = await read_upload(request, settings)
         fmt, method = _check_type(request, upload.filename, upload.data)
-        job_id = uuid.uuid4().hex
         request["job_id"] = job_id
         record = {
             "id": job_id, "state": "queued", "attempts": "0", "ext": fmt.ext,
@@ -151,8 +163,9 @@ async def _accept(request: web.Request) -> dict:
         await app[STORE].submit(record, upload.data)
     finally:
         await budget.release(cost)
-    log.info("job.accepted", job_id=job_id, format=fmt.ext, bytes=record["size"],
-             method=method or None)
+    # Logged on the request's own line (one line per request, not two).
+    request["accepted"] = {"format": fmt.ext, "bytes": record["size"],
+                           "extract_method": method or None}
     return {**_queued_view(record)}
 
 
@@ -253,8 +266,7 @@ async def _redis_context(app: web.Application) -> AsyncIterator[None]:
 
 async def _wake_waiters(app: web.Application) -> None:
     # On shutdown, long waits answer at once (202 + job) instead of holding the stop up.
-    app[WAITERS].closing = True
-    app[WAITERS]._wake_all()
+    app[WAITERS].release_all()
 
 
 def create_app(settings: Settings) -> web.Application:

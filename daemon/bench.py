@@ -613,7 +613,7 @@ def main(argv: list[str] | None = None) -> dict:
            # Recycling would hide a leak from the memory phase (and costs one fork per
            # WORKER_MAX_JOBS jobs, nothing next to the rest).
            "WORKER_MAX_JOBS": "1000000",
-           "TEXTRACTD_FAST_DOC": "0" if args.no_fast_doc else "1"}
+           "FAST_DOC": "0" if args.no_fast_doc else "1"}
     started = time.time()
     meta = {"commit": _commit(), "started_at": started, "workers": args.workers,
             "cpus": os.cpu_count(), "quick": args.quick, "fast_doc": not args.no_fast_doc,

@@ -79,6 +79,9 @@ class Settings:
     worker_max_jobs: int = _setting(1000, "a child is recycled after this many jobs "
                                           "(+ up to 10 % jitter)")
     job_timeout: float = _setting(120.0, "hard deadline per job, seconds")
+    fast_doc: bool = _setting(True, "read prose-only legacy .doc directly (milliseconds) "
+                                    "instead of starting LibreOffice (1.4 s); 0: always "
+                                    "LibreOffice")
     max_attempts: int = _setting(3, "deliveries before a job fails and is dead-lettered")
     claim_idle: float = _setting(0.0, "idle seconds before another consumer's entry is "
                                       "taken over; 0: JOB_TIMEOUT + 30")

@@ -34,9 +34,9 @@ _PASSWORD = re.compile(rb"password|encrypt", re.IGNORECASE)
 _TOOL_BROKEN_EXIT = {126, 127}
 
 
-def extract_text(path: Path, ext: str, method: str = "") -> str:
+def extract_text(path: Path, ext: str, method: str = "", *, fast_doc: bool = True) -> str:
     """The document's text, or a DocumentError / MachineryError saying why not."""
-    if ext == "doc" and not method:
+    if fast_doc and ext == "doc" and not method:
         # Milliseconds instead of a LibreOffice start; None when it cannot vouch for the
         # text, and textract's own path below runs as before.
         text = legacy_doc.extract(path)

@@ -66,15 +66,9 @@ class Attempt:
     reason: str  # "fast", or why not
 
 
-def enabled() -> bool:
-    """TEXTRACTD_FAST_DOC=0 sends every .doc through textract (a like-for-like benchmark)."""
-    return os.environ.get("TEXTRACTD_FAST_DOC", "1").strip().lower() not in {"0", "false",
-                                                                           "no", "off"}
-
-
 def extract(path: Path) -> str | None:
     """The document's text as textract would give it, or None: run textract instead."""
-    return attempt(path).text if enabled() else None
+    return attempt(path).text
 
 
 def attempt(path: Path) -> Attempt:

@@ -86,7 +86,7 @@ async def request_context(request: web.Request, handler) -> web.StreamResponse:
         request["route"] = route.canonical if route is not None else "unmatched"
         log.info("http.request", method=request.method, path=request.path,
                  route=request["route"], status=status, duration_ms=duration_ms,
-                 job_id=request.get("job_id"))
+                 job_id=request.get("job_id"), **request.get("accepted", {}))
         recorder = request.app.get(METRICS_HOOK)
         if recorder is not None:
             recorder(request["route"], request.method, status, duration_ms / 1000)

@@ -32,22 +32,36 @@ class Waiters:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="done-listener")
 
-    async def close(self) -> None:
+    def release_all(self) -> None:
+        """Answer every waiter now with the job as it is: the api is stopping."""
         self.closing = True
         self._wake_all()
+
+    async def close(self) -> None:
+        self.release_all()
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    async def wait(self, job_id: str, timeout: float) -> dict | None:
+    def register(self, job_id: str) -> asyncio.Future:
+        """A future woken when `job_id` is done; pass it to wait() with the job as stored.
+
+        Registered before the job is stored, it spares wait() its first look in Redis."""
+        future = asyncio.get_running_loop().create_future()
+        self._futures[job_id].add(future)
+        return future
+
+    async def wait(self, job_id: str, timeout: float, *,
+                   registered: asyncio.Future | None = None,
+                   current: dict | None = None) -> dict | None:
         """The job once final, or as it is when `timeout` passes (None if unknown)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            future = loop.create_future()
-            self._futures[job_id].add(future)
+            future = registered or self.register(job_id)
             try:
-                job = await self.store.get(job_id)
+                job = current if registered else await self.store.get(job_id)
+                registered = current = None
                 remaining = deadline - loop.time()
                 if job is None or job["state"] in FINAL_STATES or remaining <= 0 or self.closing:
                     return job
@@ -60,9 +74,9 @@ class Waiters:
                     if loop.time() >= deadline:
                         return await self.store.get(job_id)
             finally:
-                self._discard(job_id, future)
+                self.discard(job_id, future)
 
-    def _discard(self, job_id: str, future: asyncio.Future) -> None:
+    def discard(self, job_id: str, future: asyncio.Future) -> None:
         futures = self._futures.get(job_id)
         if futures is not None:
             futures.discard(future)

@@ -48,15 +48,40 @@ HEARTBEAT_EVERY = 2.0
 CLAIM_EVERY = 5.0
 
 
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def descendants(pid: int) -> list[int]:
+    """The pids below `pid`, read from /proc/<pid>/task/*/children.
+
+    psutil's children(recursive=True) reads the stat file of every process on the host
+    (4 ms here, three quarters of a tiny job's CPU); walking down from the child reads a
+    few small files (0.03 ms)."""
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        parent = stack.pop()
+        for children in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                kids = [int(k) for k in children.read_text().split()]
+            except (OSError, ValueError):
+                continue  # the task ended while we looked
+            found.extend(kids)
+            stack.extend(kids)
+    return found
+
+
 def tree_rss_mb(process: psutil.Process) -> float:
     """Resident memory of a process and all its descendants (the tools textract runs)."""
-    total = 0
-    for p in [process, *process.children(recursive=True)]:
+    pages = 0
+    for pid in [process.pid, *descendants(process.pid)]:
         try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            continue
-    return total / (1024 * 1024)
+            # statm's second field is the resident set in pages: what psutil reports as
+            # rss, without building a Process object per pid.
+            pages += int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # it ended while we looked
+    return pages * _PAGE_SIZE / (1024 * 1024)
 
 
 class Drain(BaseException):
@@ -152,8 +177,7 @@ class Child:
                 continue
             if self.jobs_done >= self.max_jobs:
                 return EXIT_RECYCLE_JOBS
-            rss = tree_rss_mb(self.process)
-            self.slot.rss_mb = rss
+            rss = self.slot.rss_mb  # measured as the job ended
             if rss > self.settings.worker_max_memory_mb:
                 log.info("child.recycle", reason="memory", rss_mb=round(rss, 1),
                          limit_mb=self.settings.worker_max_memory_mb)
@@ -184,6 +208,10 @@ class Child:
         finally:
             self._waiting = False
         return found[0] if found else None
+
+    def _measure_rss(self) -> float:
+        self.slot.rss_mb = tree_rss_mb(self.process)
+        return self.slot.rss_mb
 
     def _heartbeat(self, client: redis.Redis) -> None:
         slot = self.slot
@@ -241,7 +269,7 @@ class Child:
         duration_ms = round((time.perf_counter() - started) * 1000, 1)
         result["duration_ms"] = duration_ms
         summary = {"format": begun.ext, "bytes": len(begun.payload), "attempt": begun.attempts,
-                   "duration_ms": duration_ms, "rss_mb": round(tree_rss_mb(self.process), 1)}
+                   "duration_ms": duration_ms, "rss_mb": round(self._measure_rss(), 1)}
         if isinstance(error, MachineryError) and begun.attempts < self.settings.max_attempts:
             moved = self.store.retry(delivery, consumer=self.consumer, error_code=error.code,
                                      error_message=str(error), outcome=outcome,
@@ -270,7 +298,7 @@ class Child:
             path.unlink(missing_ok=True)
             raise SpoolFull(f"cannot write the spool file: {exc.strerror}") from exc
         guards.check_document(path, fmt, self.limits)
-        text = extract_text(path, begun.ext, begun.method)
+        text = extract_text(path, begun.ext, begun.method, fast_doc=self.settings.fast_doc)
         guards.check_text_size(text, self.limits)
         return text
 
