@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import structlog
+import uvloop
 from aiohttp import web
 
 from daemon import __version__, formats
@@ -308,9 +309,11 @@ def main() -> None:
         log.warning("api.auth_disabled", reason="ALLOW_NO_AUTH is set: anyone who can reach "
                                                 "the port can use the service")
     log.info("api.starting", host=settings.host, port=settings.port, version=__version__)
+    # uvloop: the same asyncio API with a faster loop (libuv); measured 0.05-0.13 ms less
+    # api CPU per job, a tenth of what the api spends on a tiny one.
     web.run_app(create_app(settings), host=settings.host, port=settings.port,
                 shutdown_timeout=settings.shutdown_timeout, print=None, access_log=None,
-                handle_signals=True)
+                handle_signals=True, loop=uvloop.new_event_loop())
 
 
 if __name__ == "__main__":

@@ -81,3 +81,28 @@ def test_supervisorctl_works_from_the_stack_folder_without_arguments(shared_stac
     out = subprocess.run(["supervisorctl", "status"], cwd=shared_stack.root, env=env,
                          capture_output=True, text=True, timeout=30).stdout
     assert out.count("RUNNING") == 3
+
+
+def test_stopping_the_api_answers_its_in_flight_requests_first(make_stack) -> None:
+    import threading
+    import time
+
+    stack = make_stack(workers=False, env={"SHUTDOWN_TIMEOUT": "10"})
+    client = Client(stack)
+    job_id = client.upload("fox.docx", DOCX.read_bytes()).json()["id"]
+    replies = []
+    with stack.redis() as r:
+        r.config_resetstat()
+        poll = threading.Thread(target=lambda: replies.append(client.job(job_id, wait=60)))
+        poll.start()
+        # The long poll's handler has read the job (HGETALL) and now waits: in flight.
+        wait_for(lambda: "cmdstat_hgetall" in r.info("commandstats"), 10,
+                 "the long poll to be in its handler")
+    started = time.monotonic()
+    assert "api: stopped" in stack.supervisorctl("stop", "api")
+    stopped_in = time.monotonic() - started
+    poll.join(10)
+    # The long poll was answered (the job as it is), not cut off, and quickly.
+    assert replies and replies[0].status == 200 and replies[0].json()["state"] == "queued"
+    assert stopped_in < 5
+    assert not stack.healthy()  # and nothing new is accepted
