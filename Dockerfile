@@ -39,8 +39,10 @@ VOLUME ["/app/var", "/app/logs"]
 # from another directory (the installed package would otherwise look in site-packages).
 ENV HOST=0.0.0.0 PORT=5001 TEXTRACTD_HOME=/app
 EXPOSE 5001
+# Only what makes this container useful: its programs up (whatever its ROLE) and Redis
+# reachable. Host-wide warnings (CPU, disk) exit 1, which Docker would call unhealthy.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
-    CMD ["/app/scripts/healthcheck.sh"]
+    CMD ["/app/scripts/healthcheck.sh", "supervisor", "redis"]
 
 USER 10001:10001
 ENTRYPOINT ["/app/scripts/docker-entrypoint"]
