@@ -269,16 +269,22 @@ class Child:
         duration_ms = round((time.perf_counter() - started) * 1000, 1)
         result["duration_ms"] = duration_ms
         summary = {"format": begun.ext, "bytes": len(begun.payload), "attempt": begun.attempts,
-                   "duration_ms": duration_ms, "rss_mb": round(self._measure_rss(), 1)}
-        if isinstance(error, MachineryError) and begun.attempts < self.settings.max_attempts:
+                   "duration_ms": duration_ms}
+        retrying = (isinstance(error, MachineryError)
+                    and begun.attempts < self.settings.max_attempts)
+        if retrying:
             moved = self.store.retry(delivery, consumer=self.consumer, error_code=error.code,
                                      error_message=str(error), outcome=outcome,
                                      ready_at=self._retry_at(error))
-            self.slot.retried += 1
-            log.warning("job.retry", error_code=error.code, error=str(error), **summary)
         else:
             moved = self.store.finish(delivery, result, outcome=outcome,
                                       dead=isinstance(error, MachineryError))
+        # The result is out: measuring and logging no longer delay the client.
+        summary["rss_mb"] = round(self._measure_rss(), 1)
+        if retrying:
+            self.slot.retried += 1
+            log.warning("job.retry", error_code=error.code, error=str(error), **summary)
+        else:
             if moved[0]:
                 self.metrics.record_job(begun.ext, duration_ms / 1000, len(begun.payload),
                                         int(result.get("chars") or 0))
