@@ -52,7 +52,6 @@ STORE = web.AppKey("store", AsyncJobStore)
 WAITERS = web.AppKey("waiters", Waiters)
 UPLOAD_BUDGET = web.AppKey("upload_budget", MemoryBudget)
 DRAIN = web.AppKey("drain", object)
-STARTED = web.AppKey("started", float)
 
 EXIT_CONFIG = 2  # refused to start: the configuration is unsafe or invalid
 
@@ -277,7 +276,6 @@ def create_app(settings: Settings) -> web.Application:
     app[UPLOAD_BUDGET] = MemoryBudget(settings.upload_memory_mb * 1024 * 1024)
     app[DRAIN] = drain = DrainRate()
     app[RETRY_AFTER] = drain.retry_after
-    app[STARTED] = time.time()
     app[METRICS_HOOK] = None
     # Clients connect lazily: building them here opens no socket.
     client = connect_async(settings)
