@@ -43,7 +43,7 @@ import textract
 from daemon.config import ROOT
 from daemon.loadgen import MIB, measure_upload_rss
 from daemon.stack import Stack, wait_for
-from daemon.store import DEPTH, PREFIX, job_key
+from daemon.store import DEPTH, heartbeat_key, job_key
 from daemon.worker import tree_rss_mb
 
 CORPUS = Path(os.environ.get("TEXTRACTD_CORPUS") or ROOT.parent / "shared" / "corpus")
@@ -417,7 +417,7 @@ def _children(stack: Stack) -> dict[int, dict]:
     """pid -> jobs done (from its heartbeat) and tree RSS (psutil), for every child."""
     wait_for(lambda: stack.live_workers() >= stack.worker_count, 30, "heartbeats")
     with stack.redis() as r:
-        beats = [orjson.loads(v) for v in r.mget(list(r.scan_iter(f"{PREFIX}:heartbeat:*")))
+        beats = [orjson.loads(v) for v in r.mget(list(r.scan_iter(heartbeat_key("*"))))
                  if v]
     out = {}
     for beat in beats:

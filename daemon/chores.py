@@ -14,12 +14,10 @@ import structlog
 
 from daemon import metrics
 from daemon.config import Settings
-from daemon.store import GROUP, PREFIX, REDIS_DOWN, STREAM, JobStore
+from daemon.store import CHORES, GROUP, REDIS_DOWN, STREAM, JobStore
 
 log = structlog.get_logger()
 
-CHORES_KEY = f"{PREFIX}:chores"
-RESTARTS_KEY = f"{PREFIX}:metrics:restarts"
 # A consumer with nothing pending and silent this long is gone for good (an old host).
 STALE_CONSUMER_MS = 24 * 3600 * 1000
 
@@ -50,7 +48,7 @@ class Chores:
             if sweep_due:
                 self.store.trim_acknowledged()
                 self._forget_stale_consumers()
-                self.store.client.hset(CHORES_KEY, mapping={
+                self.store.client.hset(CHORES, mapping={
                     "last_sweep": time.time(), "swept_files": removed, "swept_bytes": freed})
             self._failures = 0
         except REDIS_DOWN as exc:

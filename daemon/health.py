@@ -28,18 +28,18 @@ import orjson
 import psutil
 import redis
 
-# chores is read at call time only: it may import this module's callers (metrics).
-from daemon import chores
 from daemon.config import ConfigError, Settings
 from daemon.formats import FORMATS
 from daemon.store import (
+    CHORES,
     DEAD_LETTERS,
     DEFERRED,
     DEPTH,
     GROUP,
     JOB_COUNTERS,
-    PREFIX,
     REDIS_DOWN,
+    RESTARTS,
+    RESTARTS_BY_MINUTE,
     STREAM,
     breaker_key,
     connect,
@@ -62,7 +62,7 @@ ABNORMAL_RESTARTS = frozenset({"crashed", "killed", "boot-failed"})
 DEAD_LETTER_RECENT = 3600.0  # a dead letter newer than this is news worth a warning
 REDIS_LATENCY_WARN, REDIS_LATENCY_CRIT = 0.1, 1.0
 # Restarts per minute (reason -> count), so "recent" needs no state in the checker.
-RESTARTS_BY_MINUTE = f"{PREFIX}:metrics:restarts:minute"
+
 RESTARTS_BY_MINUTE_TTL = 3600
 
 
@@ -157,8 +157,8 @@ def int_hash(raw: object) -> dict[str, int]:
 
 def _queue_first(pipe: redis.client.Pipeline, now: float) -> None:
     pipe.info()
-    pipe.hgetall(chores.CHORES_KEY)
-    pipe.hgetall(chores.RESTARTS_KEY)
+    pipe.hgetall(CHORES)
+    pipe.hgetall(RESTARTS)
     pipe.hgetall(JOB_COUNTERS)
     pipe.get(DEPTH)
     pipe.xlen(STREAM)

@@ -32,13 +32,15 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 
-from daemon import chores, health
-from daemon.store import JOB_COUNTERS, PREFIX
-
-REQUESTS = f"{PREFIX}:metrics:requests"
-REQUEST_SECONDS = f"{PREFIX}:metrics:request_seconds"
-EXTRACT_SECONDS = f"{PREFIX}:metrics:extract_seconds"
-VOLUME = f"{PREFIX}:metrics:volume"
+from daemon import health
+from daemon.store import (
+    EXTRACT_SECONDS,
+    JOB_COUNTERS,
+    REQUEST_SECONDS,
+    REQUESTS,
+    RESTARTS,
+    VOLUME,
+)
 
 # Upper bounds in seconds. Requests can wait for their job (?wait= up to MAX_WAIT).
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -146,7 +148,7 @@ def record_restart(client: redis.Redis, reason: str, now: float | None = None) -
     """Count a child's exit by reason, in total and in this minute's bucket (one trip)."""
     key = health.restarts_minute_key(int((now or time.time()) // 60))
     with client.pipeline(transaction=True) as pipe:
-        pipe.hincrby(chores.RESTARTS_KEY, reason, 1)
+        pipe.hincrby(RESTARTS, reason, 1)
         pipe.hincrby(key, reason, 1)
         pipe.expire(key, health.RESTARTS_BY_MINUTE_TTL)
         pipe.execute()

@@ -12,7 +12,7 @@ import time
 
 import redis.asyncio as aredis
 
-from daemon.store import PREFIX
+from daemon.store import rate_key
 
 
 class RateLimiter:
@@ -25,7 +25,7 @@ class RateLimiter:
         now = time.time()
         window = int(now // 60)
         digest = hashlib.sha256(api_key.encode()).hexdigest()[:16]
-        counter = f"{PREFIX}:rate:{digest}:{window}"
+        counter = rate_key(digest, window)
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.incr(counter)
             pipe.expire(counter, 120, nx=True)

@@ -26,7 +26,7 @@ import orjson
 import redis
 
 from daemon.config import ROOT, Settings
-from daemon.store import connect
+from daemon.store import connect, heartbeat_key
 
 BIN = Path(sys.executable).parent
 
@@ -144,7 +144,7 @@ class Stack:
 
     def live_workers(self) -> int:
         with self.redis() as r:
-            return sum(1 for _ in r.scan_iter("textractd:heartbeat:*"))
+            return sum(1 for _ in r.scan_iter(heartbeat_key("*")))
 
     def supervisorctl(self, *args: str, timeout: float = 60.0) -> str:
         result = subprocess.run(

@@ -36,6 +36,13 @@ DEFERRED = f"{PREFIX}:deferred"
 DEPTH = f"{PREFIX}:depth"
 DONE_CHANNEL = f"{PREFIX}:done"
 JOB_COUNTERS = f"{PREFIX}:metrics:jobs"  # finished, done, failed:<code>
+CHORES = f"{PREFIX}:chores"  # the master's last sweep: when, files, bytes
+RESTARTS = f"{PREFIX}:metrics:restarts"  # child exits by reason
+RESTARTS_BY_MINUTE = f"{PREFIX}:metrics:restarts:minute"  # + ":<epoch minute>"
+REQUESTS = f"{PREFIX}:metrics:requests"
+REQUEST_SECONDS = f"{PREFIX}:metrics:request_seconds"
+EXTRACT_SECONDS = f"{PREFIX}:metrics:extract_seconds"
+VOLUME = f"{PREFIX}:metrics:volume"
 FINAL_STATES = frozenset({"done", "failed"})
 
 # What a caller treats as "Redis is down": retried by redis-py first, then surfaced.
@@ -60,6 +67,10 @@ def history_key(job_id: str) -> str:
 
 def breaker_key(family: str) -> str:
     return f"{PREFIX}:breaker:{family}"
+
+
+def rate_key(key_digest: str, window: int) -> str:
+    return f"{PREFIX}:rate:{key_digest}:{window}"
 
 
 def heartbeat_key(consumer: str) -> str:

@@ -111,6 +111,7 @@ class Child:
         self._claim_cursor = "0-0"
         self.metrics = JobMetrics()
         self._waiting = False  # blocked in XREADGROUP with no job in hand
+        self._rss_after_job = 0.0
 
     # --- set-up ----------------------------------------------------------------------
     def boot(self) -> None:
@@ -177,7 +178,9 @@ class Child:
                 continue
             if self.jobs_done >= self.max_jobs:
                 return EXIT_RECYCLE_JOBS
-            rss = self.slot.rss_mb  # measured as the job ended
+            # Measured once the job's tools were gone (the watch thread's figure may be
+            # from the middle of the job, tools included).
+            rss = self._rss_after_job
             if rss > self.settings.worker_max_memory_mb:
                 log.info("child.recycle", reason="memory", rss_mb=round(rss, 1),
                          limit_mb=self.settings.worker_max_memory_mb)
@@ -210,8 +213,8 @@ class Child:
         return found[0] if found else None
 
     def _measure_rss(self) -> float:
-        self.slot.rss_mb = tree_rss_mb(self.process)
-        return self.slot.rss_mb
+        self._rss_after_job = self.slot.rss_mb = tree_rss_mb(self.process)
+        return self._rss_after_job
 
     def _heartbeat(self, client: redis.Redis) -> None:
         slot = self.slot
