@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+
 import pytest
 import textract
 
-from daemon.stack import wait_for
+from daemon.stack import Stack, wait_for
 from tests.client import Client
 from tests.conftest import CORPUS, squash
 
@@ -15,13 +18,12 @@ FOX = "the quick brown fox jumps over the lazy dog"
 
 
 @pytest.fixture(scope="module")
-def queued_only(tmp_path_factory):
+def queued_only() -> Iterator[Stack]:
     """A stack without workers: jobs stay queued, so in-between states can be seen."""
-    from daemon.stack import Stack
-
     stack = Stack(workers=False).start()
     yield stack
     stack.stop()
+    shutil.rmtree(stack.root, ignore_errors=True)
 
 
 def error_of(reply) -> dict:
