@@ -64,49 +64,92 @@ redis.call('INCR', KEYS[4])
 return {1, entry}
 """
 
-# KEYS: job, payload, breaker, history
-# ARGV: consumer, now, max_attempts, breaker recovery seconds
-# Returns {verdict, ...}: gone | final | wait(reopen_at, created_at) |
+# Taking up a delivered job: gone | final | wait(reopen_at, created_at) |
 # exhausted(attempts, last error code, message) |
 # run(attempts, payload, breaker_transition, ext, method, request_id, filename)
-BEGIN = BREAKER_LUA + """
-local job = redis.call('HMGET', KEYS[1], 'state', 'attempts', 'created_at', 'error_code',
-                      'error_message')
-local state = job[1]
-if not state then return {'gone'} end
-if state == 'done' or state == 'failed' then return {'final'} end
-local now = tonumber(ARGV[2])
-local gate = breaker_gate(KEYS[3], now, tonumber(ARGV[4]))
-if gate[1] == 'open' then return {'wait', tostring(gate[2]), job[3] or '0'} end
-local attempts = tonumber(job[2] or '0') + 1
-if attempts > tonumber(ARGV[3]) then
-  return {'exhausted', attempts - 1, job[4] or '', job[5] or ''}
+BEGIN_LUA = BREAKER_LUA + """
+local function begin_job(job_key, payload_key, breaker_key, history_key, consumer, at,
+                         max_attempts, recovery)
+  local job = redis.call('HMGET', job_key, 'state', 'attempts', 'created_at', 'error_code',
+                        'error_message')
+  local state = job[1]
+  if not state then return {'gone'} end
+  if state == 'done' or state == 'failed' then return {'final'} end
+  local gate = breaker_gate(breaker_key, tonumber(at), tonumber(recovery))
+  if gate[1] == 'open' then return {'wait', tostring(gate[2]), job[3] or '0'} end
+  local attempts = tonumber(job[2] or '0') + 1
+  if attempts > tonumber(max_attempts) then
+    return {'exhausted', attempts - 1, job[4] or '', job[5] or ''}
+  end
+  redis.call('HSET', job_key, 'state', 'processing', 'attempts', attempts,
+             'started_at', at, 'consumer', consumer)
+  -- the delivery history a dead letter carries: who took the job, when, which attempt
+  redis.call('RPUSH', history_key, cjson.encode({event = 'delivered', at = at,
+             consumer = consumer, attempt = attempts}))
+  local payload = redis.call('GET', payload_key)
+  if not payload then return {'gone'} end
+  local meta = redis.call('HMGET', job_key, 'ext', 'method', 'request_id', 'filename')
+  return {'run', attempts, payload, gate[3] or '', meta[1] or '', meta[2] or '',
+          meta[3] or '', meta[4] or ''}
 end
-redis.call('HSET', KEYS[1], 'state', 'processing', 'attempts', attempts,
-           'started_at', ARGV[2], 'consumer', ARGV[1])
--- the delivery history a dead letter carries: who took the job, when, which attempt
-redis.call('RPUSH', KEYS[4], cjson.encode({event = 'delivered', at = ARGV[2],
-           consumer = ARGV[1], attempt = attempts}))
-local payload = redis.call('GET', KEYS[2])
-if not payload then return {'gone'} end
-local meta = redis.call('HMGET', KEYS[1], 'ext', 'method', 'request_id', 'filename')
-return {'run', attempts, payload, gate[3] or '', meta[1] or '', meta[2] or '', meta[3] or '',
-        meta[4] or ''}
+"""
+
+# KEYS: job, payload, breaker, history
+# ARGV: consumer, now, max_attempts, breaker recovery seconds
+BEGIN = BEGIN_LUA + """
+return begin_job(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+"""
+
+# The next new entry for this consumer, taken up in the same call: one round trip per job
+# instead of XREADGROUP + BEGIN while work is queued (the blocking read is for when none
+# is). The job's keys follow from the entry, so they are built here from the prefixes in
+# ARGV: standalone Redis and Sentinel allow it; Redis Cluster would not.
+# KEYS: stream
+# ARGV: group, consumer, now, max_attempts, breaker recovery seconds, then the key
+#       prefixes of job, payload, breaker and history
+# Returns {} when nothing is waiting, else {entry_id, job_id, family, BEGIN's reply...}
+TAKE = BEGIN_LUA + """
+local read = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1,
+                        'STREAMS', KEYS[1], '>')
+if not read then return {} end
+local entry = read[1][2][1]
+local fields = {}
+for i = 1, #entry[2], 2 do fields[entry[2][i]] = entry[2][i + 1] end
+local job_id, family = fields['job'], fields['family'] or 'python'
+if not job_id then
+  redis.call('XACK', KEYS[1], ARGV[1], entry[1])  -- not one of ours: nothing to run
+  return {}
+end
+local begun = begin_job(ARGV[6] .. job_id, ARGV[7] .. job_id, ARGV[8] .. family,
+                        ARGV[9] .. job_id, ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+return {entry[1], job_id, family, unpack(begun)}
 """
 
 # KEYS: job, payload, text, stream, depth, breaker, dead, history, job counters
 # ARGV: group, entry_id, ttl, now, channel, job_id, outcome('success'|'none'|'failure'),
-#       fail_threshold, success_threshold, dead(0|1), then result fields as pairs
+#       fail_threshold, success_threshold, dead(0|1), the longest text (bytes) the done
+#       message may carry, then result fields as pairs
 #       (state, error_code, ... ; a 'text' pair is stored under KEYS[3], not in the hash)
+# The done message is the job id, or "<job id>\n" + JSON {record, text} when the text is
+# short: a waiting api then answers from the message without reading the job back.
 FINISH = BREAKER_LUA + """
+local function record_of(key)
+  local flat = redis.call('HGETALL', key)
+  local record = {}
+  for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
+  return record
+end
+
 local state = redis.call('HGET', KEYS[1], 'state')
 redis.call('XACK', KEYS[4], ARGV[1], ARGV[2])
 if (not state) or state == 'done' or state == 'failed' then return {0} end
 local ttl = tonumber(ARGV[3])
 local fields = {}
-for i = 11, #ARGV, 2 do
+local text = nil
+for i = 12, #ARGV, 2 do
   if ARGV[i] == 'text' then
-    redis.call('SET', KEYS[3], ARGV[i + 1], 'EX', ttl)
+    text = ARGV[i + 1]
+    redis.call('SET', KEYS[3], text, 'EX', ttl)
   else
     fields[#fields + 1] = ARGV[i]
     fields[#fields + 1] = ARGV[i + 1]
@@ -118,9 +161,7 @@ redis.call('EXPIRE', KEYS[8], ttl)
 if ARGV[10] == '1' then
   -- keep the payload so an operator can replay the dead letter; the record and the
   -- history go in as JSON an operator can read (an object, and a list of objects)
-  local flat = redis.call('HGETALL', KEYS[1])
-  local job = {}
-  for i = 1, #flat, 2 do job[flat[i]] = flat[i + 1] end
+  local job = record_of(KEYS[1])
   local history = '['
   for i, step in ipairs(redis.call('LRANGE', KEYS[8], 0, -1)) do
     history = history .. (i > 1 and ',' or '') .. step
@@ -139,7 +180,11 @@ if ARGV[7] ~= 'none' then
   transition = breaker_record(KEYS[6], ARGV[7], tonumber(ARGV[4]), tonumber(ARGV[8]),
                               tonumber(ARGV[9]))
 end
-redis.call('PUBLISH', ARGV[5], ARGV[6])
+local message = ARGV[6]
+if (not text) or #text <= tonumber(ARGV[11]) then
+  message = message .. '\\n' .. cjson.encode({record = record_of(KEYS[1]), text = text})
+end
+redis.call('PUBLISH', ARGV[5], message)
 return {1, transition[1], transition[2]}
 """
 

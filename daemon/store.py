@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote
 
+import orjson
 import redis
 import redis.asyncio as aredis
 from redis.asyncio.retry import Retry as AsyncRetry
@@ -35,6 +36,9 @@ DEAD_LETTERS = f"{PREFIX}:dead"
 DEFERRED = f"{PREFIX}:deferred"
 DEPTH = f"{PREFIX}:depth"
 DONE_CHANNEL = f"{PREFIX}:done"
+# A result whose text is at most this long (bytes) rides in its done message: the api
+# answers a waiting client from the message, with no read back (one round trip less).
+DONE_MESSAGE_TEXT_MAX = 32 * 1024
 JOB_COUNTERS = f"{PREFIX}:metrics:jobs"  # finished, done, failed:<code>
 CHORES = f"{PREFIX}:chores"  # the master's last sweep: when, files, bytes
 RESTARTS = f"{PREFIX}:metrics:restarts"  # child exits by reason
@@ -261,6 +265,19 @@ def public_job(record: dict[str, str], text: str | None = None) -> dict:
     return job
 
 
+def parse_done_message(data: bytes) -> tuple[str, dict | None]:
+    """(job id, the job as public_job shows it, if the message carries it) of a message on
+    DONE_CHANNEL: the bare id, or the id, a newline and JSON {record, text} (lua.FINISH)."""
+    job_id, _, carried = data.partition(b"\n")
+    if not carried:
+        return job_id.decode(), None
+    try:
+        body = orjson.loads(carried)
+        return job_id.decode(), public_job(body["record"], body.get("text"))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return job_id.decode(), None  # the waiter reads the job itself
+
+
 # --- the api's side (asyncio) ---------------------------------------------------------
 class QueueFull(Exception):
     """Raised when MAX_QUEUE_DEPTH jobs are already accepted and unfinished."""
@@ -363,12 +380,28 @@ class Begun:
     request_id: str = ""
     filename: str = ""
 
+    @classmethod
+    def from_reply(cls, reply: list) -> Begun:
+        """What lua.begin_job answered."""
+        verdict = _s(reply[0])
+        if verdict == "run":
+            ext, method, request_id, filename = (_s(x) for x in reply[4:8])
+            return cls("run", int(reply[1]), reply[2], breaker_transition=_s(reply[3]),
+                       ext=ext, method=method, request_id=request_id, filename=filename)
+        if verdict == "wait":
+            return cls("wait", reopen_at=float(reply[1]), created_at=float(reply[2]))
+        if verdict == "exhausted":
+            return cls("exhausted", int(reply[1]), error_code=_s(reply[2]),
+                       error_message=_s(reply[3]))
+        return cls(verdict)
+
 
 class JobStore:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client
         self.settings = settings
         self._begin = client.register_script(lua.BEGIN)
+        self._take = client.register_script(lua.TAKE)
         self._finish = client.register_script(lua.FINISH)
         self._retry = client.register_script(lua.RETRY)
         self._promote = client.register_script(lua.PROMOTE)
@@ -415,17 +448,19 @@ class JobStore:
             keys=[job_key(job_id), payload_key(job_id), breaker_key(delivery.family),
                   history_key(job_id)],
             args=[consumer, time.time(), s.max_attempts, s.circuit_breaker_recovery_timeout])
-        verdict = _s(reply[0])
-        if verdict == "run":
-            ext, method, request_id, filename = (_s(x) for x in reply[4:8])
-            return Begun("run", int(reply[1]), reply[2], breaker_transition=_s(reply[3]),
-                         ext=ext, method=method, request_id=request_id, filename=filename)
-        if verdict == "wait":
-            return Begun("wait", reopen_at=float(reply[1]), created_at=float(reply[2]))
-        if verdict == "exhausted":
-            return Begun("exhausted", int(reply[1]), error_code=_s(reply[2]),
-                         error_message=_s(reply[3]))
-        return Begun(verdict)
+        return Begun.from_reply(reply)
+
+    def take(self, consumer: str) -> tuple[Delivery, Begun] | None:
+        """The next new entry, begun in the same call; None when none is waiting."""
+        s = self.settings
+        reply = self._in_group(
+            self._take, keys=[STREAM],
+            args=[GROUP, consumer, time.time(), s.max_attempts,
+                  s.circuit_breaker_recovery_timeout, job_key(""), payload_key(""),
+                  breaker_key(""), history_key("")])
+        if not reply:
+            return None
+        return Delivery(_s(reply[0]), _s(reply[1]), _s(reply[2])), Begun.from_reply(reply[3:])
 
     def finish(self, delivery: Delivery, result: dict[str, object], *,
                outcome: str = "none", dead: bool = False) -> tuple[bool, str, str]:
@@ -439,7 +474,8 @@ class JobStore:
                   JOB_COUNTERS],
             args=[GROUP, delivery.entry_id, s.result_ttl, time.time(), DONE_CHANNEL, job_id,
                   outcome, s.circuit_breaker_failure_threshold,
-                  s.circuit_breaker_success_threshold, "1" if dead else "0", *flat])
+                  s.circuit_breaker_success_threshold, "1" if dead else "0",
+                  DONE_MESSAGE_TEXT_MAX, *flat])
         return bool(reply[0]), _s(reply[1] if len(reply) > 1 else ""), _s(
             reply[2] if len(reply) > 2 else "")
 

@@ -1,8 +1,9 @@
 """Waiting for a job to finish without polling: one pub/sub subscription per api process.
 
 Workers PUBLISH a job's id on the done channel in the same script that stores its
-result. A waiter registers first and checks the state second, so a job that finishes in
-between is seen either by the check or by the message. When the subscription drops
+result, with the job itself when its text is short, so most waiters need no read back. A
+waiter registers first and checks the state second, so a job that finishes in between is
+seen either by the check or by the message. When the subscription drops
 (Redis restarted), every waiter is woken to check again, since messages sent while it was
 down are lost.
 """
@@ -15,7 +16,13 @@ from collections import defaultdict
 import redis.asyncio as aredis
 import structlog
 
-from daemon.store import DONE_CHANNEL, FINAL_STATES, REDIS_DOWN, AsyncJobStore
+from daemon.store import (
+    DONE_CHANNEL,
+    FINAL_STATES,
+    REDIS_DOWN,
+    AsyncJobStore,
+    parse_done_message,
+)
 
 log = structlog.get_logger()
 
@@ -69,10 +76,13 @@ class Waiters:
                     # No subscription: messages could be missed; check again shortly.
                     remaining = min(remaining, 0.5)
                 try:
-                    await asyncio.wait_for(future, remaining)
+                    carried = await asyncio.wait_for(future, remaining)
                 except TimeoutError:
                     if loop.time() >= deadline:
                         return await self.store.get(job_id)
+                else:
+                    if carried is not None:
+                        return carried
             finally:
                 self.discard(job_id, future)
 
@@ -83,10 +93,16 @@ class Waiters:
             if not futures:
                 del self._futures[job_id]
 
-    def _wake(self, job_id: str) -> None:
+    def _wake(self, job_id: str, job: dict | None = None) -> None:
+        """Wake the waiters of `job_id`, with the final job if the message carried it."""
         for future in self._futures.get(job_id, ()):
             if not future.done():
-                future.set_result(None)
+                future.set_result(job)
+
+    def _on_message(self, data: bytes) -> None:
+        job_id, _, _ = data.partition(b"\n")
+        if job_id.decode() in self._futures:  # every api hears every job: parse only ours
+            self._wake(*parse_done_message(data))
 
     def _wake_all(self) -> None:
         for job_id in list(self._futures):
@@ -103,7 +119,7 @@ class Waiters:
                 delay = 0.1
                 async for message in pubsub.listen():
                     if message and message.get("type") == "message":
-                        self._wake(message["data"].decode())
+                        self._on_message(message["data"])
             except REDIS_DOWN as exc:
                 self._subscribed.clear()
                 log.warning("waiters.subscription_lost", error=str(exc), retry_in=delay)

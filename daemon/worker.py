@@ -56,16 +56,22 @@ def descendants(pid: int) -> list[int]:
 
     psutil's children(recursive=True) reads the stat file of every process on the host
     (4 ms here, three quarters of a tiny job's CPU); walking down from the child reads a
-    few small files (0.03 ms)."""
+    few small files. Plain os calls, not pathlib: this runs after every job (37 us
+    against 74 us with Path.glob)."""
     found: list[int] = []
     stack = [pid]
     while stack:
         parent = stack.pop()
-        for children in Path(f"/proc/{parent}/task").glob("*/children"):
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue  # it ended while we looked
+        for task in tasks:
             try:
-                kids = [int(k) for k in children.read_text().split()]
+                with open(f"/proc/{parent}/task/{task}/children", "rb") as f:
+                    kids = [int(k) for k in f.read().split()]
             except (OSError, ValueError):
-                continue  # the task ended while we looked
+                continue
             found.extend(kids)
             stack.extend(kids)
     return found
@@ -78,7 +84,8 @@ def tree_rss_mb(process: psutil.Process) -> float:
         try:
             # statm's second field is the resident set in pages: what psutil reports as
             # rss, without building a Process object per pid.
-            pages += int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+            with open(f"/proc/{pid}/statm", "rb") as f:
+                pages += int(f.read().split()[1])
         except (OSError, ValueError, IndexError):
             continue  # it ended while we looked
     return pages * _PAGE_SIZE / (1024 * 1024)
@@ -158,11 +165,11 @@ class Child:
         backoff = 0.1
         while not self.draining:
             try:
-                delivery = self._next(own_pending)
-                if delivery is None:
+                found = self._next(own_pending)
+                if found is None:
                     own_pending = False
                     continue
-                self.handle(delivery)
+                self.handle(*found)
                 backoff = 0.1
             except REDIS_DOWN as exc:
                 # redis-py already retried with backoff; keep waiting, do not crash into
@@ -187,12 +194,13 @@ class Child:
                 return EXIT_RECYCLE_MEMORY
         return EXIT_OK
 
-    def _next(self, own_pending: bool) -> Delivery | None:
+    def _next(self, own_pending: bool) -> tuple[Delivery, Begun | None] | None:
+        """The next delivery, and its Begun when it was taken up in the same call."""
         store = self.store
         self.metrics.flush_due(store.client)
         if own_pending:
             found = store.read(self.consumer, 0, own_pending=True)
-            return found[0] if found else None
+            return (found[0], None) if found else None
         now = time.monotonic()
         if now - self._last_claim > CLAIM_EVERY:
             self._last_claim = now
@@ -202,7 +210,11 @@ class Child:
                 self._last_claim = 0.0
             if claimed:
                 log.info("job.reclaimed", job_id=claimed[0].job_id, entry=claimed[0].entry_id)
-                return claimed[0]
+                return claimed[0], None
+        # While work is queued, read and begin in one round trip; block only when none is.
+        taken = store.take(self.consumer)
+        if taken:
+            return taken
         self._waiting = True
         try:
             if self.draining:  # TERM came just before we started to wait
@@ -210,7 +222,7 @@ class Child:
             found = store.read(self.consumer, READ_BLOCK_MS)
         finally:
             self._waiting = False
-        return found[0] if found else None
+        return (found[0], None) if found else None
 
     def _measure_rss(self) -> float:
         self._rss_after_job = self.slot.rss_mb = tree_rss_mb(self.process)
@@ -227,8 +239,9 @@ class Child:
                    ex=int(HEARTBEAT_EVERY * 5))
 
     # --- one job ---------------------------------------------------------------------
-    def handle(self, delivery: Delivery) -> None:
-        begun = self.store.begin(delivery, self.consumer)
+    def handle(self, delivery: Delivery, begun: Begun | None = None) -> None:
+        if begun is None:
+            begun = self.store.begin(delivery, self.consumer)
         if begun.verdict in ("gone", "final"):
             self.store.ack(delivery)  # deleted, expired, or already has its one result
             if begun.verdict == "final":

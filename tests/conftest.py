@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import ast
 import csv
+import dataclasses
 import os
 import shutil
 import subprocess
 import tempfile
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +18,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from daemon import lua
+from daemon.config import Settings
 from daemon.stack import Stack, wait_for
+from daemon.store import DEPTH, STREAM, JobStore, ensure_group, job_key, payload_key
 
 CORPUS = Path(os.environ.get("TEXTRACTD_CORPUS")
               or Path(__file__).resolve().parents[2] / "shared" / "corpus")
@@ -108,6 +114,28 @@ def redis_server() -> Iterator[RedisServer]:
     yield server
     server.stop()
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def store(redis_server) -> JobStore:
+    """The workers' JobStore on a throwaway redis-server, with a fast breaker recovery."""
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=5)
+    ensure_group(client)
+    settings = dataclasses.replace(Settings(), max_attempts=10,
+                                   circuit_breaker_recovery_timeout=0.3)
+    return JobStore(client, settings)
+
+
+def queue_job(store: JobStore, family: str = "pdf", payload: bytes = b"%PDF-") -> str:
+    """Queue a job with the api's own SUBMIT script; returns its id."""
+    job_id = uuid.uuid4().hex
+    record = {"id": job_id, "state": "queued", "attempts": "0", "ext": "pdf",
+              "family": family, "method": "", "created_at": str(time.time())}
+    submit_script = store.client.register_script(lua.SUBMIT)
+    submit_script(keys=[job_key(job_id), payload_key(job_id), STREAM, DEPTH],
+                  args=[0, job_id, payload, family,
+                        *[x for pair in record.items() for x in pair]])
+    return job_id
 
 
 @pytest.fixture

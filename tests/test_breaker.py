@@ -9,29 +9,22 @@ to OPEN on one failure. Document faults never move a breaker.
 
 from __future__ import annotations
 
-import dataclasses
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-import redis
 
-from daemon import lua
-from daemon.config import Settings
 from daemon.stack import wait_for
 from daemon.store import (
     DEFERRED,
-    DEPTH,
     GROUP,
     STREAM,
     Delivery,
     JobStore,
     breaker_key,
-    ensure_group,
     job_key,
-    payload_key,
 )
+from tests.conftest import queue_job
 from tests.fakes import (
     DOCX,
     FOX,
@@ -46,24 +39,9 @@ from tests.fakes import (
 
 
 # --- the Lua arithmetic, straight against redis-server --------------------------------
-@pytest.fixture
-def store(redis_server) -> JobStore:
-    client = redis.Redis.from_url(redis_server.url, socket_timeout=5)
-    ensure_group(client)
-    settings = dataclasses.replace(Settings(), max_attempts=10,
-                                   circuit_breaker_recovery_timeout=0.3)
-    return JobStore(client, settings)
-
-
 def enqueue(store: JobStore, family: str = "pdf") -> Delivery:
     """Submit a job with the api's own SUBMIT script and read it as consumer c-0."""
-    job_id = uuid.uuid4().hex
-    record = {"id": job_id, "state": "queued", "attempts": "0", "ext": "pdf",
-              "family": family, "method": "", "created_at": str(time.time())}
-    submit_script = store.client.register_script(lua.SUBMIT)
-    submit_script(keys=[job_key(job_id), payload_key(job_id), STREAM, DEPTH],
-                  args=[0, job_id, b"%PDF-", family,
-                        *[x for pair in record.items() for x in pair]])
+    job_id = queue_job(store, family)
     while True:
         # Re-queued copies of earlier test jobs come first: acknowledge them and go on.
         delivery = store.read("c-0", 0)[0]

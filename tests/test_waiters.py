@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import orjson
 import redis.asyncio as aredis
 
 from daemon.config import Settings
@@ -55,4 +56,20 @@ async def test_a_wait_that_times_out_returns_the_job_as_it_is(redis_server) -> N
     started = time.monotonic()
     job = await waiters.wait(JOB, 0.3)
     assert job["state"] == "queued" and 0.25 < time.monotonic() - started < 3
+    await waiters.close()
+
+
+async def test_a_waiter_answers_from_the_message_without_reading_the_job(redis_server) -> None:
+    waiters, client = await started_waiters(redis_server.url)
+    # Redis still says "processing": only the message can say "done".
+    await client.hset(job_key(JOB), mapping={"id": JOB, "state": "processing"})
+    waiting = asyncio.create_task(waiters.wait(JOB, 30))
+    while not waiters._futures.get(JOB):
+        await asyncio.sleep(0.01)
+    carried = orjson.dumps({"record": {"id": JOB, "state": "done", "chars": "2"}, "text": "hi"})
+    await client.publish(DONE_CHANNEL, JOB.encode() + b"\n" + carried)
+
+    job = await asyncio.wait_for(waiting, 5)
+
+    assert (job["state"], job["text"], job["chars"]) == ("done", "hi", 2)
     await waiters.close()

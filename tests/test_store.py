@@ -1,0 +1,94 @@
+"""The job scripts the speed-ups rest on, straight against a real redis-server: TAKE
+reads and begins a job in one call, and FINISH carries a short result in its done
+message so a waiting api needs no read back."""
+
+from __future__ import annotations
+
+import orjson
+
+from daemon.stack import wait_for
+from daemon.store import (
+    DONE_CHANNEL,
+    DONE_MESSAGE_TEXT_MAX,
+    JobStore,
+    breaker_key,
+    job_key,
+    parse_done_message,
+)
+from tests.conftest import queue_job
+
+
+def test_take_reads_and_begins_the_next_job_in_one_call(store: JobStore) -> None:
+    first, second = queue_job(store, payload=b"one"), queue_job(store, payload=b"two")
+
+    delivery, begun = store.take("c-0")
+
+    assert delivery.job_id == first and delivery.family == "pdf"
+    assert (begun.verdict, begun.attempts, begun.payload, begun.ext) == ("run", 1, b"one", "pdf")
+    record = store.client.hgetall(job_key(first))
+    assert record[b"state"] == b"processing" and record[b"consumer"] == b"c-0"
+    pending = store.client.xpending_range("textractd:jobs", "workers", "-", "+", 10)
+    assert [p["message_id"].decode() for p in pending] == [delivery.entry_id]
+    assert store.take("c-1")[0].job_id == second  # the next one, for the next consumer
+    assert store.take("c-0") is None  # nothing left: the caller falls back to a blocking read
+
+
+def test_take_leaves_a_job_behind_an_open_breaker_waiting_unstarted(store: JobStore) -> None:
+    store.client.hset(breaker_key("pdf"), mapping={"state": "open", "opened_at": 9e9})
+    job_id = queue_job(store)
+
+    delivery, begun = store.take("c-0")
+
+    assert delivery.job_id == job_id and begun.verdict == "wait" and begun.reopen_at > 9e9
+    assert store.client.hget(job_key(job_id), "state") == b"queued"
+
+
+def test_a_short_result_rides_in_its_done_message_and_a_long_one_does_not(
+        store: JobStore) -> None:
+    pubsub = store.client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(DONE_CHANNEL)
+    wait_for(lambda: store.client.pubsub_numsub(DONE_CHANNEL)[0][1] == 1, 5, "the subscription")
+    long_text = "x" * (DONE_MESSAGE_TEXT_MAX + 1)
+    sent = {}
+    for text in ("short é text", long_text):
+        queue_job(store)
+        delivery, begun = store.take("c-0")
+        assert begun.verdict == "run"
+        store.finish(delivery, {"state": "done", "chars": len(text), "text": text},
+                     outcome="success")
+        sent[delivery.job_id] = text
+
+    messages = []
+    wait_for(lambda: messages.extend(filter(None, [pubsub.get_message(timeout=0.1)]))
+             or len(messages) == 2, 5, "two done messages")
+    (short_id, short_job), (long_id, long_job) = (parse_done_message(m["data"])
+                                                  for m in messages)
+    assert sent[short_id] == "short é text" and long_id in sent
+    assert short_job["state"] == "done" and short_job["text"] == "short é text"
+    assert short_job["chars"] == 12 and short_job["attempts"] == 1
+    assert short_job["id"] == short_id and short_job["finished_at"] > 0
+    assert long_job is None  # only the id: the waiter reads the job itself
+    pubsub.close()
+
+
+def test_a_failed_job_rides_in_its_done_message_with_its_error(store: JobStore) -> None:
+    pubsub = store.client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(DONE_CHANNEL)
+    wait_for(lambda: store.client.pubsub_numsub(DONE_CHANNEL)[0][1] == 1, 5, "the subscription")
+    queue_job(store)
+    delivery, _ = store.take("c-0")
+    store.finish(delivery, {"state": "failed", "error_code": "corrupt_document",
+                            "error_message": "bad bytes"})
+
+    message = wait_for(lambda: pubsub.get_message(timeout=0.1), 5, "the done message")
+    job_id, job = parse_done_message(message["data"])
+
+    assert job_id == delivery.job_id and "text" not in job
+    assert job["error"] == {"code": "corrupt_document", "message": "bad bytes"}
+    pubsub.close()
+
+
+def test_a_damaged_done_message_falls_back_to_reading_the_job() -> None:
+    assert parse_done_message(b"abc\n{not json") == ("abc", None)
+    assert parse_done_message(b"abc\n" + orjson.dumps({"text": "no record"})) == ("abc", None)
+    assert parse_done_message(b"abc") == ("abc", None)
