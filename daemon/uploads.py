@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
 from daemon.config import Settings
 
@@ -95,18 +96,29 @@ async def _read_multipart(request: web.Request, limit: int) -> Upload:
     try:
         reader = await request.multipart()
         async for part in reader:
-            if not isinstance(part, BodyPartReader) or part.name != "file":
+            name, filename = _disposition(part)
+            if not isinstance(part, BodyPartReader) or name != "file":
                 async for chunk in _part_chunks(part):
                     skipped += len(chunk)
                     if skipped > limit:
                         raise _too_large(limit)
                 continue
             data = await _read_stream(_part_chunks(part), limit - skipped)
-            return Upload(part.filename or request.query.get("filename"), data)
+            return Upload(filename or request.query.get("filename"), data)
     except (ValueError, AssertionError, HttpProcessingError) as exc:
         # aiohttp's errors for a malformed multipart body or part header
         raise UploadError(400, "bad_request", f"malformed multipart body: {exc}") from exc
     raise UploadError(400, "bad_request", "multipart body has no field named 'file'")
+
+
+def _disposition(part: BodyPartReader | MultipartReader) -> tuple[str | None, str | None]:
+    """The part's field name and file name, from one parse of Content-Disposition.
+
+    aiohttp's `.name` and `.filename` parse the header once each: a tenth of the api's
+    CPU on a tiny upload, half of it for nothing."""
+    _, params = parse_content_disposition(part.headers.get(hdrs.CONTENT_DISPOSITION))
+    return (content_disposition_filename(params, "name"),
+            content_disposition_filename(params, "filename"))
 
 
 async def _part_chunks(part: BodyPartReader):
