@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 import warnings
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -42,7 +43,7 @@ import textract
 
 from daemon.config import ROOT
 from daemon.loadgen import MIB, measure_upload_rss
-from daemon.stack import Stack, wait_for
+from daemon.stack import Stack, free_port, wait_for
 from daemon.store import DEPTH, heartbeat_key, job_key
 from daemon.worker import tree_rss_mb
 
@@ -233,7 +234,7 @@ class Reply:
     job: dict
 
 
-async def _post_all(stack: Stack, requests: list[tuple[bytes, str, dict]],
+async def _post_all(stack: Stack | Floor, requests: list[tuple[bytes, str, dict]],
                     in_flight: int) -> tuple[list[Reply], float]:
     """POST each (body, content type, query) with `in_flight` at a time, in order."""
     replies: list[Reply | None] = [None] * len(requests)
@@ -272,21 +273,50 @@ def load(stack: Stack, requests: list[tuple[bytes, str, dict]], in_flight: int) 
     return arm([Slice(len(requests), elapsed, 0.0, replies=replies)]) | {"replies": replies}
 
 
-class Service:
-    """The stack's long-lived processes (supervisord, redis, api, pool master, children)."""
+class HttpArm:
+    """An HTTP target (a stack's api, or the floor app) and the processes behind it,
+    measured by their CPU plus the client's."""
 
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-        top = psutil.Process(stack.process.pid)
-        programs = top.children()
-        # Two levels down: textract's tools (a third level) are counted through their
-        # parent child's reaped-children times.
-        self.procs = [top, *programs, *(c for p in programs for c in p.children())]
+    def __init__(self, target: Stack | Floor, procs: list[psutil.Process]) -> None:
+        self.target = target
+        self.procs = procs
 
     def run(self, requests: list[tuple[bytes, str, dict]], in_flight: int) -> Slice:
         cpu = cpu_seconds(self.procs)
-        replies, seconds = asyncio.run(_post_all(self.stack, requests, in_flight))
+        replies, seconds = asyncio.run(_post_all(self.target, requests, in_flight))
         return Slice(len(requests), seconds, cpu_seconds(self.procs) - cpu, replies=replies)
+
+
+def service(stack: Stack) -> HttpArm:
+    """The stack's long-lived processes (supervisord, redis, api, pool master, children)."""
+    top = psutil.Process(stack.process.pid)
+    programs = top.children()
+    # Two levels down: textract's tools (a third level) are counted through their parent
+    # child's reaped-children times.
+    return HttpArm(stack, [top, *programs, *(c for p in programs for c in p.children())])
+
+
+class Floor:
+    """`daemon.floor` (a bare aiohttp app, no service behind it) in a process of its own."""
+
+    def __init__(self) -> None:
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.api_key = ""
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "daemon.floor", self.url.rsplit(":", 1)[1]], cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._answers, 30, "the floor app")
+        self.arm = HttpArm(self, [psutil.Process(self.process.pid)])
+
+    def _answers(self) -> bool:
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/health",
+                                                                  timeout=1) as response:
+            return response.status == 200
+        return False
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
 
 
 # --- phases ---------------------------------------------------------------------------
@@ -304,7 +334,7 @@ def interleaved(passes: int, ceiling_run, service_run) -> tuple[list[Slice], lis
     return ceiling_slices, service_slices
 
 
-def phase_corpus(work: Workload, ceiling: Ceiling, service: Service) -> dict:
+def phase_corpus(work: Workload, ceiling: Ceiling, service: HttpArm) -> dict:
     docs = corpus_docs(work.light_only)
     bodies = [(*d.body(), {**d.query, "wait": 60}) for d in docs]
     c_slices, s_slices = interleaved(
@@ -329,7 +359,8 @@ def phase_corpus(work: Workload, ceiling: Ceiling, service: Service) -> dict:
             "per_format": per_format, "text_mismatches": sorted(mismatches)}
 
 
-def phase_tiny(work: Workload, ceiling: Ceiling, service: Service, spool: Path) -> dict:
+def phase_tiny(work: Workload, ceiling: Ceiling, service: HttpArm,
+               spool: Path) -> dict:
     data = tiny_text(work.tiny_bytes)
     path = spool / "tiny.txt"
     path.write_bytes(data)
@@ -339,7 +370,18 @@ def phase_tiny(work: Workload, ceiling: Ceiling, service: Service, spool: Path) 
     c_slices, s_slices = interleaved(
         slices, lambda: ceiling.run([(str(path), {})] * per_slice),
         lambda: service.run([body] * per_slice, work.in_flight))
-    return {"jobs": per_slice * slices, **compare(c_slices, s_slices)}
+    result = {"jobs": per_slice * slices, **compare(c_slices, s_slices)}
+    floor = Floor()
+    try:
+        floor_arm = arm([floor.arm.run([body] * per_slice, work.in_flight)
+                         for _ in range(slices)])
+    finally:
+        floor.close()
+    # A service of this shape does at least the floor's work and textract's: the best
+    # CPU ratio it could reach, with nothing of its own (no Redis, no queue, no logs).
+    textract_cpu = result["ceiling"]["cpu_ms_per_doc"]
+    floor_arm["best_cpu_ratio"] = textract_cpu / (textract_cpu + floor_arm["cpu_ms_per_doc"])
+    return result | {"floor": floor_arm}
 
 
 def phase_latency(stack: Stack, work: Workload) -> dict:
@@ -447,12 +489,12 @@ def _vm_hwm(pid: int) -> int:
 def run_once(stack: Stack, work: Workload, only: tuple[str, ...], workers: int) -> dict:
     result: dict[str, object] = {"loadavg_before": os.getloadavg()[0]}
     if "corpus" in only or "tiny" in only:
-        ceiling, service = Ceiling(workers), Service(stack)
+        ceiling, http = Ceiling(workers), service(stack)
         try:
             if "corpus" in only:
-                result["corpus"] = phase_corpus(work, ceiling, service)
+                result["corpus"] = phase_corpus(work, ceiling, http)
             if "tiny" in only:
-                result["tiny"] = phase_tiny(work, ceiling, service, stack.root)
+                result["tiny"] = phase_tiny(work, ceiling, http, stack.root)
         finally:
             ceiling.close()
     if "latency" in only:
@@ -484,7 +526,9 @@ def summarise(runs: list[dict]) -> dict:
                                ("corpus", "ceiling", "cpu_ms_per_doc"),
                                ("corpus", "service", "cpu_ms_per_doc"),
                                ("tiny", "ceiling", "cpu_ms_per_doc"),
-                               ("tiny", "service", "cpu_ms_per_doc")]:
+                               ("tiny", "service", "cpu_ms_per_doc"),
+                               ("tiny", "floor", "rate"), ("tiny", "floor", "cpu_ms_per_doc"),
+                               ("tiny", "floor", "best_cpu_ratio")]:
         out[f"{phase}_{arm}_{metric}"] = med(phase, arm, metric)
     out["corpus_ratio"] = med("corpus", "ratio")
     out["tiny_ratio"] = med("tiny", "ratio")
@@ -544,6 +588,10 @@ def table(report: dict) -> str:
              row("  CPU ms per job (all processes)", f(s["tiny_service_cpu_ms_per_doc"], "{:.2f}"),
                  f(s["tiny_ceiling_cpu_ms_per_doc"], "{:.2f}"), f(s["tiny_cpu_ratio"], "{:.2f}x")),
              row("  latency ms p50 / p95 / p99", spread("tiny_service")),
+             row("  HTTP floor jobs/s, CPU ms per job", f(s["tiny_floor_rate"]),
+                 f(s["tiny_floor_cpu_ms_per_doc"], "{:.2f}")),
+             row("  best CPU ratio (floor + textract)", "", "",
+                 f(s["tiny_floor_best_cpu_ratio"], "{:.2f}x")),
              row("unloaded latency ms p50 / p99", f"{f(s['unloaded_p50_ms'], '{:.2f}')} / "
                  f"{f(s['unloaded_p99_ms'], '{:.2f}')}", "", "",
                  f"p50 <= {targets['unloaded_p50_ms']:g} ms", "unloaded_p50_ms"),

@@ -65,6 +65,13 @@ def test_a_quick_run_measures_tiny_jobs_and_unloaded_latency(quick_report) -> No
     # A tiny job cannot cost the service less CPU than textract alone spends on it.
     assert tiny["service"]["cpu_ms_per_doc"] > tiny["ceiling"]["cpu_ms_per_doc"] > 0
     assert 0 < tiny["service"]["p50_ms"] <= tiny["service"]["p99_ms"]
+    # The floor app answered every upload, and the service costs more than the bare front.
+    floor = tiny["floor"]
+    assert floor["count"] == floor["done"] == bench.QUICK.tiny_jobs
+    assert tiny["service"]["cpu_ms_per_doc"] > floor["cpu_ms_per_doc"] > 0
+    textract_cpu = tiny["ceiling"]["cpu_ms_per_doc"]
+    assert floor["best_cpu_ratio"] == pytest.approx(
+        textract_cpu / (textract_cpu + floor["cpu_ms_per_doc"]))
     latency = run["latency"]
     assert latency["failed"] == 0
     assert 0 < latency["p50_ms"] <= latency["p99_ms"]
@@ -93,6 +100,7 @@ def test_a_quick_run_reports_medians_verdicts_and_a_table(quick_report) -> None:
     meta = quick_report["meta"]
     assert meta["quick"] is True and meta["workers"] == 2 and meta["commit"]
     assert "docs) docs/s" in quick_report["_stdout"]
+    assert "HTTP floor jobs/s" in quick_report["_stdout"]
     assert "JSON:" in quick_report["_stdout"]
 
 
