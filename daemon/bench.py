@@ -465,7 +465,7 @@ def _children(stack: Stack) -> dict[int, dict]:
     for beat in beats:
         with contextlib.suppress(psutil.Error):
             out[beat["pid"]] = {"jobs": beat["jobs"],
-                                "rss": tree_rss_mb(psutil.Process(beat["pid"]))}
+                                "rss": tree_rss_mb(beat["pid"])}
     return out
 
 

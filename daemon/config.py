@@ -131,7 +131,7 @@ class Settings:
             raw = merged.get(name)
             if raw is None or raw == "":
                 continue
-            values[f.name] = _convert(f.name, raw, type(_default(f)))
+            values[f.name] = _convert(f.name, raw, type(f.default))
         return cls(**values)
 
     # --- derived paths and names -----------------------------------------------------
@@ -167,10 +167,6 @@ class Settings:
     @property
     def auth_required(self) -> bool:
         return not self.allow_no_auth
-
-
-def _default(f):
-    return f.default
 
 
 def env_name(name: str) -> str:

@@ -52,17 +52,15 @@ def check_document(path: Path, fmt: Format, limits: Limits) -> None:
         _check_pdf(path, limits)
 
 
-def check_text_size(text: str | bytes, limits: Limits) -> None:
+def check_text_size(text: str, limits: Limits) -> None:
     """Raise DocumentTooComplex when the extracted text is above max_text_bytes (UTF-8)."""
     limit = limits.max_text_bytes
-    if isinstance(text, bytes):
-        size = len(text)
-    elif len(text) * 4 <= limit:  # no character takes more than 4 bytes in UTF-8
+    if len(text) * 4 <= limit:  # no character takes more than 4 bytes in UTF-8
         return
-    else:  # in slices, so a huge text is not copied whole just to be measured
-        step = 1 << 20
-        size = sum(len(text[i:i + step].encode("utf-8", "surrogatepass"))
-                   for i in range(0, len(text), step))
+    # In slices, so a huge text is not copied whole just to be measured.
+    step = 1 << 20
+    size = sum(len(text[i:i + step].encode("utf-8", "surrogatepass"))
+               for i in range(0, len(text), step))
     if size > limit:
         raise DocumentTooComplex(f"the extracted text is {size} bytes; "
                                  f"the limit is {limit} (MAX_TEXT_BYTES)")
@@ -76,8 +74,10 @@ def _shown(name: str) -> str:
 def _check_zip(path: Path, limits: Limits) -> None:
     records = _central_records(path)
     if records > limits.max_zip_entries:
-        # Refused before zipfile builds one object per entry (300,000 entries fit in 16 MB).
-        raise _too_many_entries(records, limits)
+        # Refused before zipfile builds one object per entry (300,000 entries fit in 16 MB);
+        # zipfile never finds more entries than there are records.
+        raise DocumentTooComplex(f"the archive has {records} entries; the limit is "
+                                 f"{limits.max_zip_entries} (MAX_ZIP_ENTRIES)")
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
@@ -92,11 +92,6 @@ def _check_zip(path: Path, limits: Limits) -> None:
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError,
             NotImplementedError, ValueError) as exc:
         raise CorruptDocument(f"the ZIP container cannot be read: {exc}") from exc
-
-
-def _too_many_entries(count: int, limits: Limits) -> DocumentTooComplex:
-    return DocumentTooComplex(f"the archive has {count} entries; the limit is "
-                              f"{limits.max_zip_entries} (MAX_ZIP_ENTRIES)")
 
 
 def _central_records(path: Path) -> int:
@@ -115,8 +110,6 @@ def _central_records(path: Path) -> int:
 
 
 def _check_zip_sizes(infos: list[zipfile.ZipInfo], limits: Limits) -> None:
-    if len(infos) > limits.max_zip_entries:
-        raise _too_many_entries(len(infos), limits)
     # Python's zipfile stops reading an entry at its declared size, so the declared sizes
     # are what the parsers behind textract can be made to inflate.
     total = sum(i.file_size for i in infos)

@@ -100,7 +100,3 @@ def configure_logging(process: str, level: str | None = None,
     # aiohttp's access log would duplicate our own one-line-per-request event.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.server").addFilter(_NoParserTracebacks())
-
-
-def get_logger(**bound: object) -> structlog.typing.FilteringBoundLogger:
-    return structlog.get_logger(**bound)

@@ -66,12 +66,12 @@ return {1, entry}
 
 # Taking up a delivered job: gone | final | wait(reopen_at, created_at) |
 # exhausted(attempts, last error code, message) |
-# run(attempts, payload, breaker_transition, ext, method, request_id, filename)
+# run(attempts, payload, breaker_transition, ext, method, request_id)
 BEGIN_LUA = BREAKER_LUA + """
 local function begin_job(job_key, payload_key, breaker_key, history_key, consumer, at,
                          max_attempts, recovery)
   local job = redis.call('HMGET', job_key, 'state', 'attempts', 'created_at', 'error_code',
-                        'error_message')
+                        'error_message', 'ext', 'method', 'request_id')
   local state = job[1]
   if not state then return {'gone'} end
   if state == 'done' or state == 'failed' then return {'final'} end
@@ -88,9 +88,7 @@ local function begin_job(job_key, payload_key, breaker_key, history_key, consume
              consumer = consumer, attempt = attempts}))
   local payload = redis.call('GET', payload_key)
   if not payload then return {'gone'} end
-  local meta = redis.call('HMGET', job_key, 'ext', 'method', 'request_id', 'filename')
-  return {'run', attempts, payload, gate[3] or '', meta[1] or '', meta[2] or '',
-          meta[3] or '', meta[4] or ''}
+  return {'run', attempts, payload, gate[3] or '', job[6] or '', job[7] or '', job[8] or ''}
 end
 """
 
@@ -142,7 +140,7 @@ end
 
 local state = redis.call('HGET', KEYS[1], 'state')
 redis.call('XACK', KEYS[4], ARGV[1], ARGV[2])
-if (not state) or state == 'done' or state == 'failed' then return {0} end
+if (not state) or state == 'done' or state == 'failed' then return {0, '', ''} end
 local ttl = tonumber(ARGV[3])
 local fields = {}
 local text = nil
@@ -158,23 +156,23 @@ end
 redis.call('HSET', KEYS[1], 'finished_at', ARGV[4], unpack(fields))
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[8], ttl)
+local record = record_of(KEYS[1])  -- final from here on: the counters, dead letter, message
 if ARGV[10] == '1' then
   -- keep the payload so an operator can replay the dead letter; the record and the
   -- history go in as JSON an operator can read (an object, and a list of objects)
-  local job = record_of(KEYS[1])
   local history = '['
   for i, step in ipairs(redis.call('LRANGE', KEYS[8], 0, -1)) do
     history = history .. (i > 1 and ',' or '') .. step
   end
   redis.call('XADD', KEYS[7], '*', 'job', ARGV[6], 'entry', ARGV[2],
-             'record', cjson.encode(job), 'history', history .. ']')
+             'record', cjson.encode(record), 'history', history .. ']')
 else
   redis.call('DEL', KEYS[2])
 end
 if tonumber(redis.call('DECR', KEYS[5])) < 0 then redis.call('SET', KEYS[5], 0) end
-local final = redis.call('HMGET', KEYS[1], 'state', 'error_code')
 redis.call('HINCRBY', KEYS[9], 'finished', 1)
-redis.call('HINCRBY', KEYS[9], final[1] == 'done' and 'done' or ('failed:' .. (final[2] or '')), 1)
+redis.call('HINCRBY', KEYS[9],
+           record.state == 'done' and 'done' or ('failed:' .. (record.error_code or '')), 1)
 local transition = {'', ''}
 if ARGV[7] ~= 'none' then
   transition = breaker_record(KEYS[6], ARGV[7], tonumber(ARGV[4]), tonumber(ARGV[8]),
@@ -182,7 +180,7 @@ if ARGV[7] ~= 'none' then
 end
 local message = ARGV[6]
 if (not text) or #text <= tonumber(ARGV[11]) then
-  message = message .. '\\n' .. cjson.encode({record = record_of(KEYS[1]), text = text})
+  message = message .. '\\n' .. cjson.encode({record = record, text = text})
 end
 redis.call('PUBLISH', ARGV[5], message)
 return {1, transition[1], transition[2]}

@@ -26,7 +26,7 @@ from daemon.errors import ExtractionTimeout, MemoryLimit
 from daemon.logs import configure_logging
 from daemon.slots import EXIT_BOOT_FAILED, KillReason, exit_reason, make_slots
 from daemon.store import REDIS_DOWN, Delivery, JobStore, connect, ensure_group
-from daemon.worker import child_main
+from daemon.worker import child_main, log_breaker_move
 
 log = structlog.get_logger()
 
@@ -193,8 +193,7 @@ class Pool:
             return  # the child had finished or re-queued it itself just before it died
         self.requeued += 1
         log.warning("job.requeued", job_id=delivery.job_id, reason=reason, error_code=code)
-        if before != after:
-            log.warning(f"breaker.{after}", family=delivery.family, previous=before)
+        log_breaker_move(delivery.family, before, after)
 
     def _enforce_deadlines(self) -> None:
         now = time.time()

@@ -378,16 +378,15 @@ class Begun:
     ext: str = ""
     method: str = ""
     request_id: str = ""
-    filename: str = ""
 
     @classmethod
     def from_reply(cls, reply: list) -> Begun:
         """What lua.begin_job answered."""
         verdict = _s(reply[0])
         if verdict == "run":
-            ext, method, request_id, filename = (_s(x) for x in reply[4:8])
+            ext, method, request_id = (_s(x) for x in reply[4:7])
             return cls("run", int(reply[1]), reply[2], breaker_transition=_s(reply[3]),
-                       ext=ext, method=method, request_id=request_id, filename=filename)
+                       ext=ext, method=method, request_id=request_id)
         if verdict == "wait":
             return cls("wait", reopen_at=float(reply[1]), created_at=float(reply[2]))
         if verdict == "exhausted":
@@ -476,8 +475,7 @@ class JobStore:
                   outcome, s.circuit_breaker_failure_threshold,
                   s.circuit_breaker_success_threshold, "1" if dead else "0",
                   DONE_MESSAGE_TEXT_MAX, *flat])
-        return bool(reply[0]), _s(reply[1] if len(reply) > 1 else ""), _s(
-            reply[2] if len(reply) > 2 else "")
+        return bool(reply[0]), _s(reply[1]), _s(reply[2])
 
     def retry(self, delivery: Delivery, *, consumer: str, error_code: str = "",
               error_message: str = "", ready_at: float = 0.0,

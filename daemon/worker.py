@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import orjson
-import psutil
 import redis
 import structlog
 
@@ -77,14 +76,14 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def tree_rss_mb(process: psutil.Process) -> float:
+def tree_rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants (the tools textract runs)."""
     pages = 0
-    for pid in [process.pid, *descendants(process.pid)]:
+    for member in [pid, *descendants(pid)]:
         try:
             # statm's second field is the resident set in pages: what psutil reports as
             # rss, without building a Process object per pid.
-            with open(f"/proc/{pid}/statm", "rb") as f:
+            with open(f"/proc/{member}/statm", "rb") as f:
                 pages += int(f.read().split()[1])
         except (OSError, ValueError, IndexError):
             continue  # it ended while we looked
@@ -104,7 +103,7 @@ class Child:
         self.consumer = f"{settings.consumer_prefix}-{slot_no}"
         self.spool = settings.spool_dir / f"slot-{slot_no}"
         self.limits = guards.Limits.from_settings(settings)
-        self.process = psutil.Process()
+        self.pid = os.getpid()
         # Given by the master: os.getppid() here would already name init if the master
         # died before we got this far, and its death would go unnoticed.
         self.master_pid = master_pid
@@ -225,7 +224,7 @@ class Child:
         return (found[0], None) if found else None
 
     def _measure_rss(self) -> float:
-        self._rss_after_job = self.slot.rss_mb = tree_rss_mb(self.process)
+        self._rss_after_job = self.slot.rss_mb = tree_rss_mb(self.pid)
         return self._rss_after_job
 
     def _heartbeat(self, client: redis.Redis) -> None:
@@ -268,18 +267,13 @@ class Child:
             text = self._extract(path, begun)
             result = {"state": "done", "chars": len(text), "text": text}
             outcome, error = "success", None
-        except DocumentError as exc:
-            # The document's fault: fail this job only; the breaker does not move.
+        except (DocumentError, MachineryError) as exc:
             result = {"state": "failed", "error_code": exc.code, "error_message": str(exc)}
-            outcome, error = "none", exc
-        except SpoolFull as exc:
-            # The host's disk, not the extractor: retried, but no breaker moves (a full
-            # disk would otherwise open every family's breaker at once).
-            outcome, error = "none", exc
-            result = {"state": "failed", "error_code": exc.code, "error_message": str(exc)}
-        except MachineryError as exc:
-            outcome, error = "failure", exc
-            result = {"state": "failed", "error_code": exc.code, "error_message": str(exc)}
+            error = exc
+            # Only the extractor's own failures move its breaker: not the document's fault,
+            # and not a full disk (retried, but it would open every family's breaker).
+            outcome = ("failure" if isinstance(exc, MachineryError)
+                       and not isinstance(exc, SpoolFull) else "none")
         finally:
             path.unlink(missing_ok=True)
         duration_ms = round((time.perf_counter() - started) * 1000, 1)
@@ -306,7 +300,7 @@ class Child:
                                         int(result.get("chars") or 0))
             self._summarise(moved[0], result, summary)
         self.slot.clear()
-        self._log_breaker(delivery.family, moved)
+        log_breaker_move(delivery.family, *moved[1:])
         self.jobs_done += 1
         structlog.contextvars.unbind_contextvars("job_id", "request_id")
 
@@ -363,11 +357,6 @@ class Child:
         moved = self.store.finish(delivery, result, dead=True)
         self._summarise(moved[0], result, {"attempt": begun.attempts, "dead_letter": True})
 
-    def _log_breaker(self, family: str, moved: tuple[bool, str, str]) -> None:
-        _written, before, after = moved
-        if before and after and before != after:
-            log.warning(f"breaker.{after}", family=family, previous=before)
-
     # --- memory and heartbeat: a thread, so both go on while textract runs ------------
     def _watch(self) -> None:
         """Heartbeat every HEARTBEAT_EVERY s, and kill this child (with its tools) the
@@ -377,7 +366,7 @@ class Child:
         last_beat = 0.0
         while True:
             time.sleep(0.25)
-            rss = tree_rss_mb(self.process)
+            rss = tree_rss_mb(self.pid)
             self.slot.rss_mb = rss
             if time.monotonic() - last_beat >= HEARTBEAT_EVERY:
                 last_beat = time.monotonic()
@@ -395,6 +384,12 @@ class Child:
         deadline = time.monotonic() + seconds
         while not self.draining and time.monotonic() < deadline:
             time.sleep(min(0.1, deadline - time.monotonic()))
+
+
+def log_breaker_move(family: str, before: str, after: str) -> None:
+    """One warning when a script moved `family`'s breaker (its reply's from and to)."""
+    if before and after and before != after:
+        log.warning(f"breaker.{after}", family=family, previous=before)
 
 
 def _on_parent_death(_signo: int, _frame: object) -> None:
