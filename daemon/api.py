@@ -102,7 +102,7 @@ async def get_job(request: web.Request) -> web.Response:
 async def get_text(request: web.Request) -> web.Response:
     job_id = _job_id(request)
     store = request.app[STORE]
-    job = await store.get(job_id, with_text=False)
+    job = await store.get(job_id)
     if job is None:
         raise ApiError("not_found", f"no job {job_id}")
     if job["state"] == "failed":
@@ -110,7 +110,7 @@ async def get_text(request: web.Request) -> web.Response:
                        extra={"job_id": job_id, "job_error": job["error"]})
     if job["state"] != "done":
         raise ApiError("job_not_finished", f"the job is {job['state']}", retry_after=1)
-    return web.Response(text=await store.text(job_id) or "", content_type="text/plain",
+    return web.Response(text=job.get("text") or "", content_type="text/plain",
                         charset="utf-8")
 
 
@@ -166,7 +166,7 @@ async def _accept(request: web.Request, job_id: str) -> dict:
     # Logged on the request's own line (one line per request, not two).
     request["accepted"] = {"format": fmt.ext, "bytes": record["size"],
                            "extract_method": method or None}
-    return {**_queued_view(record)}
+    return _queued_view(record)
 
 
 def _check_type(request: web.Request, filename: str | None,

@@ -324,7 +324,7 @@ class AsyncJobStore:
                 raise ReplicationTimeout(job_id, acked, wanted)
         return _s(value)
 
-    async def get(self, job_id: str, *, with_text: bool = True) -> dict | None:
+    async def get(self, job_id: str) -> dict | None:
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(job_key(job_id))
             pipe.get(text_key(job_id))
@@ -332,23 +332,13 @@ class AsyncJobStore:
         if not raw:
             return None
         record = decode_record(raw)
-        text = text.decode("utf-8", "replace") if (with_text and text is not None) else None
+        text = text.decode("utf-8", "replace") if text is not None else None
         return public_job(record, text)
-
-    async def state(self, job_id: str) -> str | None:
-        return _s(await self.client.hget(job_key(job_id), "state"))
-
-    async def text(self, job_id: str) -> str | None:
-        raw = await self.client.get(text_key(job_id))
-        return None if raw is None else raw.decode("utf-8", "replace")
 
     async def delete(self, job_id: str) -> bool:
         keys = [job_key(job_id), payload_key(job_id), text_key(job_id), DEPTH,
                 history_key(job_id)]
         return bool(await self._delete(keys=keys, args=[DONE_CHANNEL, job_id]))
-
-    async def depth(self) -> int:
-        return int(await self.client.get(DEPTH) or 0)
 
 
 # --- the workers' side (blocking) -----------------------------------------------------

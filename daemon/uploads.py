@@ -61,10 +61,14 @@ def reservation(request: web.Request, settings: Settings) -> int:
     """What an upload may cost: its declared length, or the limit when it declares none.
 
     Reserved up front, whole: reserving chunk by chunk would let many half-read uploads
-    share the budget out and all wait for more.
+    share the budget out and all wait for more. An upload that declares more than the
+    limit is refused here, before it could wait for memory it will never use.
     """
     declared = request.content_length
     limit = settings.max_content_length
+    if declared is not None and declared > limit + 64 * 1024:
+        # Honest and too large: refuse before reading a byte (multipart adds a little).
+        raise _too_large(limit)
     if request.headers.get("Content-Encoding", "identity").lower() != "identity":
         return limit  # a compressed body inflates: its length says nothing of its cost
     return min(declared, limit) if declared is not None else limit
@@ -75,11 +79,10 @@ def _too_large(limit: int) -> UploadError:
 
 
 async def read_upload(request: web.Request, settings: Settings) -> Upload:
-    """The document in the request: multipart field `file`, or the raw body."""
+    """The document in the request: multipart field `file`, or the raw body.
+
+    Call `reservation` first: it refuses a body that declares itself too large."""
     limit = settings.max_content_length
-    if request.content_length is not None and request.content_length > limit + 64 * 1024:
-        # Honest and too large: refuse before reading a byte (multipart adds a little).
-        raise _too_large(limit)
     try:
         async with asyncio.timeout(settings.upload_timeout):
             if request.content_type.startswith("multipart/"):
