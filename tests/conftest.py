@@ -117,6 +117,14 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
+def tools(tmp_path: Path):  # -> tests.fakes.FakeTools (which imports this module)
+    """Fake pdftotext & co. put first on the workers' PATH, in a mode of the test's choosing."""
+    from tests.fakes import FakeTools
+
+    return FakeTools(tmp_path / "fake-tools")
+
+
+@pytest.fixture
 def store(redis_server) -> JobStore:
     """The workers' JobStore on a throwaway redis-server, with a fast breaker recovery."""
     client = redis.Redis.from_url(redis_server.url, socket_timeout=5)

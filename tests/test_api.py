@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import textract
 
 from daemon.stack import Stack, wait_for
+from daemon.store import STREAM, payload_key
 from tests.client import Client
 from tests.conftest import CORPUS, squash
 
@@ -131,11 +133,16 @@ def test_a_wait_on_a_job_that_does_not_finish_returns_its_state_in_time(queued_o
 def test_a_deleted_job_is_gone_and_its_waiters_are_told(queued_only) -> None:
     client = Client(queued_only)
     job_id = client.upload("fox.docx", DOCX.read_bytes()).json()["id"]
-    assert client.request("DELETE", f"/v1/jobs/{job_id}").status == 204
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(client.job, job_id, wait=30)  # no worker: only DELETE ends it
+        wait_for(lambda: waiting.running(), 5, "the waiting request to start")
+        assert client.request("DELETE", f"/v1/jobs/{job_id}").status == 204
+        waited = waiting.result(timeout=10)
+    assert waited.status == 404 and waited.elapsed < 5  # told, not left for its 30 s
     assert client.job(job_id).status == 404
     assert client.request("DELETE", f"/v1/jobs/{job_id}").status == 404
     with queued_only.redis() as r:
-        assert not r.exists(f"textractd:payload:{job_id}")
+        assert not r.exists(payload_key(job_id))
 
 
 def test_an_unknown_job_is_a_404_in_the_error_shape(shared_stack) -> None:
@@ -151,7 +158,7 @@ def test_an_upload_over_the_limit_is_refused_with_413(make_stack) -> None:
     assert reply.status == 413
     assert error_of(reply)["code"] == "payload_too_large"
     with stack.redis() as r:
-        assert r.xlen("textractd:jobs") == 0
+        assert r.xlen(STREAM) == 0
 
 
 def test_a_method_is_checked_against_what_the_format_supports(shared_stack) -> None:

@@ -10,7 +10,6 @@ to OPEN on one failure. Document faults never move a breaker.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
@@ -23,17 +22,18 @@ from daemon.store import (
     JobStore,
     breaker_key,
     job_key,
+    text_key,
 )
-from tests.conftest import queue_job
+from tests.conftest import queue_job, squash
 from tests.fakes import (
     DOCX,
     FOX,
     PDF,
-    FakeTools,
     events,
     job,
-    squash,
     submit,
+    submit_many,
+    wait_all,
     wait_final,
 )
 
@@ -144,7 +144,7 @@ def test_a_result_is_written_once_and_a_retry_of_an_acknowledged_delivery_is_ign
     store.begin(delivery, "c-0")
     assert store.finish(delivery, {"state": "done", "text": "first"}, outcome="success")[0]
     assert not store.finish(delivery, {"state": "done", "text": "second"})[0]
-    assert store.client.get(f"textractd:text:{delivery.job_id}") == b"first"
+    assert store.client.get(text_key(delivery.job_id)) == b"first"
     # The master re-queueing for a child that had already re-queued the job itself.
     other = enqueue(store)
     store.begin(other, "c-0")
@@ -156,17 +156,12 @@ def test_a_result_is_written_once_and_a_retry_of_an_acknowledged_delivery_is_ign
 
 
 # --- whole stacks with a broken pdftotext ---------------------------------------------
-@pytest.fixture
-def tools(tmp_path: Path) -> FakeTools:
-    return FakeTools(tmp_path / "fake-tools")
-
-
 def test_a_broken_pdf_tool_opens_the_pdf_breaker_while_docx_flows_and_pdf_jobs_wait(
         make_stack, tools):
     tools.mode("pdftotext", "segv")
     stack = make_stack(env=tools.env(WORKER_PROCESSES=2, MAX_ATTEMPTS=6,
                                      CIRCUIT_BREAKER_RECOVERY_TIMEOUT=3))
-    pdfs = [submit(stack, PDF) for _ in range(3)]
+    pdfs = submit_many(stack, PDF, 3)
     with stack.redis() as r:
         wait_for(lambda: r.hget(breaker_key("pdf"), "state") == b"open", 15,
                  "the pdf breaker to open")
@@ -174,15 +169,15 @@ def test_a_broken_pdf_tool_opens_the_pdf_breaker_while_docx_flows_and_pdf_jobs_w
         # Three to open it; with two children a fourth may land while it opens.
         assert int(r.hget(breaker_key("pdf"), "total_failures")) in (3, 4)
         # While pdf is open, docx jobs are done and pdf jobs wait in the deferred set.
-        docx = [submit(stack, DOCX) for _ in range(3)]
-        done = [wait_final(stack, job_id, 15) for job_id in docx]
+        docx = submit_many(stack, DOCX, 3)
+        done = wait_all(stack, docx, 15)
         assert all(d["state"] == "done" and squash(d["text"]) == FOX for d in done)
         wait_for(lambda: r.zcard(DEFERRED) == 3, 10, "the pdf jobs to be deferred")
         assert all(job(stack, job_id)["state"] == "queued" for job_id in pdfs)
         assert (r.hget(breaker_key("office"), "state") or b"closed") == b"closed"
 
     tools.mode("pdftotext", "pass")  # the operator fixes the tool
-    found = [wait_final(stack, job_id, 20) for job_id in pdfs]
+    found = wait_all(stack, pdfs, 20)
     recovered_in = time.time() - opened_at
 
     assert all(f["state"] == "done" and squash(f["text"]) == FOX for f in found)
@@ -199,11 +194,11 @@ def test_a_broken_pdf_tool_opens_the_pdf_breaker_while_docx_flows_and_pdf_jobs_w
 def test_document_faults_from_the_tool_never_open_a_breaker(make_stack, tools):
     stack = make_stack(env=tools.env(WORKER_PROCESSES=2))
     truncated = PDF.read_bytes()[:600]  # the real pdftotext rejects it: corrupt
-    corrupt = [submit(stack, truncated, "broken.pdf") for _ in range(4)]
+    corrupt = submit_many(stack, truncated, 4, "broken.pdf")
     codes = [wait_final(stack, job_id, 15)["error"]["code"] for job_id in corrupt]
     assert codes == ["corrupt_document"] * 4
     tools.mode("pdftotext", "encrypted")
-    locked = [submit(stack, PDF) for _ in range(4)]
+    locked = submit_many(stack, PDF, 4)
     codes = [wait_final(stack, job_id, 15)["error"]["code"] for job_id in locked]
     assert codes == ["encrypted_document"] * 4
     with stack.redis() as r:

@@ -21,12 +21,21 @@ import pytest
 
 from daemon.config import Settings
 from daemon.stack import wait_for
-from daemon.store import DEAD_LETTERS, GROUP, STREAM, heartbeat_key, history_key
+from daemon.store import (
+    DEAD_LETTERS,
+    GROUP,
+    RESTARTS,
+    STREAM,
+    breaker_key,
+    heartbeat_key,
+    history_key,
+    payload_key,
+)
+from tests.conftest import squash
 from tests.fakes import (
     FOX,
     PDF,
     TXT,
-    FakeTools,
     done_counts,
     events,
     gone,
@@ -34,17 +43,13 @@ from tests.fakes import (
     pool_children,
     program_state,
     request,
-    squash,
     submit,
+    submit_many,
+    wait_all,
     wait_final,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def tools(tmp_path: Path) -> FakeTools:
-    return FakeTools(tmp_path / "fake-tools")
 
 
 def spool_leftovers(stack) -> list[Path]:
@@ -88,10 +93,10 @@ def test_a_job_whose_child_is_killed_is_requeued_at_once_and_completed(make_stac
     assert child.pid not in [c.pid for c in pool_children(stack)]
     wait_for(lambda: len(pool_children(stack)) == 2, 10, "the slot to be refilled")
     assert done_counts(stack)[job_id] == 1
-    assert wait_for(lambda: not tools.running(), 5, "no fake tool left running")
+    wait_for(lambda: not tools.running(), 5, "no fake tool left running")
     assert not spool_leftovers(stack)
     with stack.redis() as r:
-        assert int(r.hget("textractd:metrics:restarts", "killed")) == 1
+        assert int(r.hget(RESTARTS, "killed")) == 1
     print(f"\nkill -> requeued in {requeue_delay:.2f} s, kill -> done in {finished_in:.2f} s "
           f"(tool sleeps 2 s), attempts={found['attempts']}")
 
@@ -99,14 +104,14 @@ def test_a_job_whose_child_is_killed_is_requeued_at_once_and_completed(make_stac
 def test_jobs_left_by_a_vanished_consumer_are_reclaimed_once_idle(make_stack):
     stack = make_stack(env={"WORKER_PROCESSES": "2", "JOB_TIMEOUT": "2", "CLAIM_IDLE": "3"},
                        workers=False)
-    ids = [submit(stack, TXT) for _ in range(3)]
+    ids = submit_many(stack, TXT, 3)
     with stack.redis() as r:
         # A consumer of another host takes the jobs, then its host vanishes.
         taken = r.xreadgroup(GROUP, "gone-host-0", {STREAM: ">"}, count=10)
         assert len(taken[0][1]) == 3
     taken_at = time.time()
     stack.supervisorctl("start", "workers")
-    found = [wait_final(stack, job_id, 30) for job_id in ids]
+    found = wait_all(stack, ids, 30)
     recovered_in = time.time() - taken_at
 
     assert [f["state"] for f in found] == ["done"] * 3
@@ -151,10 +156,10 @@ def test_a_job_that_always_kills_its_child_is_dead_lettered_after_max_attempts(
     assert all(s["code"] == "too_many_attempts" for s in steps if s["event"] == "failed")
     # The payload stays for an operator's replay.
     with stack.redis() as r:
-        assert r.exists(f"textractd:payload:{job_id}")
-    assert wait_for(lambda: not tools.running(), 5, "no fake tool left running")
+        assert r.exists(payload_key(job_id))
+    wait_for(lambda: not tools.running(), 5, "no fake tool left running")
     with stack.redis() as r:
-        assert int(r.hget("textractd:metrics:restarts", reason)) == 2
+        assert int(r.hget(RESTARTS, reason)) == 2
     print(f"\npoison job ({reason}) dead-lettered after {found['attempts']} attempts "
           f"in {took:.2f} s")
 
@@ -183,7 +188,7 @@ def test_a_killed_pool_master_takes_its_children_and_tools_along_and_jobs_comple
         make_stack, tools):
     tools.mode("pdftotext", "slow:3")
     stack = make_stack(env=tools.env(WORKER_PROCESSES=2, JOB_TIMEOUT=20))
-    ids = [submit(stack, PDF) for _ in range(2)]
+    ids = submit_many(stack, PDF, 2)
     wait_for(lambda: len(tools.pids()) >= 4, 10, "both jobs' tools to start")  # sh + sleep
     master = stack.program_pid("workers")
     children = [c.pid for c in pool_children(stack)]
@@ -197,7 +202,7 @@ def test_a_killed_pool_master_takes_its_children_and_tools_along_and_jobs_comple
     tools.mode("pdftotext", "pass")
     wait_for(lambda: stack.program_pid("workers") not in (0, master), 15,
              "supervisord to restart the pool")
-    found = [wait_final(stack, job_id, 30) for job_id in ids]
+    found = wait_all(stack, ids, 30)
     recovered_in = time.time() - killed_at
 
     assert [f["state"] for f in found] == ["done", "done"]
@@ -230,10 +235,10 @@ def test_a_hung_tool_is_killed_at_the_deadline_and_the_job_ends_extraction_timeo
                                  events(stack) if "child_pid" in e]
     assert len(events(stack, "child.exited", reason="deadline", job_id=job_id)) == 2
     assert len(tools.pids()) == 2
-    assert wait_for(lambda: gone(tools.pids()), 5, "the hung tools to be gone")
+    wait_for(lambda: gone(tools.pids()), 5, "the hung tools to be gone")
     assert 6.0 <= took < 15.0
     with stack.redis() as r:
-        assert int(r.hget("textractd:metrics:restarts", "deadline")) == 2
+        assert int(r.hget(RESTARTS, "deadline")) == 2
     print(f"\nhung tool: failed extraction_timeout after 2 x JOB_TIMEOUT=3 s in {took:.2f} s; "
           f"{len(tools.pids())} tool pids, none left")
 
@@ -241,8 +246,8 @@ def test_a_hung_tool_is_killed_at_the_deadline_and_the_job_ends_extraction_timeo
 # --- 4. memory ----------------------------------------------------------------------
 def test_a_child_over_the_soft_memory_limit_is_replaced_after_each_job(make_stack):
     stack = make_stack(env={"WORKER_PROCESSES": "1", "WORKER_MAX_MEMORY_MB": "1"})
-    ids = [submit(stack, TXT) for _ in range(3)]
-    found = [wait_final(stack, job_id, 30) for job_id in ids]
+    ids = submit_many(stack, TXT, 3)
+    found = wait_all(stack, ids, 30)
 
     assert [f["state"] for f in found] == ["done"] * 3
     wait_for(lambda: len(events(stack, "child.exited", reason="recycle-memory")) >= 3, 10,
@@ -251,7 +256,7 @@ def test_a_child_over_the_soft_memory_limit_is_replaced_after_each_job(make_stac
     assert len({e["pid"] for e in events(stack, "job.done")}) == 3
     assert len(events(stack, "child.recycle", reason="memory")) >= 3
     with stack.redis() as r:
-        assert int(r.hget("textractd:metrics:restarts", "recycle-memory")) >= 3
+        assert int(r.hget(RESTARTS, "recycle-memory")) >= 3
 
 
 def test_a_child_over_the_hard_memory_limit_is_killed_and_the_job_ends_memory_limit(
@@ -269,15 +274,15 @@ def test_a_child_over_the_hard_memory_limit_is_killed_and_the_job_ends_memory_li
     limits = events(stack, "child.memory_limit", job_id=job_id)
     assert len(limits) == 2 and all(e["rss_mb"] > 200 for e in limits)
     assert len(events(stack, "child.exited", reason="memory", job_id=job_id)) == 2
-    assert wait_for(lambda: gone(tools.pids()), 5, "the memory hog to be gone")
+    wait_for(lambda: gone(tools.pids()), 5, "the memory hog to be gone")
     print(f"\nmemory hog: killed at {[e['rss_mb'] for e in limits]} MB (hard limit 200), "
           f"failed memory_limit in {took:.2f} s")
 
 
 def test_children_are_recycled_after_max_jobs_with_jitter(make_stack):
     stack = make_stack(env={"WORKER_PROCESSES": "1", "WORKER_MAX_JOBS": "3"})
-    ids = [submit(stack, TXT) for _ in range(10)]
-    found = [wait_final(stack, job_id, 30) for job_id in ids]
+    ids = submit_many(stack, TXT, 10)
+    found = wait_all(stack, ids, 30)
 
     assert [f["state"] for f in found] == ["done"] * 10
     started = events(stack, "child.started")
@@ -296,7 +301,7 @@ def test_a_redis_outage_is_answered_with_503_and_jobs_complete_when_it_returns(
         make_stack, tools):
     tools.mode("pdftotext", "slow:1")
     stack = make_stack(env=tools.env(WORKER_PROCESSES=1, JOB_TIMEOUT=10))
-    ids = [submit(stack, PDF) for _ in range(3)]
+    ids = submit_many(stack, PDF, 3)
     master = stack.program_pid("workers")
     stack.supervisorctl("stop", "redis")
     down_at = time.time()
@@ -321,7 +326,7 @@ def test_a_redis_outage_is_answered_with_503_and_jobs_complete_when_it_returns(
 
     stack.supervisorctl("start", "redis")
     back_at = time.time()
-    found = [wait_final(stack, job_id, 30) for job_id in ids]
+    found = wait_all(stack, ids, 30)
     recovered_in = time.time() - back_at
 
     assert [f["state"] for f in found] == ["done"] * 3
@@ -367,7 +372,7 @@ def test_a_job_longer_than_the_shutdown_timeout_stays_pending_and_completes_afte
     assert pending(stack) == 1  # never acknowledged unfinished
     tally = events(stack, "pool.stopped")
     assert tally[0]["requeued"] == 1 and tally[0]["done"] == 0
-    assert wait_for(lambda: gone(tools.pids()), 5, "the tool to be stopped with its child")
+    wait_for(lambda: gone(tools.pids()), 5, "the tool to be stopped with its child")
 
     tools.mode("pdftotext", "pass")
     stack.supervisorctl("start", "workers")
@@ -393,7 +398,7 @@ def test_a_second_term_stops_the_pool_at_once(make_stack, tools):
     stopped_in = time.monotonic() - asked
 
     assert stopped_in < 2.0
-    assert wait_for(lambda: gone(tools.pids()), 5, "the tool to be stopped")
+    wait_for(lambda: gone(tools.pids()), 5, "the tool to be stopped")
     assert events(stack, "pool.stop_now")
     assert events(stack, "pool.stopped")[0]["requeued"] == 1
     # supervisord starts the pool again; the job left pending is taken up.
@@ -448,17 +453,17 @@ def test_a_full_spool_retries_jobs_which_complete_when_space_returns(make_stack,
         stack = make_stack(root=root, env={"WORKER_PROCESSES": "2", "MAX_ATTEMPTS": "5",
                                            "CIRCUIT_BREAKER_FAILURE_THRESHOLD": "2"})
         filler = _fill(spool)
-        ids = [submit(stack, PDF) for _ in range(3)]
+        ids = submit_many(stack, PDF, 3)
         wait_for(lambda: len(events(stack, "job.retry", error_code="disk_full")) >= 3, 15,
                  "the jobs to be retried for the full disk")
         assert all(job(stack, job_id)["state"] in ("queued", "processing") for job_id in ids)
         assert not spool_leftovers(stack)  # no half-written payload
         with stack.redis() as r:
             # The disk is not the extractor's fault: the pdf breaker stays closed.
-            assert (r.hget("textractd:breaker:pdf", "state") or b"closed") == b"closed"
+            assert (r.hget(breaker_key("pdf"), "state") or b"closed") == b"closed"
         filler.unlink()
         freed_at = time.time()
-        found = [wait_final(stack, job_id, 20) for job_id in ids]
+        found = wait_all(stack, ids, 20)
         recovered_in = time.time() - freed_at
     finally:
         subprocess.run(["umount", "-l", str(spool)], check=False)

@@ -19,13 +19,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
 import redis
 
 from daemon.health import FAMILIES
 from daemon.stack import Stack, free_port, wait_for
 from daemon.store import breaker_key
-from tests.fakes import PDF, FakeTools, pool_children, submit, wait_final
+from tests.fakes import PDF, pool_children, submit, wait_final
 
 CALM_CPU = {"CPU_WARN": "101", "CPU_CRIT": "101"}
 FIRST_LINE = re.compile(r"^TEXTRACTD (OK|WARNING|CRITICAL|UNKNOWN) - (.+?)(?: \| (.*))?$")
@@ -253,11 +252,6 @@ def test_redis_stopped_makes_health_detailed_503_while_health_stays_200(make_sta
     assert result.returncode == 2
     assert parse(result.stdout)[3][0].startswith("CRITICAL redis: cannot read Redis")
     print(f"\n/health/detailed answered 503 in {took:.2f} s with Redis stopped")
-
-
-@pytest.fixture
-def tools(tmp_path: Path) -> FakeTools:
-    return FakeTools(tmp_path / "fake-tools")
 
 
 def test_an_open_breaker_shows_in_the_cli_health_detailed_status_and_metrics(

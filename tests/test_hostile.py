@@ -40,6 +40,7 @@ import pytest
 from daemon.errors import ERROR_CODES
 from daemon.formats import FORMATS
 from daemon.stack import BIN, Stack, wait_for
+from daemon.store import STREAM, breaker_key, heartbeat_key
 from tests.bombs import LAUGHS, png
 from tests.client import Client, Reply, multipart
 from tests.conftest import CORPUS, corpus_documents, squash
@@ -245,13 +246,13 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
 
 def worker_pids(stack: Stack) -> set[int]:
     with stack.redis() as r:
-        return {orjson.loads(r.get(key))["pid"] for key in r.scan_iter("textractd:heartbeat:*")}
+        return {orjson.loads(r.get(key))["pid"] for key in r.scan_iter(heartbeat_key("*"))}
 
 
 def jobs_added(stack: Stack) -> int:
     """Jobs ever queued on the stack (XLEN would shrink as the chores trim the stream)."""
     with stack.redis() as r:
-        return int(r.xinfo_stream("textractd:jobs")["entries-added"])
+        return int(r.xinfo_stream(STREAM)["entries-added"])
 
 
 def finished(reply: Reply) -> dict:
@@ -590,12 +591,8 @@ TRUNCATED = {
 
 
 def _first_of_each_format() -> dict[str, object]:
-    try:
-        docs = corpus_documents()
-    except FileNotFoundError:
-        return {}
     first: dict[str, object] = {}
-    for doc in docs:
+    for doc in corpus_documents():  # no corpus: an error, not a silently empty parametrize
         first.setdefault(doc.format, doc)
     return first
 
@@ -626,7 +623,7 @@ def test_a_truncated_outlook_message_fails_as_corrupt_without_moving_a_breaker(
         "failed", "corrupt_document", 1), job
     with stack.redis() as r:
         breaker = {k.decode(): v.decode() for k, v in r.hgetall(
-            "textractd:breaker:python").items()}
+            breaker_key("python")).items()}
     assert int(breaker.get("total_failures", 0)) == 0, breaker
 
 
@@ -925,7 +922,7 @@ def test_after_the_barrage_the_stack_is_healthy_and_a_normal_upload_works(
     assert worker_pids(stack) == hostile.pids_before
     assert all(" RUNNING " in line for line in stack.supervisorctl("status").splitlines())
     with stack.redis() as r:
-        for key in r.scan_iter("textractd:breaker:*"):
+        for key in r.scan_iter(breaker_key("*")):
             breaker = {k.decode(): v.decode() for k, v in r.hgetall(key).items()}
             assert breaker.get("state", "closed") == "closed", (key, breaker)
             assert int(breaker.get("total_failures", 0)) == 0, (key, breaker)

@@ -20,8 +20,9 @@ import pytest
 
 from daemon.loadgen import MIB, measure_upload_rss
 from daemon.stack import Stack, wait_for
+from daemon.store import DEPTH
 from tests.client import Client, Reply
-from tests.test_hostile import error_of, raw_request, request_head
+from tests.test_hostile import error_of, jobs_added, raw_request, request_head
 
 pytestmark = pytest.mark.slow
 
@@ -99,11 +100,6 @@ def test_many_trickling_bodies_hold_neither_the_worker_nor_other_clients(
 
 
 # --- the queue bound ------------------------------------------------------------------------
-def entries_added(stack: Stack) -> int:
-    with stack.redis() as r:
-        return int(r.xinfo_stream("textractd:jobs")["entries-added"])
-
-
 def assert_queue_full(reply: Reply) -> int:
     error_of(reply, 503, "queue_full")
     retry_after = reply.headers["retry-after"]
@@ -118,7 +114,7 @@ def test_the_upload_past_max_queue_depth_gets_503_queue_full_with_retry_after(
     jobs = [client.upload(f"fox{i}.txt", FOX) for i in range(3)]
     assert [r.status for r in jobs] == [202] * 3
     assert_queue_full(client.upload("fourth.txt", FOX))
-    assert entries_added(stack) == 3
+    assert jobs_added(stack) == 3
     # While it waits, a queued job has no text yet.
     text = client.request("GET", f"/v1/jobs/{jobs[0].json()['id']}/text")
     error_of(text, 409, "job_not_finished")
@@ -140,9 +136,9 @@ def test_400_concurrent_uploads_past_the_queue_bound_get_exactly_the_room_there_
             assert_queue_full(reply)
         else:
             assert reply.json()["state"] == "queued"
-    assert entries_added(stack) == 50
+    assert jobs_added(stack) == 50
     with stack.redis() as r:
-        assert int(r.get("textractd:depth")) == 50
+        assert int(r.get(DEPTH)) == 50
 
 
 # --- the rate limit ---------------------------------------------------------------------------
@@ -164,7 +160,7 @@ def test_the_request_past_the_per_key_rate_limit_gets_429_with_retry_after(make_
     assert Client(stack, key=None).request("GET", "/health").status == 200
     error_of(Client(stack, key="wrong").request("GET", "/v1/formats"), 403, "forbidden")
     with stack.redis() as r:
-        assert entries_added(stack) == 0 and not list(r.scan_iter("*first-key-abc*"))
+        assert jobs_added(stack) == 0 and not list(r.scan_iter("*first-key-abc*"))
 
 
 # --- upload memory --------------------------------------------------------------------------

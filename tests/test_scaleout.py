@@ -39,6 +39,7 @@ from daemon.store import (
     connect,
     connect_async,
     ensure_group,
+    heartbeat_key,
     job_key,
     text_key,
 )
@@ -187,7 +188,7 @@ def hosts() -> Iterator[Hosts]:
         b.start()
         found = Hosts(server, a, b)
         with found.client() as r:
-            wait_for(lambda: len(list(r.scan_iter("textractd:heartbeat:host-*"))) >= 4, 60,
+            wait_for(lambda: len(list(r.scan_iter(heartbeat_key("host-*")))) >= 4, 60,
                      "both hosts' workers")
         yield found
     finally:
@@ -240,7 +241,7 @@ def test_each_host_and_slot_reads_under_a_consumer_name_of_its_own(hosts: Hosts)
                  >= expected, 20, "every child to join the group")
         names = {c["name"].decode() for c in r.xinfo_consumers(STREAM, GROUP)}
         beats = {k.decode().rpartition(":")[2]: orjson.loads(r.get(k))["pid"]
-                 for k in r.scan_iter("textractd:heartbeat:host-*")}
+                 for k in r.scan_iter(heartbeat_key("host-*"))}
     assert names == expected
     # Each name's heartbeat comes from a child of that host's own pool, not the other's.
     for stack, prefix in ((hosts.a, "host-a"), (hosts.b, "host-b")):

@@ -29,6 +29,7 @@ from daemon.config import Settings
 from daemon.stack import Stack, free_port, wait_for
 from daemon.store import (
     JOB_COUNTERS,
+    PREFIX,
     AsyncJobStore,
     ReplicationTimeout,
     _sentinel_target,
@@ -182,10 +183,10 @@ def test_a_sentinel_url_reaches_the_master_from_both_clients(sentinels: Sentinel
     started = time.perf_counter()
     client = connect(Settings(redis_url=url))
     ensure_group(client)
-    client.set("textractd:probe", "sync")
+    client.set(f"{PREFIX}:probe", "sync")
     assert time.perf_counter() - started < 1.0
     # Written through the sentinels, read on the master itself: the URL found the master.
-    assert sentinels.master.client().get("textractd:probe") == b"sync"
+    assert sentinels.master.client().get(f"{PREFIX}:probe") == b"sync"
 
     job_id, seconds = _submit(Settings(redis_url=url, redis_wait_for_replicas=1), "probe")
     assert job_id and not isinstance(job_id, Exception), job_id
@@ -216,7 +217,7 @@ def test_a_connection_to_a_dead_master_asks_the_sentinels_again_when_it_retries(
         sentinels: Sentinels) -> None:
     """A worker blocked in XREADGROUP when the master dies must retry on the new master."""
     settings = Settings(redis_url=sentinels.url)
-    key = "textractd:wakeup"
+    key = f"{PREFIX}:wakeup"
 
     async def wait_async() -> object:
         client = connect_async(settings)

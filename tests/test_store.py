@@ -10,6 +10,8 @@ from daemon.stack import wait_for
 from daemon.store import (
     DONE_CHANNEL,
     DONE_MESSAGE_TEXT_MAX,
+    GROUP,
+    STREAM,
     JobStore,
     breaker_key,
     job_key,
@@ -27,7 +29,7 @@ def test_take_reads_and_begins_the_next_job_in_one_call(store: JobStore) -> None
     assert (begun.verdict, begun.attempts, begun.payload, begun.ext) == ("run", 1, b"one", "pdf")
     record = store.client.hgetall(job_key(first))
     assert record[b"state"] == b"processing" and record[b"consumer"] == b"c-0"
-    pending = store.client.xpending_range("textractd:jobs", "workers", "-", "+", 10)
+    pending = store.client.xpending_range(STREAM, GROUP, "-", "+", 10)
     assert [p["message_id"].decode() for p in pending] == [delivery.entry_id]
     assert store.take("c-1")[0].job_id == second  # the next one, for the next consumer
     assert store.take("c-0") is None  # nothing left: the caller falls back to a blocking read

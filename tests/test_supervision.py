@@ -9,6 +9,7 @@ import subprocess
 import psutil
 
 from daemon.stack import BIN, wait_for
+from daemon.store import job_key
 from tests.client import Client
 from tests.conftest import CORPUS
 
@@ -72,7 +73,7 @@ def test_with_redis_url_the_embedded_redis_is_not_started(make_stack, redis_serv
     assert not (stack.root / "var" / "redis.sock").exists()
     job = Client(stack).upload("fox.docx", DOCX.read_bytes(), wait=60).json()
     assert job["state"] == "done"
-    assert redis_server.client().hget(f"textractd:job:{job['id']}", "state") == b"done"
+    assert redis_server.client().hget(job_key(job["id"]), "state") == b"done"
 
 
 def test_supervisorctl_works_from_the_stack_folder_without_arguments(shared_stack) -> None:

@@ -117,8 +117,15 @@ def wait_final(stack: Stack, job_id: str, timeout: float) -> dict:
     return wait_for(final, timeout, f"job {job_id} to finish", interval=0.1)
 
 
-def squash(text: str) -> str:
-    return "".join(text.split())
+def submit_many(stack: Stack, document: Path | bytes, count: int,
+                filename: str | None = None) -> list[str]:
+    """Upload `document` `count` times; returns the job ids."""
+    return [submit(stack, document, filename) for _ in range(count)]
+
+
+def wait_all(stack: Stack, job_ids: list[str], timeout: float) -> list[dict]:
+    """wait_final for each job, in order."""
+    return [wait_final(stack, job_id, timeout) for job_id in job_ids]
 
 
 # --- reading the workers' side ------------------------------------------------------
