@@ -152,11 +152,11 @@ async def _accept(request: web.Request, job_id: str) -> dict:
                        retry_after=2) from exc
     try:
         upload = await read_upload(request, settings)
-        fmt, method = _check_type(request, upload.filename, upload.data)
+        fmt, method, family = _check_type(request, upload.filename, upload.data)
         request["job_id"] = job_id
         record = {
             "id": job_id, "state": "queued", "attempts": "0", "ext": fmt.ext,
-            "family": formats.family_for(fmt.ext, method), "method": method,
+            "family": family, "method": method,
             "filename": formats.safe_display_name(upload.filename), "size": len(upload.data),
             "created_at": f"{time.time():.6f}", "request_id": request["request_id"],
         }
@@ -170,7 +170,8 @@ async def _accept(request: web.Request, job_id: str) -> dict:
 
 
 def _check_type(request: web.Request, filename: str | None,
-                data: bytes) -> tuple[formats.Format, str]:
+                data: bytes) -> tuple[formats.Format, str, str]:
+    """The upload's format, the `method=` asked for, and the extractor family for both."""
     declared = request.query.get("extension") or None
     try:
         fmt = formats.detect_bytes(filename, data, declared)
@@ -180,11 +181,11 @@ def _check_type(request: web.Request, filename: str | None,
     except EncryptedDocument as exc:
         raise ApiError("encrypted_document", str(exc), status=422) from exc
     method = request.query.get("method", "")
-    if method and method not in fmt.methods:
-        allowed = ", ".join(fmt.methods) or "none (only the default)"
-        raise ApiError("invalid_method", f"method {method!r} is not available for "
-                                         f".{fmt.ext}; allowed: {allowed}")
-    return fmt, method
+    try:
+        family = formats.family_for(fmt.ext, method)
+    except formats.InvalidMethod as exc:
+        raise ApiError("invalid_method", str(exc)) from exc
+    return fmt, method, family
 
 
 def _queued_view(record: dict) -> dict:

@@ -155,6 +155,11 @@ def int_hash(raw: object) -> dict[str, int]:
     return {k: int(float(v or 0)) for k, v in decode_hash(raw).items()}
 
 
+def failed_total(jobs: dict[str, int]) -> int:
+    """Failed jobs of every code in JOB_COUNTERS (kept as failed:<code> fields)."""
+    return sum(v for k, v in jobs.items() if k.startswith("failed:"))
+
+
 def _queue_first(pipe: redis.client.Pipeline, now: float) -> None:
     pipe.info()
     pipe.hgetall(CHORES)

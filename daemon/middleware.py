@@ -20,7 +20,6 @@ from daemon.config import Settings
 from daemon.errors import ERROR_CODES
 from daemon.logs import scrub_surrogates
 from daemon.store import REDIS_DOWN, QueueFull, ReplicationTimeout
-from daemon.uploads import UploadError
 
 log = structlog.get_logger()
 
@@ -100,8 +99,6 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
     except ApiError as exc:
         return error_response(request, exc.code, str(exc), exc.status, exc.retry_after,
                               exc.extra)
-    except UploadError as exc:
-        return error_response(request, exc.code, str(exc), exc.status)
     except QueueFull as exc:
         return error_response(request, "queue_full", f"the queue is full ({exc.depth} jobs)",
                               503, retry_after=request.app[RETRY_AFTER](exc.depth))

@@ -83,13 +83,13 @@ class Monitor:
 
     async def sample(self, app: web.Application) -> None:
         jobs = health.int_hash(await self.client(app).hgetall(JOB_COUNTERS))
-        failed = sum(v for k, v in jobs.items() if k.startswith("failed:"))
+        failed = health.failed_total(jobs)
         self.samples.append((time.monotonic(), jobs.get("done", 0), failed))
 
     def last_minute(self, jobs: dict[str, int]) -> dict:
         """Jobs ended since the sample nearest a minute ago (a shorter window after start)."""
         now = time.monotonic()
-        failed = sum(v for k, v in jobs.items() if k.startswith("failed:"))
+        failed = health.failed_total(jobs)
         base = None
         for sample in self.samples:
             if sample[0] <= now - WINDOW or base is None:
@@ -169,8 +169,7 @@ async def status(request: web.Request) -> web.Response:
             "jobs": {"last_minute": monitor.last_minute(jobs),
                      "total": {"submitted": jobs.get("submitted", 0),
                                "done": jobs.get("done", 0),
-                               "failed": sum(v for k, v in jobs.items()
-                                             if k.startswith("failed:"))}},
+                               "failed": health.failed_total(jobs)}},
         })
     body["problems"] = [health.problem_line(c) for c in checks if c.status != health.OK]
     return json_response(body, status=503 if overall == "fail" else 200)

@@ -17,17 +17,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
 from daemon.config import Settings
+from daemon.middleware import ApiError
 
 CHUNK = 256 * 1024
-
-
-class UploadError(Exception):
-    """Raised when the request body cannot become an upload; carries the HTTP answer."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -74,8 +66,8 @@ def reservation(request: web.Request, settings: Settings) -> int:
     return min(declared, limit) if declared is not None else limit
 
 
-def _too_large(limit: int) -> UploadError:
-    return UploadError(413, "payload_too_large", f"the upload is larger than {limit} bytes")
+def _too_large(limit: int) -> ApiError:
+    return ApiError("payload_too_large", f"the upload is larger than {limit} bytes")
 
 
 async def read_upload(request: web.Request, settings: Settings) -> Upload:
@@ -90,7 +82,7 @@ async def read_upload(request: web.Request, settings: Settings) -> Upload:
             data = await _read_stream(request.content.iter_chunked(CHUNK), limit)
             return Upload(request.query.get("filename"), data)
     except TimeoutError as exc:
-        raise UploadError(408, "request_timeout",
+        raise ApiError("request_timeout",
                           f"the body did not arrive within {settings.upload_timeout:g} s") from exc
 
 
@@ -110,8 +102,8 @@ async def _read_multipart(request: web.Request, limit: int) -> Upload:
             return Upload(filename or request.query.get("filename"), data)
     except (ValueError, AssertionError, HttpProcessingError) as exc:
         # aiohttp's errors for a malformed multipart body or part header
-        raise UploadError(400, "bad_request", f"malformed multipart body: {exc}") from exc
-    raise UploadError(400, "bad_request", "multipart body has no field named 'file'")
+        raise ApiError("bad_request", f"malformed multipart body: {exc}") from exc
+    raise ApiError("bad_request", "multipart body has no field named 'file'")
 
 
 def _disposition(part: BodyPartReader | MultipartReader) -> tuple[str | None, str | None]:
@@ -136,5 +128,5 @@ async def _read_stream(chunks, limit: int) -> bytearray:
             raise _too_large(limit)
         buffer += chunk
     if not buffer:
-        raise UploadError(400, "bad_request", "the upload is empty")
+        raise ApiError("bad_request", "the upload is empty")
     return buffer
