@@ -13,7 +13,6 @@ import sys
 
 import orjson
 import structlog
-from aiohttp.http_exceptions import HttpProcessingError
 
 
 def _add_process(process: str):
@@ -43,19 +42,6 @@ def _dumps(obj: object, default: object = None) -> str:
 def scrub_surrogates(text: str) -> str:
     """`text` as valid UTF-8: lone surrogates (from undecodable bytes) become "?"."""
     return text.encode("utf-8", "replace").decode("utf-8")
-
-
-class _NoParserTracebacks(logging.Filter):
-    """aiohttp logs a rejected request with a traceback quoting the raw header line (an API
-    key among them); the 400 is the answer, the traceback adds only risk."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
-            record.msg = f"rejected a malformed request: {type(record.exc_info[1]).__name__}"
-            record.args = ()
-            record.exc_info = None
-            record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
 
 
 def configure_logging(process: str, level: str | None = None,
@@ -97,6 +83,3 @@ def configure_logging(process: str, level: str | None = None,
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level_no)
-    # aiohttp's access log would duplicate our own one-line-per-request event.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    logging.getLogger("aiohttp.server").addFilter(_NoParserTracebacks())

@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from daemon.loadgen import MIB, measure_upload_rss
-from daemon.stack import Stack
+from bench.loadgen import MIB, measure_upload_rss
+from devtools.stack import Stack
 
 
 def main() -> int:

@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from daemon.stack import Stack
+from devtools.stack import Stack
 
 
 @dataclass

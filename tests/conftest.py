@@ -20,8 +20,8 @@ import redis
 
 from daemon import lua
 from daemon.config import Settings
-from daemon.stack import Stack, wait_for
 from daemon.store import DEPTH, STREAM, JobStore, ensure_group, job_key, payload_key
+from devtools.stack import Stack, wait_for
 
 CORPUS = Path(os.environ.get("TEXTRACTD_CORPUS")
               or Path(__file__).resolve().parents[2] / "shared" / "corpus")

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import textract
 
-from daemon.stack import Stack, wait_for
 from daemon.store import STREAM, payload_key
+from devtools.stack import Stack, wait_for
 from tests.client import Client
 from tests.conftest import CORPUS, squash
 

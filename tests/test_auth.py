@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from daemon.config import ROOT
-from daemon.stack import BIN, Stack, free_port, wait_for
+from devtools.stack import BIN, Stack, free_port, wait_for
 from tests.client import Client
 from tests.conftest import RedisServer
 from tests.test_hostile import error_of, raw_request, request_head

@@ -18,9 +18,10 @@ import orjson
 import pytest
 import textract
 
-from daemon import bench, legacy_doc
+from bench import run as bench
 from daemon.config import ROOT
-from daemon.extract import extract_text
+from daemon.documents import legacy_doc
+from daemon.documents.extract import extract_text
 from tests.conftest import corpus_documents
 
 CORPUS_DOCS = [d for d in corpus_documents() if d.format == "doc" and d.path.suffix == ".doc"]
@@ -29,7 +30,7 @@ CORPUS_DOCS = [d for d in corpus_documents() if d.format == "doc" and d.path.suf
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    result = subprocess.run([sys.executable, "-m", "daemon.bench", "--quick", "--workers", "2",
+    result = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--workers", "2",
                              "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

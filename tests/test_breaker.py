@@ -13,7 +13,6 @@ import time
 
 import pytest
 
-from daemon.stack import wait_for
 from daemon.store import (
     DEFERRED,
     GROUP,
@@ -24,6 +23,7 @@ from daemon.store import (
     job_key,
     text_key,
 )
+from devtools.stack import wait_for
 from tests.conftest import queue_job, squash
 from tests.fakes import (
     DOCX,

@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 import textract
 
-from daemon.stack import Stack, wait_for
 from daemon.store import GROUP, JOB_COUNTERS, STREAM
+from devtools.stack import Stack, wait_for
 from tests.conftest import corpus_documents
 from tests.fakes import done_counts, events, pool_children, request, wait_final
 

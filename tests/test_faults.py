@@ -20,7 +20,6 @@ import orjson
 import pytest
 
 from daemon.config import Settings
-from daemon.stack import wait_for
 from daemon.store import (
     DEAD_LETTERS,
     GROUP,
@@ -31,6 +30,7 @@ from daemon.store import (
     history_key,
     payload_key,
 )
+from devtools.stack import wait_for
 from tests.conftest import squash
 from tests.fakes import (
     FOX,

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.errors import EncryptedDocument, UnsupportedFormat
-from daemon.formats import (
+from daemon.documents.formats import (
     FORMATS,
     HEAD_SIZE,
     InvalidMethod,
@@ -23,6 +22,7 @@ from daemon.formats import (
     safe_display_name,
     supported_formats,
 )
+from daemon.errors import EncryptedDocument, UnsupportedFormat
 from tests.conftest import CORPUS, manifest_params
 
 DOCS = manifest_params()

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from daemon import guards
 from daemon.config import Settings
+from daemon.documents import guards
+from daemon.documents.formats import FORMATS, detect_path
+from daemon.documents.guards import Limits, check_document, check_text_size
 from daemon.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
-from daemon.formats import FORMATS, detect_path
-from daemon.guards import Limits, check_document, check_text_size
 from tests.bombs import LAUGHS, png
 from tests.conftest import CORPUS, manifest_params
 

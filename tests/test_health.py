@@ -1,6 +1,6 @@
 """Health checks: the CLI against real redis-servers and stacks, /health/detailed, /status.
 
-Until `daemon.api.create_app` calls `setup_monitoring` itself, the HTTP routes are served
+Until `daemon.api.app.create_app` calls `setup_monitoring` itself, the HTTP routes are served
 by `MonitoredApi`: a real api process (create_app + setup_monitoring) started beside the
 stack, against the stack's Redis and workers. CPU thresholds are set above 100 % where a
 test needs a calm verdict: the CPU of this shared 2-core box is not the subject.
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import redis
 
-from daemon.health import FAMILIES
-from daemon.stack import Stack, free_port, wait_for
+from daemon.health.checks import FAMILIES
 from daemon.store import breaker_key
+from devtools.stack import Stack, free_port, wait_for
 from tests.fakes import PDF, pool_children, submit, wait_final
 
 CALM_CPU = {"CPU_WARN": "101", "CPU_CRIT": "101"}
@@ -34,8 +34,8 @@ PERF_ITEM = re.compile(r"^'[^'=]+'=-?\d+(\.\d+)?(e[-+]?\d+)?(s|ms|us|%|B|KB|MB|T
 # A real api process with the monitoring routes, beside a stack (see the module doc).
 MONITORED_API = """
 from aiohttp import web
-from daemon import monitoring
-from daemon.api import create_app
+from daemon.api import monitoring
+from daemon.api.app import create_app
 from daemon.config import Settings
 from daemon.logs import configure_logging
 configure_logging("api")

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from daemon.config import ROOT
-from daemon.stack import Stack, wait_for
+from devtools.stack import Stack, wait_for
 from tests.fakes import program_state
 
 SCRIPT = ROOT / "scripts" / "healthcheck.sh"

@@ -37,10 +37,10 @@ import orjson
 import psutil
 import pytest
 
+from daemon.documents.formats import FORMATS
 from daemon.errors import ERROR_CODES
-from daemon.formats import FORMATS
-from daemon.stack import BIN, Stack, wait_for
 from daemon.store import STREAM, breaker_key, heartbeat_key
+from devtools.stack import BIN, Stack, wait_for
 from tests.bombs import LAUGHS, png
 from tests.client import Client, Reply, multipart
 from tests.conftest import CORPUS, corpus_documents, squash

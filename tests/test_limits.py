@@ -18,9 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 import pytest
 
-from daemon.loadgen import MIB, measure_upload_rss
-from daemon.stack import Stack, wait_for
+from bench.loadgen import MIB, measure_upload_rss
 from daemon.store import DEPTH
+from devtools.stack import Stack, wait_for
 from tests.client import Client, Reply
 from tests.test_hostile import error_of, jobs_added, raw_request, request_head
 

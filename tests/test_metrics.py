@@ -20,9 +20,10 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon import health, metrics
-from daemon.stack import wait_for
-from daemon.store import job_key
+from daemon import metrics
+from daemon.health import checks as health
+from daemon.store import RESTARTS_BY_MINUTE_TTL, job_key
+from devtools.stack import wait_for
 from tests.conftest import CORPUS, RedisServer
 from tests.fakes import request, wait_final
 from tests.test_health import CALM_CPU, MonitoredApi, cli, monitored
@@ -197,4 +198,4 @@ def test_a_crash_restart_counts_in_total_and_in_its_minute_and_makes_workers_war
     assert "children died in the last 15 min: crashed x1" in result["message"]
     assert "recycle" not in result["message"]  # a recycled child is the plan, not news
     assert minute_keys  # one, or two if the minute turned between the two restarts
-    assert all(0 < client.ttl(k) <= health.RESTARTS_BY_MINUTE_TTL for k in minute_keys)
+    assert all(0 < client.ttl(k) <= RESTARTS_BY_MINUTE_TTL for k in minute_keys)

@@ -12,8 +12,8 @@ README = (ROOT / "README.md").read_text()
 
 
 def test_the_readme_tables_match_the_code() -> None:
-    check = subprocess.run([sys.executable, "-m", "daemon.readme", "--check"], cwd=ROOT)
-    assert check.returncode == 0, "run `python -m daemon.readme` to refresh README.md"
+    check = subprocess.run([sys.executable, "-m", "devtools.readme", "--check"], cwd=ROOT)
+    assert check.returncode == 0, "run `python -m devtools.readme` to refresh README.md"
 
 
 def test_every_setting_and_error_code_is_documented() -> None:

@@ -30,20 +30,19 @@ import pytest
 import redis
 
 from daemon.config import Settings
-from daemon.stack import Stack, free_port, wait_for
+from daemon.connection import connect, connect_async
+from daemon.pool.child import CLAIM_EVERY
 from daemon.store import (
     GROUP,
     STREAM,
     AsyncJobStore,
     JobStore,
-    connect,
-    connect_async,
     ensure_group,
     heartbeat_key,
     job_key,
     text_key,
 )
-from daemon.worker import CLAIM_EVERY
+from devtools.stack import Stack, free_port, wait_for
 from tests.client import Client
 from tests.conftest import CORPUS, RedisServer, squash
 

@@ -26,18 +26,16 @@ import pytest
 import redis
 
 from daemon.config import Settings
-from daemon.stack import Stack, free_port, wait_for
+from daemon.connection import _sentinel_target, connect, connect_async
 from daemon.store import (
     JOB_COUNTERS,
     PREFIX,
     AsyncJobStore,
     ReplicationTimeout,
-    _sentinel_target,
-    connect,
-    connect_async,
     ensure_group,
     job_key,
 )
+from devtools.stack import Stack, free_port, wait_for
 from tests.client import Client
 from tests.conftest import CORPUS, RedisServer
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from daemon.stack import wait_for
+from devtools.stack import wait_for
 
 
 def smoke(stack, *args: str, key: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "daemon.smoke", "--url", stack.url,
+        [sys.executable, "-m", "daemon.health.smoke", "--url", stack.url,
          "--api-key", key or stack.api_key, *args],
         capture_output=True, text=True, timeout=120)
 

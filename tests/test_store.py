@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import orjson
 
-from daemon.stack import wait_for
 from daemon.store import (
     DONE_CHANNEL,
     DONE_MESSAGE_TEXT_MAX,
@@ -17,6 +16,7 @@ from daemon.store import (
     job_key,
     parse_done_message,
 )
+from devtools.stack import wait_for
 from tests.conftest import queue_job
 
 

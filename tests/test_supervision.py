@@ -8,8 +8,8 @@ import subprocess
 
 import psutil
 
-from daemon.stack import BIN, wait_for
 from daemon.store import job_key
+from devtools.stack import BIN, wait_for
 from tests.client import Client
 from tests.conftest import CORPUS
 

@@ -10,9 +10,9 @@ import orjson
 import pytest
 import redis.asyncio as aredis
 
+from daemon.api.waiters import Waiters
 from daemon.config import Settings
 from daemon.store import DONE_CHANNEL, AsyncJobStore, job_key
-from daemon.waiters import Waiters
 
 JOB = "0123456789abcdef0123456789abcdef"
 

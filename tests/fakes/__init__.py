@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-from daemon.stack import BIN, Stack, wait_for
+from devtools.stack import BIN, Stack, wait_for
 from tests.conftest import CORPUS
 
 FAKES = Path(__file__).resolve().parent

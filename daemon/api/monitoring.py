@@ -1,6 +1,6 @@
 """The api's monitoring routes: /health/detailed, /status, /metrics, and the request recorder.
 
-`setup_monitoring(app)` adds them to the app `daemon.api.create_app` builds. A background
+`setup_monitoring(app)` adds them to the app `daemon.api.app.create_app` builds. A background
 task flushes the request counts to Redis once a second, samples the CPU (psutil's
 non-blocking reading needs a previous call) and samples the job counters, so /status can
 say how many jobs ended in the last minute without any per-minute keys.
@@ -19,10 +19,13 @@ import psutil
 import structlog
 from aiohttp import web
 
-from daemon import __version__, health, metrics
+from daemon import __version__, metrics
+from daemon.api import exposition
+from daemon.api.middleware import METRICS_HOOK, json_response
 from daemon.config import Settings
-from daemon.middleware import METRICS_HOOK, json_response
-from daemon.store import JOB_COUNTERS, REDIS_DOWN, AsyncJobStore
+from daemon.connection import REDIS_DOWN
+from daemon.health import checks as health
+from daemon.store import JOB_COUNTERS, AsyncJobStore
 
 log = structlog.get_logger()
 
@@ -54,11 +57,11 @@ class Monitor:
         """Find the app's settings and job store by type, not by the api's AppKeys.
 
         Run as `python -m daemon.api`, the api module is `__main__`, and importing
-        `daemon.api` here would load a second copy with different AppKey objects.
+        `daemon.api.app` here would load a second copy with different AppKey objects.
         """
         found = {type(v): v for v in app.values() if isinstance(v, Settings | AsyncJobStore)}
         if AsyncJobStore not in found or Settings not in found:
-            raise RuntimeError("setup_monitoring needs an app from daemon.api.create_app")
+            raise RuntimeError("setup_monitoring needs an app from daemon.api.app.create_app")
         self.settings, self.store = found[Settings], found[AsyncJobStore]
 
     def client(self, _app: web.Application | None = None):
@@ -113,11 +116,11 @@ class Monitor:
         if not facts.error:
             try:
                 async with client.pipeline(transaction=False) as pipe:
-                    metrics.queue_reads(pipe)
-                    counters = metrics.parse_reads(await pipe.execute())
+                    exposition.queue_reads(pipe)
+                    counters = exposition.parse_reads(await pipe.execute())
             except REDIS_DOWN as exc:
                 facts.error = str(exc)
-        return metrics.build_snapshot({c.name: c for c in checks}, facts, counters,
+        return exposition.build_snapshot({c.name: c for c in checks}, facts, counters,
                                       version=__version__, uptime_s=self.uptime(app))
 
 
@@ -180,13 +183,13 @@ async def metrics_route(request: web.Request) -> web.Response:
     snapshot = await request.app[MONITOR].snapshot(request.app)
     accept = request.headers.get("Accept", "")
     fmt = request.query.get("format")
-    if not metrics.wants_prometheus(accept, fmt):
+    if not exposition.wants_prometheus(accept, fmt):
         return json_response(snapshot)
     if fmt == "openmetrics":
         accept = "application/openmetrics-text"
     elif fmt:
         accept = "text/plain; version=0.0.4"
-    body, content_type = metrics.render_prometheus(snapshot, accept)
+    body, content_type = exposition.render_prometheus(snapshot, accept)
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 

@@ -20,13 +20,14 @@ from multiprocessing.connection import wait
 import structlog
 import textract  # noqa: F401 - imported before the fork so children start warm
 
-from daemon import chores
 from daemon.config import Settings
+from daemon.connection import REDIS_DOWN, connect
 from daemon.errors import ExtractionTimeout, MemoryLimit
 from daemon.logs import configure_logging
-from daemon.slots import EXIT_BOOT_FAILED, KillReason, exit_reason, make_slots
-from daemon.store import REDIS_DOWN, Delivery, JobStore, connect, ensure_group
-from daemon.worker import child_main, log_breaker_move
+from daemon.pool import chores
+from daemon.pool.child import child_main, log_breaker_move
+from daemon.pool.slots import EXIT_BOOT_FAILED, KillReason, exit_reason, make_slots
+from daemon.store import Delivery, JobStore, ensure_group
 
 log = structlog.get_logger()
 
@@ -246,6 +247,3 @@ def main() -> None:
     settings.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     sys.exit(Pool(settings).run())
 
-
-if __name__ == "__main__":
-    main()

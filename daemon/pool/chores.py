@@ -14,7 +14,13 @@ import structlog
 
 from daemon import metrics
 from daemon.config import Settings
-from daemon.store import CHORES, GROUP, REDIS_DOWN, STREAM, JobStore
+from daemon.connection import REDIS_DOWN
+from daemon.store import (
+    CHORES,
+    GROUP,
+    STREAM,
+    JobStore,
+)
 
 log = structlog.get_logger()
 

@@ -1,6 +1,6 @@
 """Check a running textractd from outside, as the seed's test_enhanced_service.py did.
 
-    python -m daemon.smoke --url http://127.0.0.1:5001 --api-key KEY [--test NAME|all]
+    python -m daemon.health.smoke --url http://127.0.0.1:5001 --api-key KEY [--test NAME|all]
 
 One line per check (`PASS health 2.1 ms` / `FAIL convert: ...`); exit 0 when every
 check passed, 1 when one failed, 2 on bad arguments. Standard library only, so it runs
@@ -126,7 +126,7 @@ def run(service: Service, names: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m daemon.smoke", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m daemon.health.smoke", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:5001")
     parser.add_argument("--api-key", required=True)

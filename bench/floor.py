@@ -7,7 +7,7 @@ plus client) is what any service with this front pays before it does anything. A
 the ceiling's CPU per job, it bounds the tiny ratio a service of this shape could reach
 on the machine.
 
-    python -m daemon.floor PORT
+    python -m bench.floor PORT
 """
 
 from __future__ import annotations

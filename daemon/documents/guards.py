@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from daemon.config import Settings
+from daemon.documents.formats import IMAGE_EXTS, ZIP_EXTS, Format
 from daemon.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
-from daemon.formats import IMAGE_EXTS, ZIP_EXTS, Format
 
 PDFINFO_TIMEOUT = 10.0
 XML_SCAN_BYTES = 64 * 1024  # how far into each ZIP entry the DTD check looks

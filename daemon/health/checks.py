@@ -29,7 +29,8 @@ import psutil
 import redis
 
 from daemon.config import ConfigError, Settings
-from daemon.formats import FORMATS
+from daemon.connection import REDIS_DOWN, connect
+from daemon.documents.formats import FORMATS
 from daemon.store import (
     CHORES,
     DEAD_LETTERS,
@@ -37,13 +38,11 @@ from daemon.store import (
     DEPTH,
     GROUP,
     JOB_COUNTERS,
-    REDIS_DOWN,
     RESTARTS,
-    RESTARTS_BY_MINUTE,
     STREAM,
     breaker_key,
-    connect,
     heartbeat_key,
+    restarts_minute_key,
 )
 
 OK, WARNING, CRITICAL, UNKNOWN = "ok", "warning", "critical", "unknown"
@@ -62,12 +61,6 @@ ABNORMAL_RESTARTS = frozenset({"crashed", "killed", "boot-failed"})
 DEAD_LETTER_RECENT = 3600.0  # a dead letter newer than this is news worth a warning
 REDIS_LATENCY_WARN, REDIS_LATENCY_CRIT = 0.1, 1.0
 # Restarts per minute (reason -> count), so "recent" needs no state in the checker.
-
-RESTARTS_BY_MINUTE_TTL = 3600
-
-
-def restarts_minute_key(epoch_minute: int) -> str:
-    return f"{RESTARTS_BY_MINUTE}:{epoch_minute}"
 
 
 def recent_minutes(now: float, count: int) -> list[int]:
@@ -784,6 +777,3 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
     return code
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,8 +16,8 @@ from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
+from daemon.api.middleware import ApiError
 from daemon.config import Settings
-from daemon.middleware import ApiError
 
 CHUNK = 256 * 1024
 

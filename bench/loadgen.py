@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from daemon.stack import Stack
+from devtools.stack import Stack
 
 MIB = 1024 * 1024
 

@@ -2,12 +2,13 @@
 
 Run as `python -m daemon.api`. It never parses documents: it streams the upload, checks
 its type and size, stores it with one atomic call, and waits for the result through the
-done channel (daemon.waiters) when the client asked to wait.
+done channel (daemon.api.waiters) when the client asked to wait.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import sys
 import time
@@ -17,12 +18,10 @@ from collections.abc import AsyncIterator
 import structlog
 import uvloop
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from daemon import __version__, formats
-from daemon.config import Settings
-from daemon.errors import EncryptedDocument, UnsupportedFormat
-from daemon.logs import configure_logging
-from daemon.middleware import (
+from daemon import __version__
+from daemon.api.middleware import (
     METRICS_HOOK,
     RATE_LIMITER,
     RETRY_AFTER,
@@ -32,18 +31,22 @@ from daemon.middleware import (
     json_response,
     request_context,
 )
-from daemon.monitoring import setup_monitoring
-from daemon.ratelimit import RateLimiter
+from daemon.api.monitoring import setup_monitoring
+from daemon.api.ratelimit import RateLimiter
+from daemon.api.uploads import MemoryBudget, read_upload, reservation
+from daemon.api.waiters import Waiters
+from daemon.config import Settings
+from daemon.connection import connect_async
+from daemon.documents import formats
+from daemon.errors import EncryptedDocument, UnsupportedFormat
+from daemon.logs import configure_logging
 from daemon.store import (
     FINAL_STATES,
     JOB_COUNTERS,
     AsyncJobStore,
-    connect_async,
     ensure_group_async,
     public_job,
 )
-from daemon.uploads import MemoryBudget, read_upload, reservation
-from daemon.waiters import Waiters
 
 log = structlog.get_logger()
 
@@ -251,6 +254,19 @@ async def _sample_drain(app: web.Application) -> None:
         await asyncio.sleep(2.0)
 
 
+class NoParserTracebacks(logging.Filter):
+    """aiohttp logs a rejected request with a traceback quoting the raw header line (an API
+    key among them); the 400 is the answer, the traceback adds only risk."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
+            record.msg = f"rejected a malformed request: {type(record.exc_info[1]).__name__}"
+            record.args = ()
+            record.exc_info = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 # --- the app --------------------------------------------------------------------------
 async def _redis_context(app: web.Application) -> AsyncIterator[None]:
     try:
@@ -300,6 +316,9 @@ def create_app(settings: Settings) -> web.Application:
 def main() -> None:
     settings = Settings.from_env()
     configure_logging("api", secrets=settings.api_keys)
+    # aiohttp's access log would duplicate our own one-line-per-request event.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(NoParserTracebacks())
     if settings.auth_required and not settings.api_keys:
         log.error("api.refused", reason="API_KEY is empty; set it (scripts/run writes one to "
                                         ".env) or set ALLOW_NO_AUTH=1 for local use")
@@ -314,10 +333,3 @@ def main() -> None:
                 shutdown_timeout=settings.shutdown_timeout, print=None, access_log=None,
                 handle_signals=True, loop=uvloop.new_event_loop())
 
-
-if __name__ == "__main__":
-    # Run the importable module, not this __main__ copy: its AppKeys are the ones other
-    # modules (daemon.monitoring) import.
-    from daemon.api import main as _main
-
-    _main()

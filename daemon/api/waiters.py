@@ -16,10 +16,10 @@ from collections import defaultdict
 import redis.asyncio as aredis
 import structlog
 
+from daemon.connection import REDIS_DOWN
 from daemon.store import (
     DONE_CHANNEL,
     FINAL_STATES,
-    REDIS_DOWN,
     AsyncJobStore,
     parse_done_message,
 )

@@ -17,7 +17,7 @@ import structlog
 import textract
 from textract import exceptions as tx
 
-from daemon import legacy_doc
+from daemon.documents import legacy_doc
 from daemon.errors import (
     CorruptDocument,
     EncryptedDocument,

@@ -26,7 +26,8 @@ import orjson
 import redis
 
 from daemon.config import ROOT, Settings
-from daemon.store import connect, heartbeat_key
+from daemon.connection import connect
+from daemon.store import heartbeat_key
 
 BIN = Path(sys.executable).parent
 

@@ -22,14 +22,15 @@ import orjson
 import redis
 import structlog
 
-from daemon import guards
 from daemon.config import Settings
+from daemon.connection import REDIS_DOWN, connect
+from daemon.documents import guards
+from daemon.documents.extract import extract_text
+from daemon.documents.formats import FORMATS
 from daemon.errors import DocumentError, MachineryError, SpoolFull, TextractdError
-from daemon.extract import extract_text
-from daemon.formats import FORMATS
 from daemon.logs import configure_logging
 from daemon.metrics import JobMetrics
-from daemon.slots import (
+from daemon.pool.slots import (
     EXIT_BOOT_FAILED,
     EXIT_OK,
     EXIT_RECYCLE_JOBS,
@@ -38,7 +39,12 @@ from daemon.slots import (
     SlotState,
     set_parent_death_signal,
 )
-from daemon.store import REDIS_DOWN, Begun, Delivery, JobStore, connect, heartbeat_key
+from daemon.store import (
+    Begun,
+    Delivery,
+    JobStore,
+    heartbeat_key,
+)
 
 log = structlog.get_logger()
 

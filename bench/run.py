@@ -1,6 +1,6 @@
 """The benchmark: the service against textract itself, in one run, on this machine.
 
-`python -m daemon.bench` (or `scripts/bench`) starts its own stack as the tests do and
+`python -m bench.run` (or `scripts/bench`) starts its own stack as the tests do and
 measures, in each run:
 1. ceiling: the corpus extracted with `textract.process` in a `multiprocessing.Pool` of
    WORKER_PROCESSES, several passes, no HTTP, no Redis; docs/s;
@@ -41,11 +41,11 @@ import orjson
 import psutil
 import textract
 
+from bench.loadgen import MIB, measure_upload_rss
 from daemon.config import ROOT
-from daemon.loadgen import MIB, measure_upload_rss
-from daemon.stack import Stack, free_port, wait_for
+from daemon.pool.child import tree_rss_mb
 from daemon.store import DEPTH, heartbeat_key, job_key
-from daemon.worker import tree_rss_mb
+from devtools.stack import Stack, free_port, wait_for
 
 CORPUS = Path(os.environ.get("TEXTRACTD_CORPUS") or ROOT.parent / "shared" / "corpus")
 OUT_DIR = ROOT / "var" / "bench"
@@ -297,13 +297,13 @@ def service(stack: Stack) -> HttpArm:
 
 
 class Floor:
-    """`daemon.floor` (a bare aiohttp app, no service behind it) in a process of its own."""
+    """`bench.floor` (a bare aiohttp app, no service behind it) in a process of its own."""
 
     def __init__(self) -> None:
         self.url = f"http://127.0.0.1:{free_port()}"
         self.api_key = ""
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daemon.floor", self.url.rsplit(":", 1)[1]], cwd=ROOT,
+            [sys.executable, "-m", "bench.floor", self.url.rsplit(":", 1)[1]], cwd=ROOT,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self._answers, 30, "the floor app")
         self.arm = HttpArm(self, [psutil.Process(self.process.pid)])

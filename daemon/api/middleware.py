@@ -17,9 +17,10 @@ import structlog
 from aiohttp import web
 
 from daemon.config import Settings
+from daemon.connection import REDIS_DOWN
 from daemon.errors import ERROR_CODES
 from daemon.logs import scrub_surrogates
-from daemon.store import REDIS_DOWN, QueueFull, ReplicationTimeout
+from daemon.store import QueueFull, ReplicationTimeout
 
 log = structlog.get_logger()
 

@@ -1,6 +1,6 @@
 """Keep README.md's reference tables true: they are made from the code's own lists.
 
-`python -m daemon.readme` rewrites the tables between their markers; a test fails when
+`python -m devtools.readme` rewrites the tables between their markers; a test fails when
 README.md and the code disagree.
 """
 

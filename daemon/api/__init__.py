@@ -1,0 +1,1 @@
+"""The supervisord program `api`: the HTTP front (`python -m daemon.api`)."""

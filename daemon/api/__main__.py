@@ -1,0 +1,3 @@
+from daemon.api.app import main
+
+main()

@@ -1,0 +1,155 @@
+"""Connecting to Redis: URLs (redis, rediss, unix, redis+sentinel), retries, failover.
+
+Every process gets its clients here: redis-py's own retry with exponential backoff,
+timeouts and health checks, and with a Sentinel URL a connection that asks the sentinels
+for the master again on every reconnect.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, unquote
+
+import redis
+import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.asyncio.sentinel import SentinelManagedConnection as AsyncSentinelConnection
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelManagedConnection
+
+from daemon.config import Settings
+
+# What a caller treats as "Redis is down": retried by redis-py first, then surfaced.
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+# --- options -----------------------------------------------------------------------
+def _connection_options(settings: Settings, fast_fail: bool, *,
+                        asynchronous: bool = False) -> dict:
+    # The api must answer 503 within about a second (5 retries: 0.05 + 0.1 + 0.2 + 0.25 +
+    # 0.25 s); workers can afford a longer backoff (0.2 s doubling up to 2 s).
+    backoff = ExponentialBackoff(cap=0.25, base=0.025) if fast_fail else ExponentialBackoff(
+        cap=2.0, base=0.1)
+    # The asyncio client needs the asyncio Retry: given the blocking one it awaits the
+    # coroutine outside the retry loop, so nothing is ever retried.
+    retry_class = AsyncRetry if asynchronous else Retry
+    return {
+        "retry": retry_class(backoff, settings.redis_max_retries),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        "socket_timeout": settings.redis_socket_timeout,
+        "socket_connect_timeout": min(settings.redis_socket_timeout, 2.0),
+        "health_check_interval": 15,
+    }
+
+
+SENTINEL_SCHEME = "redis+sentinel://"
+SENTINEL_QUERY = {"sentinel_password": "password", "sentinel_username": "username"}
+
+
+def _sentinel_target(url: str) -> tuple[list[tuple[str, int]], str, dict, dict] | None:
+    """`redis+sentinel://[user:pass@]h1[:p1],h2[:p2]/service[/db][?sentinel_password=..]`.
+
+    Returns the sentinels, the service name, the master's credentials and db, and the
+    sentinels' own credentials (only when the query names them: sentinels usually have
+    none, and AUTH to a server without a password is an error).
+    """
+    if not url.startswith(SENTINEL_SCHEME):
+        return None
+    rest, _, query = url.removeprefix(SENTINEL_SCHEME).partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, _, hostlist = netloc.rpartition("@")
+    hosts = [_host_port(hostport) for hostport in hostlist.split(",") if hostport]
+    names = [p for p in path.split("/") if p]
+    if not hosts or not names:
+        raise ValueError(f"REDIS_URL for Sentinel needs {SENTINEL_SCHEME}host:port,.../"
+                         "service_name")
+    master: dict[str, object] = {}
+    if userinfo:
+        username, has_password, password = userinfo.partition(":")
+        if username:
+            master["username"] = unquote(username)
+        if has_password:
+            master["password"] = unquote(password)
+    if len(names) > 1:
+        master["db"] = int(names[1])
+    sentinel: dict[str, object] = {}
+    for name, values in parse_qs(query).items():
+        if name not in SENTINEL_QUERY:
+            raise ValueError(f"REDIS_URL: unknown Sentinel option {name!r} "
+                             f"(known: {', '.join(SENTINEL_QUERY)})")
+        sentinel[SENTINEL_QUERY[name]] = values[-1]
+    return hosts, names[0], master, sentinel
+
+
+def _host_port(hostport: str) -> tuple[str, int]:
+    if hostport.startswith("["):  # [ipv6]:port
+        host, _, port = hostport[1:].partition("]")
+        return host, int(port.lstrip(":") or 26379)
+    host, _, port = hostport.partition(":")
+    return host, int(port or 26379)
+
+
+def _sentinel_options(options: dict, credentials: dict) -> dict:
+    # No retry per sentinel: discovery already moves on to the next sentinel, and redis-py's
+    # default (10 retries with backoff) would stall every reconnect while one is down.
+    return {"socket_timeout": options["socket_timeout"],
+            "socket_connect_timeout": options["socket_connect_timeout"],
+            "retry": type(options["retry"])(NoBackoff(), 0), **credentials}
+
+
+class _MasterConnection(SentinelManagedConnection):
+    """A Sentinel-managed connection that asks the sentinels again on every reconnect.
+
+    redis-py (8.1) reconnects a dropped connection inside its command retry through the
+    base class, which redials the address it had: the dead master. Each retry then fails
+    until the whole command gives up (about 5 s for the workers), and only a connection
+    taken fresh from the pool would find the new master. Going through `connect()` makes
+    every retry ask the sentinels.
+    """
+
+    def send_packed_command(self, command: object, check_health: bool = True) -> None:
+        if not self._sock:
+            self.connect()
+        super().send_packed_command(command, check_health)
+
+
+class _AsyncMasterConnection(AsyncSentinelConnection):
+    """The asyncio twin of `_MasterConnection` (the same redial in redis.asyncio)."""
+
+    async def send_packed_command(self, command: object, check_health: bool = True) -> None:
+        if not self.is_connected:
+            await self.connect()
+        await super().send_packed_command(command, check_health)
+
+
+def connect(settings: Settings, *, fast_fail: bool = False) -> redis.Redis:
+    """A client with redis-py's own retry/backoff, timeouts and health checks.
+
+    With a Sentinel URL every (re)connection asks the sentinels for the master, so a
+    failover needs no restart: the retry reconnects to the promoted replica, and a
+    connection still open to a demoted master turns its READONLY error into a reconnect
+    (redis-py's SentinelManagedConnection).
+    """
+    options = _connection_options(settings, fast_fail)
+    sentinel = _sentinel_target(settings.effective_redis_url)
+    if sentinel:
+        hosts, service, master, credentials = sentinel
+        manager = Sentinel(hosts, sentinel_kwargs=_sentinel_options(options, credentials))
+        return manager.master_for(service, connection_class=_MasterConnection, **options,
+                                  **master)
+    return redis.Redis.from_url(settings.effective_redis_url, **options)
+
+
+def connect_async(settings: Settings, *, fast_fail: bool = True) -> aredis.Redis:
+    """The asyncio twin of `connect` (the api), fast-failing by default: 503, not a hang."""
+    options = _connection_options(settings, fast_fail, asynchronous=True)
+    sentinel = _sentinel_target(settings.effective_redis_url)
+    if sentinel:
+        hosts, service, master, credentials = sentinel
+        manager = AsyncSentinel(hosts, sentinel_kwargs=_sentinel_options(options, credentials))
+        return manager.master_for(service, connection_class=_AsyncMasterConnection,
+                                  **options, **master)
+    return aredis.Redis.from_url(settings.effective_redis_url, **options)

@@ -1,0 +1,1 @@
+"""Pure document code: formats, bomb guards, extraction. No Redis, no processes of ours."""

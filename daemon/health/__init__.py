@@ -1,0 +1,1 @@
+"""The operators' tools: health checks (`python -m daemon.health`) and the smoke client."""

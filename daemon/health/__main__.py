@@ -1,0 +1,5 @@
+import sys
+
+from daemon.health.checks import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The supervisord program `workers`: the pool master and its children (`python -m daemon.pool`)."""

@@ -1,0 +1,3 @@
+from daemon.pool.master import main
+
+main()

@@ -1,0 +1,1 @@
+"""What the tests, the benchmark and the scripts share: not shipped with the service."""
