@@ -2,7 +2,9 @@
 
 The tree draws the line the retry logic and the circuit breakers need: a `DocumentError`
 is the document's fault (fail the job, never retry, never move a breaker); a
-`MachineryError` is ours (retry the job, count against the extractor's breaker).
+`MachineryError` is ours (retry the job, count against the extractor's breaker); a
+`ServiceError` is the service refusing an upload for now (the client retries later, no job
+is failed and no breaker moves).
 """
 
 from __future__ import annotations
@@ -74,6 +76,37 @@ class SpoolFull(MachineryError):
     """Raised when the spool filesystem has no room for a payload."""
 
     code = "disk_full"
+
+
+# --- the service, taking a new job ---------------------------------------------------
+class ServiceError(TextractdError):
+    """Raised when the service cannot take an upload now; the client should retry later."""
+
+    code = "server_busy"
+
+
+class QueueFull(ServiceError):
+    """Raised when MAX_QUEUE_DEPTH jobs are already accepted and unfinished."""
+
+    code = "queue_full"
+
+    def __init__(self, depth: int) -> None:
+        super().__init__(f"{depth} jobs waiting")
+        self.depth = depth
+
+
+class ReplicationTimeout(ServiceError):
+    """Raised when REDIS_WAIT_FOR_REPLICAS replicas did not confirm a job within 1 s.
+
+    The job is on the master and will run unless a failover loses it: the client is told
+    the job id and that the stronger guarantee does not hold for it.
+    """
+
+    code = "replication_timeout"
+
+    def __init__(self, job_id: str, acked: int, wanted: int) -> None:
+        super().__init__(f"{acked} of {wanted} replicas confirmed job {job_id}")
+        self.job_id = job_id
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from redis.exceptions import ResponseError
 
 from daemon import lua
 from daemon.config import Settings
+from daemon.errors import QueueFull, ReplicationTimeout
 
 # --- names: the only place they are spelled -------------------------------------------
 PREFIX = "textractd"
@@ -146,26 +147,6 @@ def parse_done_message(data: bytes) -> tuple[str, dict | None]:
 
 
 # --- the api's side (asyncio) ---------------------------------------------------------
-class QueueFull(Exception):
-    """Raised when MAX_QUEUE_DEPTH jobs are already accepted and unfinished."""
-
-    def __init__(self, depth: int) -> None:
-        super().__init__(f"{depth} jobs waiting")
-        self.depth = depth
-
-
-class ReplicationTimeout(Exception):
-    """Raised when REDIS_WAIT_FOR_REPLICAS replicas did not confirm a job within 1 s.
-
-    The job is on the master and will run unless a failover loses it: the client is told
-    the job id and that the stronger guarantee does not hold for it.
-    """
-
-    def __init__(self, job_id: str, acked: int, wanted: int) -> None:
-        super().__init__(f"{acked} of {wanted} replicas confirmed job {job_id}")
-        self.job_id = job_id
-
-
 class AsyncJobStore:
     def __init__(self, client: aredis.Redis, settings: Settings) -> None:
         self.client = client

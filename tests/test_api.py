@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import textract
 
+from daemon import errors
 from daemon.store import STREAM, payload_key
 from devtools.stack import Stack, wait_for
 from tests.client import Client
@@ -202,3 +203,18 @@ def test_every_log_line_is_one_json_object_with_the_named_fields(shared_stack) -
         for event in events:
             assert {"timestamp", "level", "event", "process", "pid"} <= set(event), event
             assert event["timestamp"].endswith("Z")
+
+
+def test_every_error_class_is_in_the_tree_and_carries_a_documented_code() -> None:
+    # A class outside TextractdError, or with a code clients cannot look up, would reach
+    # the errors middleware (or a job's error.code) as something no program can act on.
+    classes = [c for c in vars(errors).values()
+               if isinstance(c, type) and issubclass(c, Exception)]
+    assert {"QueueFull", "ReplicationTimeout"} <= {c.__name__ for c in classes}
+    for cls in classes:
+        assert issubclass(cls, errors.TextractdError), cls
+        assert cls.code in errors.ERROR_CODES, cls
+    for cls in (errors.QueueFull, errors.ReplicationTimeout):
+        assert issubclass(cls, errors.ServiceError), cls
+        assert not issubclass(cls, errors.DocumentError | errors.MachineryError), cls
+        assert errors.ERROR_CODES[cls.code].status == 503, cls

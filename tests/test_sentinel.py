@@ -27,11 +27,11 @@ import redis
 
 from daemon.config import Settings
 from daemon.connection import _sentinel_target, connect, connect_async
+from daemon.errors import ReplicationTimeout
 from daemon.store import (
     JOB_COUNTERS,
     PREFIX,
     AsyncJobStore,
-    ReplicationTimeout,
     ensure_group,
     job_key,
 )

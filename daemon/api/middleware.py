@@ -18,9 +18,8 @@ from aiohttp import web
 
 from daemon.config import Settings
 from daemon.connection import REDIS_DOWN
-from daemon.errors import ERROR_CODES
+from daemon.errors import ERROR_CODES, QueueFull, ReplicationTimeout
 from daemon.logs import scrub_surrogates
-from daemon.store import QueueFull, ReplicationTimeout
 
 log = structlog.get_logger()
 
@@ -101,10 +100,10 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
         return error_response(request, exc.code, str(exc), exc.status, exc.retry_after,
                               exc.extra)
     except QueueFull as exc:
-        return error_response(request, "queue_full", f"the queue is full ({exc.depth} jobs)",
+        return error_response(request, exc.code, f"the queue is full ({exc.depth} jobs)",
                               503, retry_after=request.app[RETRY_AFTER](exc.depth))
     except ReplicationTimeout as exc:
-        return error_response(request, "replication_timeout", str(exc), 503, retry_after=2,
+        return error_response(request, exc.code, str(exc), 503, retry_after=2,
                               extra={"job_id": exc.job_id})
     except REDIS_DOWN as exc:
         log.warning("redis.unavailable", error=str(exc))
