@@ -60,18 +60,6 @@ class ExtractorUnavailable(MachineryError):
     code = "extractor_unavailable"
 
 
-class ExtractionTimeout(MachineryError):
-    """Raised (recorded by the master) when a job ran past JOB_TIMEOUT."""
-
-    code = "extraction_timeout"
-
-
-class MemoryLimit(MachineryError):
-    """Raised (recorded by the child's watchdog) when a job passed the hard memory limit."""
-
-    code = "memory_limit"
-
-
 class SpoolFull(MachineryError):
     """Raised when the spool filesystem has no room for a payload."""
 

@@ -10,6 +10,7 @@ import pytest
 import textract
 
 from daemon import errors
+from daemon.pool.master import DEATH_ERRORS
 from daemon.store import STREAM, payload_key
 from devtools.stack import Stack, wait_for
 from tests.client import Client
@@ -218,3 +219,9 @@ def test_every_error_class_is_in_the_tree_and_carries_a_documented_code() -> Non
         assert issubclass(cls, errors.ServiceError), cls
         assert not issubclass(cls, errors.DocumentError | errors.MachineryError), cls
         assert errors.ERROR_CODES[cls.code].status == 503, cls
+
+
+def test_the_codes_the_master_records_for_a_killed_child_are_documented() -> None:
+    # No exception is raised in a child the master killed: the master writes these codes.
+    for code, _message in DEATH_ERRORS.values():
+        assert errors.ERROR_CODES[code].status == 200, code

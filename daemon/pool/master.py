@@ -22,7 +22,6 @@ import textract  # noqa: F401 - imported before the fork so children start warm
 
 from daemon.config import Settings
 from daemon.connection import REDIS_DOWN, connect
-from daemon.errors import ExtractionTimeout, MemoryLimit
 from daemon.logs import configure_logging
 from daemon.pool import chores
 from daemon.pool.child import child_main, log_breaker_move
@@ -36,8 +35,8 @@ TICK = 0.5
 # is the job's when attempts run out. A child that vanished without a cause we know of
 # never finished the job: after MAX_ATTEMPTS such deliveries it is too_many_attempts.
 DEATH_ERRORS = {
-    "deadline": (ExtractionTimeout.code, "the job ran past JOB_TIMEOUT and was killed"),
-    "memory": (MemoryLimit.code, "the child passed the hard memory limit and was killed"),
+    "deadline": ("extraction_timeout", "the job ran past JOB_TIMEOUT and was killed"),
+    "memory": ("memory_limit", "the child passed the hard memory limit and was killed"),
     "killed": ("too_many_attempts", "the child was killed (perhaps out of memory)"),
     "crashed": ("too_many_attempts", "the child crashed"),
 }
