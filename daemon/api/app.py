@@ -21,16 +21,9 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from daemon import __version__
-from daemon.api.middleware import (
-    METRICS_HOOK,
-    RATE_LIMITER,
-    RETRY_AFTER,
-    ApiError,
-    auth,
-    errors,
-    json_response,
-    request_context,
-)
+from daemon.api.drain import DrainRate, sample_drain
+from daemon.api.keys import METRICS_HOOK, RATE_LIMITER, RETRY_AFTER
+from daemon.api.middleware import ApiError, auth, errors, json_response, request_context
 from daemon.api.monitoring import setup_monitoring
 from daemon.api.ratelimit import RateLimiter
 from daemon.api.uploads import MemoryBudget, read_upload, reservation
@@ -42,7 +35,6 @@ from daemon.errors import EncryptedDocument, UnsupportedFormat
 from daemon.logs import configure_logging
 from daemon.store import (
     FINAL_STATES,
-    JOB_COUNTERS,
     AsyncJobStore,
     ensure_group_async,
     public_job,
@@ -54,7 +46,7 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", AsyncJobStore)
 WAITERS = web.AppKey("waiters", Waiters)
 UPLOAD_BUDGET = web.AppKey("upload_budget", MemoryBudget)
-DRAIN = web.AppKey("drain", object)
+DRAIN = web.AppKey("drain", DrainRate)
 
 EXIT_CONFIG = 2  # refused to start: the configuration is unsafe or invalid
 
@@ -221,39 +213,6 @@ def _job_id(request: web.Request) -> str:
     return job_id
 
 
-# --- drain rate, for Retry-After when the queue is full ---------------------------------
-class DrainRate:
-    """Jobs finished per second across the whole pool, sampled from Redis counters."""
-
-    def __init__(self) -> None:
-        self.rate = 0.0
-        self._last: tuple[float, int] | None = None
-
-    def observe(self, finished: int) -> None:
-        now = time.monotonic()
-        if self._last is not None and now > self._last[0]:
-            instant = max(0, finished - self._last[1]) / (now - self._last[0])
-            self.rate = instant if self.rate == 0 else 0.7 * self.rate + 0.3 * instant
-        self._last = (now, finished)
-
-    def retry_after(self, depth: int) -> int:
-        """Seconds until about a tenth of the queue has drained: a fair time to come back."""
-        if self.rate <= 0:
-            return 30
-        return max(1, min(300, math.ceil(max(1, depth // 10) / self.rate)))
-
-
-async def _sample_drain(app: web.Application) -> None:
-    drain: DrainRate = app[DRAIN]
-    client = app[STORE].client
-    while True:
-        try:
-            drain.observe(int(await client.hget(JOB_COUNTERS, "finished") or 0))
-        except Exception as exc:
-            log.debug("drain.sample_failed", error=str(exc))
-        await asyncio.sleep(2.0)
-
-
 class NoParserTracebacks(logging.Filter):
     """aiohttp logs a rejected request with a traceback quoting the raw header line (an API
     key among them); the 400 is the answer, the traceback adds only risk."""
@@ -274,7 +233,7 @@ async def _redis_context(app: web.Application) -> AsyncIterator[None]:
     except Exception as exc:
         log.warning("redis.unavailable", error=str(exc))
     await app[WAITERS].start()
-    sampler = asyncio.create_task(_sample_drain(app))
+    sampler = asyncio.create_task(sample_drain(app[DRAIN], app[STORE].client))
     yield
     sampler.cancel()
     await app[WAITERS].close()

@@ -16,6 +16,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from daemon.api.keys import METRICS_HOOK, RATE_LIMITER, RETRY_AFTER
 from daemon.config import Settings
 from daemon.connection import REDIS_DOWN
 from daemon.errors import ERROR_CODES, QueueFull, ReplicationTimeout
@@ -25,11 +26,6 @@ log = structlog.get_logger()
 
 OPEN_PATHS = frozenset({"/health"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-# Set by the app: the metrics recorder, and how long a client should wait when the queue
-# is full (derived from the drain rate).
-METRICS_HOOK = web.AppKey("metrics_hook", object)
-RETRY_AFTER = web.AppKey("retry_after", object)
-RATE_LIMITER = web.AppKey("rate_limiter", object)  # a RateLimiter, or None
 
 
 class ApiError(Exception):

@@ -21,7 +21,8 @@ from aiohttp import web
 
 from daemon import __version__, metrics
 from daemon.api import exposition
-from daemon.api.middleware import METRICS_HOOK, json_response
+from daemon.api.keys import METRICS_HOOK
+from daemon.api.middleware import json_response
 from daemon.config import Settings
 from daemon.connection import REDIS_DOWN
 from daemon.health import checks as health
