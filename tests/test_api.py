@@ -225,3 +225,15 @@ def test_the_codes_the_master_records_for_a_killed_child_are_documented() -> Non
     # No exception is raised in a child the master killed: the master writes these codes.
     for code, _message in DEATH_ERRORS.values():
         assert errors.ERROR_CODES[code].status == 200, code
+
+
+def test_the_api_supervisord_runs_serves_status_from_its_own_settings_and_store(
+        shared_stack) -> None:
+    # `python -m daemon.api` (not a test's own app) wires the monitor: its /status reads
+    # the stack's Redis (connected, the stack's workers) with the stack's settings.
+    reply = Client(shared_stack).request("GET", "/status")
+    assert reply.status == 200, reply.body
+    status = reply.json()
+    assert status["redis"] == {"connected": True, "error": None}
+    assert status["workers"]["expected_here"] == shared_stack.worker_count
+    assert status["workers"]["live"] >= 1

@@ -262,7 +262,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_redis_context)
     app.on_shutdown.append(_wake_waiters)
     app.router.add_get("/health", health)
-    setup_monitoring(app)
+    setup_monitoring(app, settings, store)
     app.router.add_get("/v1/formats", list_formats)
     app.router.add_post("/v1/jobs", submit_job)
     app.router.add_post("/v1/extract", extract)

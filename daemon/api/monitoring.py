@@ -1,6 +1,6 @@
 """The api's monitoring routes: /health/detailed, /status, /metrics, and the request recorder.
 
-`setup_monitoring(app)` adds them to the app `daemon.api.app.create_app` builds. A background
+`setup_monitoring` adds them to the app `daemon.api.app.create_app` builds. A background
 task flushes the request counts to Redis once a second, samples the CPU (psutil's
 non-blocking reading needs a previous call) and samples the job counters, so /status can
 say how many jobs ended in the last minute without any per-minute keys.
@@ -43,27 +43,16 @@ STATUS_COMPONENTS = ["redis", "workers", "queue", "breaker", "chores"]
 class Monitor:
     """Per-api-process monitoring state: the request buffer and the samples."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings, store: AsyncJobStore) -> None:
+        self.settings = settings
+        self.store = store
         self.started = time.time()
         self.requests = metrics.RequestMetrics()
         self.cpu = psutil.cpu_percent(interval=None)  # primes the reading; 0.0 at first
         # (monotonic time, done, failed) every SAMPLE_EVERY seconds, a little over a window
         self.samples: deque[tuple[float, int, int]] = deque(
             maxlen=int(WINDOW / SAMPLE_EVERY) + 3)
-        self.settings: Settings | None = None  # bound at startup
-        self.store: AsyncJobStore | None = None
         self.stopping = asyncio.Event()
-
-    def bind(self, app: web.Application) -> None:
-        """Find the app's settings and job store by type, not by the api's AppKeys.
-
-        Run as `python -m daemon.api`, the api module is `__main__`, and importing
-        `daemon.api.app` here would load a second copy with different AppKey objects.
-        """
-        found = {type(v): v for v in app.values() if isinstance(v, Settings | AsyncJobStore)}
-        if AsyncJobStore not in found or Settings not in found:
-            raise RuntimeError("setup_monitoring needs an app from daemon.api.app.create_app")
-        self.settings, self.store = found[Settings], found[AsyncJobStore]
 
     def client(self, _app: web.Application | None = None):
         return self.store.client
@@ -197,7 +186,6 @@ async def metrics_route(request: web.Request) -> web.Response:
 # --- wiring ---------------------------------------------------------------------------------
 async def _monitor_context(app: web.Application) -> AsyncIterator[None]:
     monitor = app[MONITOR]
-    monitor.bind(app)
     task = asyncio.create_task(monitor.run(app))
     yield
     # An event, not task.cancel(): redis-py 8.1's asyncio client can swallow a
@@ -215,9 +203,9 @@ async def _monitor_context(app: web.Application) -> AsyncIterator[None]:
         last.cancel()
 
 
-def setup_monitoring(app: web.Application) -> None:
+def setup_monitoring(app: web.Application, settings: Settings, store: AsyncJobStore) -> None:
     """Add the monitoring routes and the request recorder to an app from create_app."""
-    monitor = Monitor()
+    monitor = Monitor(settings, store)
     app[MONITOR] = monitor
     app[METRICS_HOOK] = monitor.requests
     # After the api's own context, so the Redis client exists first and closes last.
