@@ -153,10 +153,6 @@ class Settings:
         return self.redis_url or f"unix://{self.var_dir / 'redis.sock'}"
 
     @property
-    def embedded_redis(self) -> bool:
-        return not self.redis_url
-
-    @property
     def effective_claim_idle(self) -> float:
         """Idle time after which another consumer's entry is taken over.
 
