@@ -15,8 +15,7 @@ from daemon.documents.formats import (
     FORMATS,
     HEAD_SIZE,
     InvalidMethod,
-    detect,
-    detect_path,
+    detect_bytes,
     extension_of,
     family_for,
     safe_display_name,
@@ -40,7 +39,7 @@ def head_of(path: Path) -> bytes:
 
 
 def ole_head(*entries: tuple[str, int]) -> bytes:
-    """An OLE2 header followed by directory entries (name, type) where detect() sees them."""
+    """An OLE2 header followed by directory entries (name, type), where a head shows them."""
     head = bytearray(OLE_MAGIC + bytes(504))
     for name, kind in entries:
         entry = bytearray(128)
@@ -59,17 +58,17 @@ def test_the_corpus_is_present_and_lists_documents() -> None:
 @pytest.mark.parametrize(("doc", "fmt", "ext"), DOCS)
 def test_every_corpus_document_is_detected_as_its_manifest_format(doc, fmt, ext) -> None:
     path = CORPUS / doc
-    assert detect(path.name, head_of(path), ext).ext == fmt
-    assert detect_path(path.name, path, ext).ext == fmt
+    assert detect_bytes(path.name, head_of(path), ext).ext == fmt
+    assert detect_bytes(path.name, path.read_bytes(), ext).ext == fmt
 
 
 @pytest.mark.parametrize(("doc", "fmt", "ext"), NO_EXT_DOCS)
 def test_corpus_files_without_extension_are_recognised_by_content_alone(doc, fmt, ext) -> None:
     path = CORPUS / doc
     assert "." not in path.name
-    assert detect_path(None, path).ext == fmt
-    assert detect_path(path.name, path).ext == fmt
-    assert detect(None, head_of(path)).ext == fmt  # their first 8 KB already tell
+    assert detect_bytes(None, path.read_bytes()).ext == fmt
+    assert detect_bytes(path.name, path.read_bytes()).ext == fmt
+    assert detect_bytes(None, head_of(path)).ext == fmt  # their first 8 KB already tell
 
 
 @pytest.mark.parametrize(("doc", "fmt", "ext"), DOCS)
@@ -77,7 +76,7 @@ def test_content_alone_identifies_every_corpus_document_up_to_text_flavours(doc,
                                                                            ) -> None:
     by_content = {"tiff": "png", "csv": "txt", "tsv": "txt", "psv": "txt", "json": "txt",
                   "eml": "txt", "txt": "txt"}
-    assert detect_path(None, CORPUS / doc).ext == by_content.get(fmt, fmt)
+    assert detect_bytes(None, (CORPUS / doc).read_bytes()).ext == by_content.get(fmt, fmt)
 
 
 def test_the_corpus_tiff_files_are_png_images_and_are_still_accepted_as_tiff() -> None:
@@ -85,7 +84,7 @@ def test_the_corpus_tiff_files_are_png_images_and_are_still_accepted_as_tiff() -
     assert tiffs
     for path in tiffs:
         assert head_of(path).startswith(b"\x89PNG\r\n\x1a\n")
-        assert detect(path.name, head_of(path)).ext == "tiff"
+        assert detect_bytes(path.name, head_of(path)).ext == "tiff"
 
 
 def test_the_formats_table_covers_every_non_audio_corpus_format() -> None:
@@ -103,55 +102,55 @@ def test_every_format_in_the_table_has_a_textract_parser(ext) -> None:
 # --- contradictions and unknown content --------------------------------------------------
 def test_a_png_named_pdf_is_refused_as_contradictory() -> None:
     with pytest.raises(UnsupportedFormat, match=r"says \.pdf but .* PNG image"):
-        detect("scan.pdf", PNG_HEAD)
+        detect_bytes("scan.pdf", PNG_HEAD)
 
 
 def test_a_pdf_named_docx_is_refused_because_it_is_not_a_zip() -> None:
     with pytest.raises(UnsupportedFormat, match=r"\.docx but .* PDF document"):
-        detect("report.docx", PDF_HEAD)
+        detect_bytes("report.docx", PDF_HEAD)
 
 
 def test_an_xlsx_named_docx_is_refused_as_contradictory() -> None:
     path = CORPUS / "textract-tests" / "xlsx" / "raw_text.xlsx"
     with pytest.raises(UnsupportedFormat, match=r"\.docx but .*\(xlsx\)"):
-        detect("report.docx", head_of(path))
+        detect_bytes("report.docx", head_of(path))
     with pytest.raises(UnsupportedFormat, match=r"\.docx but .*\(xlsx\)"):
-        detect_path("report.docx", path)
+        detect_bytes("report.docx", path.read_bytes())
 
 
 def test_a_word_97_document_named_xls_is_refused_after_looking_at_its_streams() -> None:
     path = CORPUS / "textract-tests" / "doc" / "raw_text.doc"
-    assert detect("sheet.xls", head_of(path)).ext == "xls"  # first 8 KB: no stream names
+    assert detect_bytes("sheet.xls", head_of(path)).ext == "xls"  # first 8 KB: no stream names
     with pytest.raises(UnsupportedFormat, match=r"\.xls but .* Word 97-2003"):
-        detect_path("sheet.xls", path)
+        detect_bytes("sheet.xls", path.read_bytes())
 
 
 def test_an_outlook_message_named_doc_is_refused_from_its_head() -> None:
     path = CORPUS / "textract-tests" / "msg" / "standardized_text.msg"
     with pytest.raises(UnsupportedFormat, match=r"\.doc but .* Outlook"):
-        detect("letter.doc", head_of(path))
+        detect_bytes("letter.doc", head_of(path))
 
 
 def test_a_password_protected_office_file_is_reported_as_encrypted() -> None:
     head = ole_head(("Root Entry", 5), ("EncryptionInfo", 2), ("EncryptedPackage", 2))
     with pytest.raises(EncryptedDocument, match="password"):
-        detect("secret.docx", head)
+        detect_bytes("secret.docx", head)
     with pytest.raises(EncryptedDocument):
-        detect(None, head)
+        detect_bytes(None, head)
 
 
 def test_an_ole_file_whose_streams_are_beyond_the_head_needs_a_name() -> None:
     path = CORPUS / "textract-tests" / "doc" / "raw_text.doc"
     with pytest.raises(UnsupportedFormat, match="OLE2 compound file") as caught:
-        detect(None, head_of(path))
+        detect_bytes(None, head_of(path))
     assert "extension" in str(caught.value)
-    assert detect_path(None, path).ext == "doc"
+    assert detect_bytes(None, path.read_bytes()).ext == "doc"
 
 
 def test_a_powerpoint_97_file_is_refused_by_name() -> None:
     head = ole_head(("Root Entry", 5), ("PowerPoint Document", 2))
     with pytest.raises(UnsupportedFormat, match="ppt"):
-        detect("slides.ppt", head)
+        detect_bytes("slides.ppt", head)
 
 
 def test_a_zip_without_office_parts_is_refused_without_extension(tmp_path) -> None:
@@ -159,8 +158,8 @@ def test_a_zip_without_office_parts_is_refused_without_extension(tmp_path) -> No
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("notes.txt", "hello")
     with pytest.raises(UnsupportedFormat, match="ZIP archive not recognised"):
-        detect_path(None, path)
-    assert detect_path("notes.docx", path).ext == "docx"  # the extension picks
+        detect_bytes(None, path.read_bytes())
+    assert detect_bytes("notes.docx", path.read_bytes()).ext == "docx"  # the extension picks
 
 
 def test_zip_documents_whose_parts_lie_beyond_the_head_are_read_from_the_directory(
@@ -176,80 +175,80 @@ def test_zip_documents_whose_parts_lie_beyond_the_head_are_read_from_the_directo
         zf.writestr("mimetype", "application/vnd.oasis.opendocument.text")
     for path, ext in ((docx, "docx"), (odt, "odt")):
         with pytest.raises(UnsupportedFormat, match="ZIP archive"):
-            detect(None, head_of(path))
-        assert detect_path(None, path).ext == ext
+            detect_bytes(None, head_of(path))
+        assert detect_bytes(None, path.read_bytes()).ext == ext
     with pytest.raises(UnsupportedFormat, match=r"\.xlsx but .*\(docx\)"):
-        detect_path("book.xlsx", docx)
+        detect_bytes("book.xlsx", docx.read_bytes())
 
 
 def test_a_binary_file_named_txt_is_refused() -> None:
     with pytest.raises(UnsupportedFormat, match=r"\.txt but .* binary data"):
-        detect("notes.txt", b"abc\x00\x01\x02")
+        detect_bytes("notes.txt", b"abc\x00\x01\x02")
 
 
 def test_an_unknown_extension_with_unknown_content_is_refused() -> None:
     with pytest.raises(UnsupportedFormat, match="'exe' is not supported"):
-        detect("setup.exe", b"MZ\x90\x00\x03\x00\x00\x00")
+        detect_bytes("setup.exe", b"MZ\x90\x00\x03\x00\x00\x00")
 
 
 def test_unknown_content_without_a_name_is_refused() -> None:
     with pytest.raises(UnsupportedFormat, match="binary data of an unknown type"):
-        detect(None, b"\x00\x01\x02garbage")
+        detect_bytes(None, b"\x00\x01\x02garbage")
 
 
 def test_an_unknown_extension_with_recognisable_content_is_detected_by_content() -> None:
-    assert detect("download.bin", PDF_HEAD).ext == "pdf"
-    assert detect("photo.webp", PNG_HEAD).ext == "png"
+    assert detect_bytes("download.bin", PDF_HEAD).ext == "pdf"
+    assert detect_bytes("photo.webp", PNG_HEAD).ext == "png"
 
 
 def test_an_unknown_extension_on_text_is_refused_with_a_hint() -> None:
     with pytest.raises(UnsupportedFormat, match="extension=txt"):
-        detect("README.md", b"# Title\n")
+        detect_bytes("README.md", b"# Title\n")
 
 
 def test_an_audio_extension_is_refused_as_out_of_scope() -> None:
     with pytest.raises(UnsupportedFormat, match="audio"):
-        detect("talk.mp3", b"ID3\x03\x00\x00\x00\x00\x00\x00", "mp3")
+        detect_bytes("talk.mp3", b"ID3\x03\x00\x00\x00\x00\x00\x00", "mp3")
 
 
 # --- accepted shapes -----------------------------------------------------------------------
 def test_text_without_a_name_is_txt_and_html_without_a_name_is_html() -> None:
-    assert detect(None, b"just words\n").ext == "txt"
-    assert detect(None, b"\xef\xbb\xbf  <!DOCTYPE HTML><html>").ext == "html"
-    assert detect(None, b"<html><body>x").ext == "html"
+    assert detect_bytes(None, b"just words\n").ext == "txt"
+    assert detect_bytes(None, b"\xef\xbb\xbf  <!DOCTYPE HTML><html>").ext == "html"
+    assert detect_bytes(None, b"<html><body>x").ext == "html"
 
 
 @pytest.mark.parametrize("ext", ["txt", "csv", "tsv", "psv", "json", "html", "htm", "eml"])
 def test_text_formats_are_accepted_by_their_extension(ext) -> None:
-    assert detect(f"data.{ext}", b"a,b\n1,2\n").ext == ext
+    assert detect_bytes(f"data.{ext}", b"a,b\n1,2\n").ext == ext
 
 
 def test_an_empty_text_file_is_accepted_but_an_empty_pdf_is_not() -> None:
-    assert detect("empty.txt", b"").ext == "txt"
+    assert detect_bytes("empty.txt", b"").ext == "txt"
     with pytest.raises(UnsupportedFormat):
-        detect("empty.pdf", b"")
+        detect_bytes("empty.pdf", b"")
 
 
 def test_a_pdf_with_junk_before_its_header_is_accepted_when_named_pdf() -> None:
-    assert detect("odd.pdf", b"\r\n\r\n" + PDF_HEAD).ext == "pdf"
+    assert detect_bytes("odd.pdf", b"\r\n\r\n" + PDF_HEAD).ext == "pdf"
 
 
 def test_image_extensions_accept_any_image_content() -> None:
-    assert detect("scan.jpeg", PNG_HEAD).ext == "jpeg"
-    assert detect("scan.tif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00").ext == "tif"
+    assert detect_bytes("scan.jpeg", PNG_HEAD).ext == "jpeg"
+    assert detect_bytes("scan.tif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00").ext == "tif"
 
 
 def test_a_declared_extension_overrides_the_file_name() -> None:
-    assert detect("upload.txt", PDF_HEAD, "pdf").ext == "pdf"
-    assert detect("upload", PDF_HEAD, ".PDF").ext == "pdf"
+    assert detect_bytes("upload.txt", PDF_HEAD, "pdf").ext == "pdf"
+    assert detect_bytes("upload", PDF_HEAD, ".PDF").ext == "pdf"
     with pytest.raises(UnsupportedFormat, match=r"extension parameter says \.docx"):
-        detect("upload.pdf", PDF_HEAD, "docx")
+        detect_bytes("upload.pdf", PDF_HEAD, "docx")
 
 
 @pytest.mark.parametrize("declared", ["exe", "../pdf", "p\x00df", "a" * 30, "pdf\udce9"])
 def test_a_declared_extension_that_is_not_supported_is_refused(declared) -> None:
     with pytest.raises(UnsupportedFormat, match="is not supported") as caught:
-        detect("x.pdf", PDF_HEAD, declared)
+        detect_bytes("x.pdf", PDF_HEAD, declared)
     assert str(caught.value).isprintable()
 
 
@@ -270,7 +269,7 @@ HOSTILE_NAMES = [
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
 def test_hostile_file_names_still_yield_their_final_extension(name) -> None:
     assert extension_of(name) == "pdf"
-    assert detect(name, PDF_HEAD).ext == "pdf"
+    assert detect_bytes(name, PDF_HEAD).ext == "pdf"
 
 
 @pytest.mark.parametrize("name", ["x.pdf\x00", "x.p/df", "x." + "a" * 11, "x.pd\udce9",
@@ -280,8 +279,8 @@ def test_names_without_a_clean_extension_have_none(name) -> None:
 
 
 def test_a_name_with_a_bad_extension_falls_back_to_the_content() -> None:
-    assert detect("x.p\x00df", PDF_HEAD).ext == "pdf"
-    assert detect("evil.pdf\x00.exe", PNG_HEAD).ext == "png"
+    assert detect_bytes("x.p\x00df", PDF_HEAD).ext == "pdf"
+    assert detect_bytes("evil.pdf\x00.exe", PNG_HEAD).ext == "png"
 
 
 @pytest.mark.parametrize("name", [*HOSTILE_NAMES, b"caf\xe9\x00.pdf", "..", "/", "\x00" * 300])

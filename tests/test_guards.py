@@ -16,7 +16,7 @@ import pytest
 
 from daemon.config import Settings
 from daemon.documents import guards
-from daemon.documents.formats import FORMATS, detect_path
+from daemon.documents.formats import FORMATS, detect_bytes
 from daemon.documents.guards import Limits, check_document, check_text_size
 from daemon.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
 from tests.bombs import LAUGHS, png
@@ -118,7 +118,7 @@ def test_the_corpus_is_present() -> None:
 @pytest.mark.parametrize(("doc", "fmt", "ext"), DOCS)
 def test_every_corpus_document_passes_the_guards_quickly(doc, fmt, ext) -> None:
     path = CORPUS / doc
-    fmt_found = detect_path(path.name, path, ext)
+    fmt_found = detect_bytes(path.name, path.read_bytes(), ext)
     started = time.perf_counter()
     check_document(path, fmt_found, LIMITS)
     assert time.perf_counter() - started < 1.0
@@ -401,7 +401,7 @@ def test_a_hanging_pdfinfo_is_cut_off_by_its_timeout(tmp_path, monkeypatch) -> N
 
 # --- formats without guards and the text size ----------------------------------------------
 def test_formats_without_a_container_pass_untouched(tmp_path) -> None:
-    path = write(tmp_path / "a.csv", b"\x00" * 100)  # content is detect()'s business
+    path = write(tmp_path / "a.csv", b"\x00" * 100)  # content is detect_bytes()'s business
     for ext in ("csv", "txt", "eml", "msg", "doc", "rtf", "ps"):
         check_document(path, FORMATS[ext], LIMITS)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from daemon.errors import DocumentError, EncryptedDocument, UnsupportedFormat
 
-HEAD_SIZE = 8192  # how much of a document detect() expects to see
+HEAD_SIZE = 8192  # how much of a document the magic-byte checks look at
 
 
 @dataclass(frozen=True)
@@ -165,25 +165,14 @@ def safe_display_name(name: str | bytes | None) -> str:
 
 
 # --- detection ------------------------------------------------------------------------
-def detect(filename: str | None, head: bytes, declared_ext: str | None = None) -> Format:
-    """The format of a document from its first bytes and its name (or `declared_ext`).
-
-    Raises UnsupportedFormat when the content is unknown or contradicts the extension.
-    """
-    return _decide(filename, head, declared_ext, None)
-
-
-def detect_path(filename: str | None, path: Path | str, declared_ext: str | None = None
-                ) -> Format:
-    """Like detect() but may open the file to look inside ZIP and OLE2 containers."""
-    with open(path, "rb") as f:
-        head = f.read(HEAD_SIZE)
-    return _decide(filename, head, declared_ext, Path(path))
-
-
 def detect_bytes(filename: str | None, data: bytes | bytearray, declared_ext: str | None = None
                  ) -> Format:
-    """Like detect_path() for an upload held in memory (the api's case)."""
+    """The format of a document from its bytes and its name (or `declared_ext`).
+
+    The first HEAD_SIZE bytes decide; ZIP and OLE2 containers are opened when their head
+    does not tell. Raises UnsupportedFormat when the content is unknown or contradicts
+    the extension, EncryptedDocument for a password-protected Office file.
+    """
     # bytes(): the head is hashed (dict look-ups); a bytearray slice could not be.
     return _decide(filename, bytes(data[:HEAD_SIZE]), declared_ext, data)
 
