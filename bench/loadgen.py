@@ -10,7 +10,6 @@ measurement does not disturb what it measures.
 from __future__ import annotations
 
 import http.client
-import secrets
 import threading
 import time
 from collections import Counter
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from devtools.multipart import multipart_body
 from devtools.stack import Stack
 
 MIB = 1024 * 1024
@@ -51,15 +51,6 @@ class UploadRss:
                 f"{self.baseline_rss / MIB:.0f} MiB, {self.samples} samples over "
                 f"{self.seconds:.1f} s; target below {self.target_bytes / MIB:.0f} MiB); "
                 f"statuses {dict(sorted(self.statuses.items()))}")
-
-
-def multipart_body(filename: str, data: bytes) -> tuple[bytes, str]:
-    """A one-file multipart/form-data body and its Content-Type."""
-    boundary = secrets.token_hex(16)
-    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-            f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n')
-    return (head.encode() + data + f"\r\n--{boundary}--\r\n".encode(),
-            f"multipart/form-data; boundary={boundary}")
 
 
 def upload_once(stack: Stack, body: bytes, content_type: str, timeout: float = 300.0,

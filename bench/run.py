@@ -45,6 +45,7 @@ from bench.loadgen import MIB, measure_upload_rss
 from daemon.config import ROOT
 from daemon.pool.child import tree_rss_mb
 from daemon.store import DEPTH, heartbeat_key, job_key
+from devtools.multipart import multipart_body
 from devtools.stack import Stack, free_port, wait_for
 
 CORPUS = Path(os.environ.get("TEXTRACTD_CORPUS") or ROOT.parent / "shared" / "corpus")
@@ -88,7 +89,7 @@ class Doc:
     query: dict = field(default_factory=dict)  # for the upload
 
     def body(self) -> tuple[bytes, str]:
-        return multipart(self.path.name, self.path.read_bytes())
+        return multipart_body(self.path.name, self.path.read_bytes())
 
 
 def corpus_docs(light_only: bool = False) -> list[Doc]:
@@ -107,14 +108,6 @@ def corpus_docs(light_only: bool = False) -> list[Doc]:
             kwargs["method"] = query["method"] = METHODS[row["document"]]
         docs.append(Doc(row["document"], CORPUS / row["document"], row["format"], kwargs, query))
     return docs
-
-
-def multipart(filename: str, data: bytes) -> tuple[bytes, str]:
-    boundary = "textractd-bench-7d1e4c"
-    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-            f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n')
-    return (head.encode() + data + f"\r\n--{boundary}--\r\n".encode(),
-            f"multipart/form-data; boundary={boundary}")
 
 
 def tiny_text(size: int) -> bytes:
@@ -364,7 +357,7 @@ def phase_tiny(work: Workload, ceiling: Ceiling, service: HttpArm,
     data = tiny_text(work.tiny_bytes)
     path = spool / "tiny.txt"
     path.write_bytes(data)
-    body = (*multipart("tiny.txt", data), {"wait": 60})
+    body = (*multipart_body("tiny.txt", data), {"wait": 60})
     slices = 4
     per_slice = work.tiny_jobs // slices
     c_slices, s_slices = interleaved(
@@ -385,7 +378,7 @@ def phase_tiny(work: Workload, ceiling: Ceiling, service: HttpArm,
 
 
 def phase_latency(stack: Stack, work: Workload) -> dict:
-    body = multipart("tiny.txt", tiny_text(work.tiny_bytes))
+    body = multipart_body("tiny.txt", tiny_text(work.tiny_bytes))
     load(stack, [(*body, {"wait": 10})] * 10, 1)  # warm the connection and the children
     result = load(stack, [(*body, {"wait": 10})] * work.latency_jobs, 1)
     return {"jobs": work.latency_jobs, "p50_ms": result["p50_ms"],

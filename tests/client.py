@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import http.client
 import json
-import secrets
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
+from devtools.multipart import multipart_body
 from devtools.stack import Stack
 
 
@@ -25,14 +25,6 @@ class Reply:
     @property
     def text(self) -> str:
         return self.body.decode("utf-8")
-
-
-def multipart(filename: str, data: bytes, field_name: str = "file") -> tuple[bytes, str]:
-    boundary = secrets.token_hex(16)
-    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="{field_name}"; '
-            f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n')
-    body = head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
 
 
 class Client:
@@ -62,7 +54,7 @@ class Client:
 
     def upload(self, filename: str, data: bytes, *, path: str = "/v1/jobs",
                headers: dict[str, str] | None = None, **query: object) -> Reply:
-        body, content_type = multipart(filename, data)
+        body, content_type = multipart_body(filename, data)
         return self.request("POST", path, body=body, query=query or None,
                             headers={"Content-Type": content_type, **(headers or {})})
 

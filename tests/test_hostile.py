@@ -40,9 +40,10 @@ import pytest
 from daemon.documents.formats import FORMATS
 from daemon.errors import ERROR_CODES
 from daemon.store import STREAM, breaker_key, heartbeat_key
+from devtools.multipart import multipart_body
 from devtools.stack import BIN, Stack, wait_for
 from tests.bombs import LAUGHS, png
-from tests.client import Client, Reply, multipart
+from tests.client import Client, Reply
 from tests.conftest import CORPUS, corpus_documents, squash
 
 try:  # a test dependency (setup.cfg [test] extras); the fuzz test is skipped without it
@@ -288,7 +289,7 @@ def test_a_multipart_body_that_never_shows_its_boundary_is_a_bad_request(
 
 
 def test_a_file_under_another_field_name_is_a_bad_request(hostile: Hostile) -> None:
-    body, content_type = multipart("fox.txt", b"fox", field_name="document")
+    body, content_type = multipart_body("fox.txt", b"fox", field_name="document")
     reply = hostile.client.request("POST", "/v1/jobs", body=body,
                                    headers={"Content-Type": content_type})
     assert "'file'" in error_of(reply, 400, "bad_request")["message"]
@@ -628,13 +629,6 @@ def test_a_truncated_outlook_message_fails_as_corrupt_without_moving_a_breaker(
 
 
 # === 5. names ==========================================================================
-def multipart_raw_name(name: bytes, data: bytes) -> tuple[bytes, str]:
-    """A part whose filename bytes go on the wire exactly as given."""
-    body = (b'--B\r\nContent-Disposition: form-data; name="file"; filename="' + name
-            + b'"\r\n\r\n' + data + b"\r\n--B--\r\n")
-    return body, "multipart/form-data; boundary=B"
-
-
 def check_stored_name(reply: Reply, expected: str | None = None) -> dict:
     """The job stored the name as data: no directory, no control, nothing in a header."""
     job = finished(reply)
@@ -698,7 +692,7 @@ def test_an_rfc5987_filename_with_traversal_and_crlf_is_stored_as_safe_data(
 
 def test_non_utf8_bytes_in_the_multipart_filename_are_stored_as_safe_data(
         hostile: Hostile) -> None:
-    body, content_type = multipart_raw_name(b"\xff\xfe\xc3(caf\xe9.pdf", PDF.read_bytes())
+    body, content_type = multipart_body(b"\xff\xfe\xc3(caf\xe9.pdf", PDF.read_bytes())
     reply = hostile.client.request("POST", "/v1/jobs", body=body, query={"wait": 30},
                                    headers={"Content-Type": content_type})
     assert check_stored_name(reply)["filename"].endswith(".pdf")
@@ -708,7 +702,7 @@ def test_non_utf8_bytes_in_the_multipart_filename_are_stored_as_safe_data(
                                   b"del\x7f.pdf"], ids=repr)
 def test_a_control_character_in_the_multipart_filename_is_a_bad_request(hostile: Hostile,
                                                                         name: bytes) -> None:
-    body, content_type = multipart_raw_name(name, PDF.read_bytes())
+    body, content_type = multipart_body(name, PDF.read_bytes())
     reply = hostile.client.request("POST", "/v1/jobs", body=body,
                                    headers={"Content-Type": content_type})
     error_of(reply, 400, "bad_request")
@@ -847,7 +841,7 @@ if given is not None:
         client = Recording(stack, key={"right": "default", "none": None,
                                        "wrong": "not-" + stack.api_key}[key], timeout=60)
         if route in ("extract", "multipart"):
-            form, content_type = multipart(name, body)
+            form, content_type = multipart_body(name, body)
             path, query = (("/v1/extract", {**query, "wait": "0.5"}) if route == "extract"
                            else ("/v1/jobs", query))
             reply = client.request("POST", path, body=form, query=query or None,

@@ -1,0 +1,16 @@
+"""A one-file multipart/form-data body, as curl -F sends it: for tests, bench and tools."""
+
+from __future__ import annotations
+
+import secrets
+
+
+def multipart_body(filename: str | bytes, data: bytes, field_name: str = "file"
+                   ) -> tuple[bytes, str]:
+    """The body and its Content-Type; a bytes `filename` goes on the wire exactly as given."""
+    boundary = secrets.token_hex(16)
+    name = filename if isinstance(filename, bytes) else filename.encode()
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="{field_name}"; '
+            'filename="').encode() + name + b'"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    return (head + data + f"\r\n--{boundary}--\r\n".encode(),
+            f"multipart/form-data; boundary={boundary}")
