@@ -21,6 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from devtools.stack import free_port
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,12 +44,6 @@ def copy_working_tree(dest: Path) -> None:
         if source.is_file():  # a tracked file deleted in the working tree is skipped
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)  # keeps the executable bits
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def gone(pid: int) -> bool:
