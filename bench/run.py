@@ -17,10 +17,8 @@ compare; `--quick` is a small one for the smoke test. JSON goes to var/bench/.
 from __future__ import annotations
 
 import argparse
-import ast
 import asyncio
 import contextlib
-import csv
 import hashlib
 import multiprocessing
 import os
@@ -45,12 +43,11 @@ from bench.loadgen import MIB, measure_upload_rss
 from daemon.config import ROOT
 from daemon.pool.child import tree_rss_mb
 from daemon.store import DEPTH, heartbeat_key, job_key
+from devtools.corpus import CORPUS, corpus_documents
 from devtools.multipart import multipart_body
 from devtools.stack import Stack, free_port, wait_for
 
-CORPUS = Path(os.environ.get("TEXTRACTD_CORPUS") or ROOT.parent / "shared" / "corpus")
 OUT_DIR = ROOT / "var" / "bench"
-AUDIO = {"mp3", "ogg", "wav"}
 # Scanned: asked for with OCR in both arms, as tests/test_corpus.py does.
 METHODS = {"textract-tests/pdf/ocr_text.pdf": "tesseract"}
 # A few cheap formats (each through a different parser) for --quick and the leak phase.
@@ -93,20 +90,18 @@ class Doc:
 
 
 def corpus_docs(light_only: bool = False) -> list[Doc]:
-    """Every supported corpus document (as tests/conftest.py reads the manifest)."""
-    with open(CORPUS / "MANIFEST.tsv", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
+    """Every supported corpus document, with the method the scanned ones are asked for."""
     docs = []
-    for row in rows:
-        if row["format"] in AUDIO or (light_only and row["format"] not in LIGHT):
+    for doc in corpus_documents(CORPUS):
+        if light_only and doc.format not in LIGHT:
             continue
-        kwargs = {} if row["textract_kwargs"] == "-" else ast.literal_eval(row["textract_kwargs"])
+        kwargs = dict(doc.kwargs)
         query = {"extension": kwargs["extension"]} if "extension" in kwargs else {}
-        if row["document"] in METHODS:
+        if doc.id in METHODS:
             if light_only:
                 continue
-            kwargs["method"] = query["method"] = METHODS[row["document"]]
-        docs.append(Doc(row["document"], CORPUS / row["document"], row["format"], kwargs, query))
+            kwargs["method"] = query["method"] = METHODS[doc.id]
+        docs.append(Doc(doc.id, doc.path, doc.format, kwargs, query))
     return docs
 
 

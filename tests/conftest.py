@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import ast
-import csv
 import dataclasses
-import os
 import shutil
 import subprocess
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,45 +17,8 @@ import redis
 from daemon import lua
 from daemon.config import Settings
 from daemon.store import DEPTH, STREAM, JobStore, ensure_group, job_key, payload_key
+from devtools.corpus import CORPUS, CorpusDoc, corpus_documents  # noqa: F401 - tests import these here
 from devtools.stack import Stack, wait_for
-
-CORPUS = Path(os.environ.get("TEXTRACTD_CORPUS")
-              or Path(__file__).resolve().parents[2] / "shared" / "corpus")
-AUDIO = {"mp3", "ogg", "wav"}
-
-
-@dataclass(frozen=True)
-class CorpusDoc:
-    path: Path
-    format: str
-    kwargs: dict
-    expected: str  # "-", a path, or STANDARD:...
-
-    @property
-    def id(self) -> str:
-        return str(self.path.relative_to(CORPUS))
-
-    def expected_text(self) -> str | None:
-        if self.expected == "-":
-            return None
-        if self.expected.startswith("STANDARD:"):
-            sentence = self.expected.removeprefix("STANDARD:")
-            if sentence.startswith("standardized_text.txt"):
-                return (self.path.parent / "standardized_text.txt").read_text()
-            return sentence
-        return (CORPUS / self.expected).read_text()
-
-
-def corpus_documents() -> list[CorpusDoc]:
-    with open(CORPUS / "MANIFEST.tsv", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    docs = []
-    for row in rows:
-        if row["format"] in AUDIO:
-            continue
-        kwargs = {} if row["textract_kwargs"] == "-" else ast.literal_eval(row["textract_kwargs"])
-        docs.append(CorpusDoc(CORPUS / row["document"], row["format"], kwargs, row["expected"]))
-    return docs
 
 
 def manifest_params() -> list:
