@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
@@ -35,8 +36,6 @@ class Client:
 
     def request(self, method: str, path: str, *, body: bytes | None = None,
                 headers: dict[str, str] | None = None, query: dict | None = None) -> Reply:
-        import time
-
         conn = http.client.HTTPConnection("127.0.0.1", self.stack.port, timeout=self.timeout)
         all_headers = {"X-API-Key": self.key} if self.key else {}
         all_headers.update(headers or {})
