@@ -40,7 +40,7 @@ export PYTHONPATH=$repo${PYTHONPATH:+:$PYTHONPATH}
 output=$("$python" -c '
 import sys
 try:
-    from daemon.health.checks import main
+    from daemon.health.rendering import main
 except Exception as exc:
     print(f"UNKNOWN healthcheck: cannot load the checks with {sys.executable}: {exc}")
     sys.exit(3)

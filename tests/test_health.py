@@ -21,7 +21,7 @@ from pathlib import Path
 
 import redis
 
-from daemon.health.checks import FAMILIES
+from daemon.health.facts import FAMILIES
 from daemon.store import breaker_key
 from devtools.stack import Stack, free_port, wait_for
 from tests.fakes import PDF, pool_children, submit, wait_final

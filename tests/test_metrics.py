@@ -21,8 +21,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon import metrics
-from daemon.health import checks as health
-from daemon.store import RESTARTS_BY_MINUTE_TTL, job_key
+from daemon.store import RESTARTS_BY_MINUTE, RESTARTS_BY_MINUTE_TTL, job_key
 from devtools.stack import wait_for
 from tests.conftest import CORPUS, RedisServer
 from tests.fakes import request, wait_final
@@ -191,7 +190,7 @@ def test_a_crash_restart_counts_in_total_and_in_its_minute_and_makes_workers_war
     env = {**os.environ, "REDIS_URL": redis_server.url, "TEXTRACTD_HOME": str(tmp_path),
            "WORKER_PROCESSES": "1", "ROLE": "all"}
     result = json.loads(cli(env, "workers", "--json").stdout)["checks"]["workers"]
-    minute_keys = client.keys(f"{health.RESTARTS_BY_MINUTE}:*")
+    minute_keys = client.keys(f"{RESTARTS_BY_MINUTE}:*")
 
     assert result["figures"]["restarts"] == {"crashed": 1, "recycle-jobs": 1}
     assert result["figures"]["restarts_last_15m"] == {"crashed": 1, "recycle-jobs": 1}

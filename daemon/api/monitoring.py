@@ -24,15 +24,17 @@ from daemon.api import exposition
 from daemon.api.middleware import METRICS_HOOK, json_response
 from daemon.config import Settings
 from daemon.connection import REDIS_DOWN
-from daemon.health import checks as health
+from daemon.health.checks import CRITICAL, OK, UNKNOWN, WARNING, Check, worst
+from daemon.health.facts import Facts, failed_total, int_hash
+from daemon.health.rendering import problem_line
+from daemon.health.runner import COMPONENTS, run_checks_async
 from daemon.store import JOB_COUNTERS, AsyncJobStore
 
 log = structlog.get_logger()
 
 SAMPLE_EVERY = 5.0  # job counters, for "the last minute"
 WINDOW = 60.0
-HEALTH_STATUS = {health.OK: "pass", health.WARNING: "warn", health.UNKNOWN: "warn",
-                 health.CRITICAL: "fail"}
+HEALTH_STATUS = {OK: "pass", WARNING: "warn", UNKNOWN: "warn", CRITICAL: "fail"}
 COMPONENT_TYPES = {"redis": "datastore", "disk": "system", "memory": "system", "cpu": "system",
                    "tempfiles": "system", "supervisor": "system"}
 # /status judges only what Redis says: cheap enough to poll often.
@@ -85,14 +87,14 @@ class Monitor:
                 log.debug("metrics.flush_failed", error=str(exc))  # kept for the next try
 
     async def sample(self, app: web.Application) -> None:
-        jobs = health.int_hash(await self.client(app).hgetall(JOB_COUNTERS))
-        failed = health.failed_total(jobs)
+        jobs = int_hash(await self.client(app).hgetall(JOB_COUNTERS))
+        failed = failed_total(jobs)
         self.samples.append((time.monotonic(), jobs.get("done", 0), failed))
 
     def last_minute(self, jobs: dict[str, int]) -> dict:
         """Jobs ended since the sample nearest a minute ago (a shorter window after start)."""
         now = time.monotonic()
-        failed = health.failed_total(jobs)
+        failed = failed_total(jobs)
         base = None
         for sample in self.samples:
             if sample[0] <= now - WINDOW or base is None:
@@ -103,15 +105,15 @@ class Monitor:
                 "failed": max(0, failed - base[2]), "window_s": round(now - base[0], 1)}
 
     async def checks(self, app: web.Application, components: list[str]
-                     ) -> tuple[list[health.Check], health.Facts]:
-        return await health.run_checks_async(self.settings, self.client(app), components,
+                     ) -> tuple[list[Check], Facts]:
+        return await run_checks_async(self.settings, self.client(app), components,
                                              self.cpu)
 
     async def snapshot(self, app: web.Application) -> dict:
         client = self.client(app)
         with contextlib.suppress(*REDIS_DOWN):
             await self.requests.flush_async(client)  # this process's counts up to now
-        checks, facts = await self.checks(app, list(health.COMPONENTS))
+        checks, facts = await self.checks(app, list(COMPONENTS))
         counters = None
         if not facts.error:
             try:
@@ -131,8 +133,8 @@ MONITOR = web.AppKey("monitor", Monitor)
 async def health_detailed(request: web.Request) -> web.Response:
     """Every component in application/health+json; 503 when one fails."""
     monitor = request.app[MONITOR]
-    checks, _facts = await monitor.checks(request.app, list(health.COMPONENTS))
-    overall = HEALTH_STATUS[health.worst([c.status for c in checks])]
+    checks, _facts = await monitor.checks(request.app, list(COMPONENTS))
+    overall = HEALTH_STATUS[worst([c.status for c in checks])]
     now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     body = {
         "status": overall,
@@ -143,7 +145,7 @@ async def health_detailed(request: web.Request) -> web.Response:
                              "status": HEALTH_STATUS[c.status], "output": c.message,
                              "time": now, "figures": c.figures}] for c in checks},
     }
-    problems = [health.problem_line(c) for c in checks if c.status != health.OK]
+    problems = [problem_line(c) for c in checks if c.status != OK]
     if problems:
         body["output"] = "; ".join(problems)
     return json_response(body, status=503 if overall == "fail" else 200,
@@ -156,7 +158,7 @@ async def status(request: web.Request) -> web.Response:
     monitor = app[MONITOR]
     checks, facts = await monitor.checks(app, STATUS_COMPONENTS)
     by_name = {c.name: c for c in checks}
-    overall = HEALTH_STATUS[health.worst([c.status for c in checks])]
+    overall = HEALTH_STATUS[worst([c.status for c in checks])]
     body: dict = {"status": overall, "version": __version__,
                   "uptime_s": round(monitor.uptime(app), 3),
                   "redis": {"connected": not facts.error, "error": facts.error or None}}
@@ -172,9 +174,9 @@ async def status(request: web.Request) -> web.Response:
             "jobs": {"last_minute": monitor.last_minute(jobs),
                      "total": {"submitted": jobs.get("submitted", 0),
                                "done": jobs.get("done", 0),
-                               "failed": health.failed_total(jobs)}},
+                               "failed": failed_total(jobs)}},
         })
-    body["problems"] = [health.problem_line(c) for c in checks if c.status != health.OK]
+    body["problems"] = [problem_line(c) for c in checks if c.status != OK]
     return json_response(body, status=503 if overall == "fail" else 200)
 
 
