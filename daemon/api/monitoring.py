@@ -1,9 +1,9 @@
 """The api's monitoring routes: /health/detailed, /status, /metrics, and the request recorder.
 
 `setup_monitoring(app)` adds them to the app `daemon.api.app.create_app` builds. A background
-task flushes the request counts to Redis once a second, samples the CPU (psutil's
-non-blocking reading needs a previous call) and samples the job counters, so /status can
-say how many jobs ended in the last minute without any per-minute keys.
+task flushes the request counts to Redis once a second, samples the CPU times (the cpu
+check's one-minute window) and samples the job counters, so /status can say how many jobs
+ended in the last minute without any per-minute keys.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import psutil
 import structlog
 from aiohttp import web
 
@@ -26,6 +25,7 @@ from daemon.config import Settings
 from daemon.connection import REDIS_DOWN
 from daemon.health.checks import CRITICAL, OK, UNKNOWN, WARNING, Check, worst
 from daemon.health.facts import Facts, failed_total, int_hash
+from daemon.health.host import CpuWindow
 from daemon.health.rendering import problem_line
 from daemon.health.runner import COMPONENTS, run_checks_async
 from daemon.store import JOB_COUNTERS, AsyncJobStore
@@ -47,7 +47,7 @@ class Monitor:
     def __init__(self) -> None:
         self.started = time.time()
         self.requests = metrics.RequestMetrics()
-        self.cpu = psutil.cpu_percent(interval=None)  # primes the reading; 0.0 at first
+        self.cpu = CpuWindow()  # the host's CPU share over the last minute
         # (monotonic time, done, failed) every SAMPLE_EVERY seconds, a little over a window
         self.samples: deque[tuple[float, int, int]] = deque(
             maxlen=int(WINDOW / SAMPLE_EVERY) + 3)
@@ -81,7 +81,7 @@ class Monitor:
                     await self.sample(app)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), metrics.FLUSH_EVERY)
-                self.cpu = psutil.cpu_percent(interval=None)
+                self.cpu.sample()
                 await self.requests.flush_async(self.client(app))
             except REDIS_DOWN as exc:
                 log.debug("metrics.flush_failed", error=str(exc))  # kept for the next try
@@ -107,7 +107,7 @@ class Monitor:
     async def checks(self, app: web.Application, components: list[str]
                      ) -> tuple[list[Check], Facts]:
         return await run_checks_async(self.settings, self.client(app), components,
-                                             self.cpu)
+                                      self.cpu.reading())
 
     async def snapshot(self, app: web.Application) -> dict:
         client = self.client(app)

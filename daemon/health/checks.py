@@ -15,6 +15,7 @@ from daemon.health.facts import (
     Facts,
     id_ms,
     local_consumers,
+    oldest_waiting_age,
     stranded,
     workers_view,
 )
@@ -185,7 +186,7 @@ def check_queue(facts: Facts, settings: Settings) -> Check:
     now_ms = facts.now * 1000
     oldest_pending = (now_ms - id_ms(facts.oldest_pending_id)) / 1000 \
         if facts.oldest_pending_id else 0.0
-    oldest_waiting = (now_ms - facts.oldest_waiting_ms) / 1000 if facts.oldest_waiting_ms else 0.0
+    oldest_waiting = oldest_waiting_age(facts)
     lost = stranded(facts, settings)
     figures = {"depth": facts.depth, "max_depth": settings.max_queue_depth,
                "stream_length": facts.stream_length, "pending": facts.pending,

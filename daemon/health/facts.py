@@ -220,6 +220,13 @@ async def gather_async(client: redis.asyncio.Redis, settings: Settings) -> Facts
     return facts
 
 
+def oldest_waiting_age(facts: Facts) -> float:
+    """Seconds the oldest job no consumer has read yet has waited; 0 when none waits."""
+    if not facts.oldest_waiting_ms:
+        return 0.0
+    return max(0.0, facts.now - facts.oldest_waiting_ms / 1000)
+
+
 # --- workers as the facts show them -----------------------------------------------------
 @dataclass(frozen=True)
 class Worker:

@@ -1,6 +1,7 @@
 """The host-local checks: disk, memory, cpu, temp files, the api's port, supervisord.
 
-They read this host (psutil, the file system, HTTP, supervisord's socket), not Redis.
+They read this host (psutil, the file system, HTTP, supervisord's socket), not Redis; only
+the cpu check also weighs the queue's lag from the facts already read.
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ import time
 import urllib.error
 import urllib.request
 import xmlrpc.client
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
 from daemon.config import Settings
 from daemon.health.checks import CRITICAL, OK, WARNING, Check, Perf, pct_status, verdict, worst
+from daemon.health.facts import Facts, oldest_waiting_age
 
 
 def _existing(path: Path) -> Path:
@@ -60,14 +64,96 @@ def check_memory(settings: Settings) -> Check:
     return Check("memory", status, text, figures, perf)
 
 
-def check_cpu(settings: Settings, percent: float) -> Check:
+# --- cpu ------------------------------------------------------------------------------------
+# A busy CPU is what a pool extracting at full speed looks like, so saturation alone is
+# at most a WARNING. It becomes CRITICAL only while the queue lags too: the oldest job no
+# child has taken yet has waited QUEUE_LAG_S or more (that age grows by a second every
+# second the children stay behind), which is when more capacity is the answer.
+CPU_WINDOW_S = 60.0  # the sustained figure: the host's CPU share over the last minute
+QUEUE_LAG_S = 60.0  # the same horizon for the queue: behind for a whole window
+SATURATED_AND_LAGGING = "CPU saturated and queue lag growing: add workers or hosts"
+
+
+@dataclass(frozen=True)
+class CpuReading:
+    percent: float  # busy share of the host's cores, 0-100
+    measured: str  # how: "cpu_times" (a window of samples) or "load1_per_core"
+    window_s: float
+
+
+def _busy_and_total(fields: dict[str, float]) -> tuple[float, float]:
+    """(busy, total) CPU seconds since boot from psutil.cpu_times() as a dict."""
+    # Linux counts guest time inside user/nice already; iowait is a CPU with nothing to do.
+    total = sum(fields.values()) - fields.get("guest", 0.0) - fields.get("guest_nice", 0.0)
+    return total - fields["idle"] - fields.get("iowait", 0.0), total
+
+
+def load_reading() -> CpuReading:
+    """The kernel's 1-minute load average per core, for a one-shot command with no history.
+
+    Already a one-minute figure (no second of waiting in the check, no sample to keep),
+    and what check_load reads. It counts tasks waiting on the disk too and exceeds one per
+    core when work waits for a CPU; the percent is capped at 100.
+    """
+    cpus = os.cpu_count() or 1
+    return CpuReading(min(100.0, 100.0 * os.getloadavg()[0] / cpus), "load1_per_core", 60.0)
+
+
+class CpuWindow:
+    """The host's CPU share over the last CPU_WINDOW_S, from psutil.cpu_times() deltas.
+
+    A long-running process (the api's monitor) calls `sample()` about once a second; the
+    share is taken between the newest sample and the newest one at least a window old (a
+    shorter span just after start, the load average before the first second).
+    """
+
+    def __init__(self, window_s: float = CPU_WINDOW_S) -> None:
+        self.window_s = window_s
+        self.samples: deque[tuple[float, float, float]] = deque()
+        self.sample()
+
+    def sample(self) -> None:
+        now = time.monotonic()
+        self.samples.append((now, *_busy_and_total(psutil.cpu_times()._asdict())))
+        while len(self.samples) > 2 and self.samples[1][0] <= now - self.window_s:
+            self.samples.popleft()
+
+    def reading(self) -> CpuReading:
+        (start, busy0, total0), (end, busy1, total1) = self.samples[0], self.samples[-1]
+        if end - start < 1.0 or total1 <= total0:
+            return load_reading()
+        share = 100.0 * (busy1 - busy0) / (total1 - total0)
+        return CpuReading(min(100.0, max(0.0, share)), "cpu_times", round(end - start, 1))
+
+
+def check_cpu(settings: Settings, reading: CpuReading, facts: Facts | None) -> Check:
     load = os.getloadavg()
-    figures = {"percent": percent, "load_average": [round(x, 2) for x in load],
-               "cpus": os.cpu_count()}
-    perf = (Perf("cpu", percent, "%", f"{settings.cpu_warn:g}", f"{settings.cpu_crit:g}",
-                 "0", "100"), Perf("load1", round(load[0], 2), "", "", "", "0"))
-    status = pct_status(percent, settings.cpu_warn, settings.cpu_crit)
-    return Check("cpu", status, f"{percent:.0f}% busy, load {load[0]:.2f}", figures, perf)
+    waited = oldest_waiting_age(facts) if facts is not None and not facts.error else None
+    lagging = waited is not None and waited >= QUEUE_LAG_S
+    figures = {"percent": round(reading.percent, 1), "measured": reading.measured,
+               "window_s": reading.window_s, "load_average": [round(x, 2) for x in load],
+               "cpus": os.cpu_count(),
+               "oldest_waiting_age_s": round(waited, 1) if waited is not None else None,
+               "queue_lagging": lagging if waited is not None else None}
+    perf = (Perf("cpu", round(reading.percent, 1), "%", f"{settings.cpu_warn:g}",
+                 f"{settings.cpu_crit:g}", "0", "100"),
+            Perf("load1", round(load[0], 2), "", "", "", "0"))
+    if reading.measured == "cpu_times":
+        base = f"{reading.percent:.0f}% busy over {reading.window_s:.0f} s, load {load[0]:.2f}"
+    else:
+        base = f"load {load[0]:.2f} on {os.cpu_count()} cores over 1 min: {reading.percent:.0f}%"
+    if reading.percent < settings.cpu_warn:
+        return Check("cpu", OK, base, figures, perf)
+    if reading.percent < settings.cpu_crit:
+        return Check("cpu", WARNING, f"above CPU_WARN={settings.cpu_warn:g}% ({base})",
+                     figures, perf)
+    if lagging:
+        return Check("cpu", CRITICAL, f"{SATURATED_AND_LAGGING} ({base}; the oldest waiting "
+                                      f"job {waited:.0f} s)", figures, perf)
+    queue = ("the queue keeps up" if waited is not None
+             else "the queue's lag is unknown (Redis not read)")
+    return Check("cpu", WARNING, f"CPU saturated, but {queue}: busy, not failing ({base})",
+                 figures, perf)
 
 
 def temp_files(spool: Path) -> tuple[int, int]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import psutil
 import redis
 
 from daemon.config import Settings
@@ -25,17 +24,20 @@ from daemon.health.checks import (
 )
 from daemon.health.facts import Facts, gather, gather_async
 from daemon.health.host import (
+    CpuReading,
     check_api,
     check_cpu,
     check_disk,
     check_memory,
     check_supervisor,
     check_tempfiles,
+    load_reading,
 )
 
 COMPONENTS = ("redis", "workers", "api", "chores", "disk", "memory", "cpu", "tempfiles",
               "queue", "breaker", "supervisor")
-NEEDS_REDIS = frozenset({"redis", "workers", "chores", "queue", "breaker"})
+# cpu too: the queue's lag decides whether a saturated CPU is news (see host.check_cpu).
+NEEDS_REDIS = frozenset({"redis", "workers", "chores", "queue", "breaker", "cpu"})
 
 
 def _guarded(name: str, run: Callable[[], Check]) -> Check:
@@ -45,12 +47,13 @@ def _guarded(name: str, run: Callable[[], Check]) -> Check:
         return Check(name, UNKNOWN, f"the check itself failed: {type(exc).__name__}: {exc}")
 
 
-def _local(name: str, settings: Settings, cpu: float | None) -> Callable[[], Check] | None:
+def _local(name: str, settings: Settings, cpu: CpuReading | None, facts: Facts | None
+           ) -> Callable[[], Check] | None:
     return {
         "api": lambda: check_api(settings),
         "disk": lambda: check_disk(settings),
         "memory": lambda: check_memory(settings),
-        "cpu": lambda: check_cpu(settings, cpu if cpu is not None else 0.0),
+        "cpu": lambda: check_cpu(settings, cpu or load_reading(), facts),
         "tempfiles": lambda: check_tempfiles(settings),
         "supervisor": lambda: check_supervisor(settings),
     }.get(name)
@@ -84,21 +87,22 @@ def run_checks(settings: Settings, components: list[str] | None = None) -> list[
             facts = gather(client, settings)
         finally:
             client.close()
-    cpu = psutil.cpu_percent(interval=1.0) if "cpu" in components else None
-    local = {n: _guarded(n, _local(n, settings, cpu)) for n in components
+    # One shot, no history: the 1-minute load average is the sustained figure at hand.
+    cpu = load_reading() if "cpu" in components else None
+    local = {n: _guarded(n, _local(n, settings, cpu, facts)) for n in components
              if n not in REDIS_CHECKS}
     return judge(components, settings, facts, local)
 
 
 async def run_checks_async(settings: Settings, client: redis.asyncio.Redis,
-                           components: list[str], cpu: float,
+                           components: list[str], cpu: CpuReading,
                            api: Check | None = None) -> tuple[list[Check], Facts]:
     """The same checks inside the api: Redis through its client, the rest in a thread."""
     facts = await gather_async(client, settings)
     local_names = [n for n in components if n not in REDIS_CHECKS and n != "api"]
 
     def run_local() -> dict[str, Check]:
-        return {n: _guarded(n, _local(n, settings, cpu)) for n in local_names}
+        return {n: _guarded(n, _local(n, settings, cpu, facts)) for n in local_names}
 
     local = await asyncio.to_thread(run_local)
     if "api" in components:
