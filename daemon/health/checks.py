@@ -136,7 +136,8 @@ def check_workers(facts: Facts, settings: Settings) -> Check:
     bad_restarts = {r: n for r, n in recent.items() if r in ABNORMAL_RESTARTS and n}
     figures = {"expected": expected, "live": live, "cluster_live": len(everyone),
                "busy": busy, "idle": len(everyone) - busy,
-               "overdue": [{"consumer": w.name, "running_s": round(w.job_s, 1)} for w in overdue],
+               "overdue": [{"consumer": w.name, "running_s": round(w.job_s or 0.0, 1)}
+                           for w in overdue],
                "restarts": facts.restarts,
                f"restarts_last_{RESTART_WINDOW_MIN}m": recent}
     perf = (Perf("workers_live", live, "", f"{expected}:", "1:", "0", str(expected)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import redis
@@ -92,7 +93,11 @@ def failed_total(jobs: dict[str, int]) -> int:
     return sum(v for k, v in jobs.items() if k.startswith("failed:"))
 
 
-def _queue_first(pipe: redis.client.Pipeline, now: float) -> None:
+# The blocking and the asyncio pipeline queue commands alike; only execute() differs.
+Pipeline = redis.client.Pipeline | redis.asyncio.client.Pipeline
+
+
+def _queue_first(pipe: Pipeline, now: float) -> None:
     pipe.info()
     pipe.hgetall(CHORES)
     pipe.hgetall(RESTARTS)
@@ -112,7 +117,7 @@ def _queue_first(pipe: redis.client.Pipeline, now: float) -> None:
         pipe.hgetall(restarts_minute_key(minute))
 
 
-def _ok(value: object, default: object) -> object:
+def _ok(value: Any, default: Any) -> Any:  # Any: redis-py's replies are untyped
     """A pipeline reply, or `default` when that one command failed (e.g. no stream yet)."""
     return default if isinstance(value, Exception) else value
 
@@ -157,7 +162,7 @@ def local_consumers(settings: Settings) -> list[str]:
     return [f"{settings.consumer_prefix}-{n}" for n in range(max(1, settings.worker_processes))]
 
 
-def _queue_second(pipe: redis.client.Pipeline, facts: Facts, names: list[str]) -> None:
+def _queue_second(pipe: Pipeline, facts: Facts, names: list[str]) -> None:
     pipe.mget([heartbeat_key(n) for n in names])
     pipe.xrange(STREAM, min=f"({facts.last_delivered or '0-0'}", count=1)
 

@@ -14,6 +14,7 @@ import xmlrpc.client
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import psutil
 
@@ -218,13 +219,15 @@ def check_supervisor(settings: Settings) -> Check:
     sock = settings.var_dir / "supervisor.sock"
     if not sock.exists():
         return Check("supervisor", OK, "no supervisord here (no var/supervisor.sock)")
-    from supervisor.xmlrpc import SupervisorTransport
+    from supervisor.xmlrpc import SupervisorTransport  # type: ignore[import-untyped]  # no stubs
 
     proxy = xmlrpc.client.ServerProxy(
         "http://127.0.0.1", transport=SupervisorTransport(None, None, f"unix://{sock}"))
     try:
-        programs = proxy.supervisor.getAllProcessInfo()
-        autostart = {c["name"]: c["autostart"] for c in proxy.supervisor.getAllConfigInfo()}
+        # XML-RPC answers are untyped; supervisord's are lists of structs.
+        programs = cast(list[dict[str, Any]], proxy.supervisor.getAllProcessInfo())
+        configs = cast(list[dict[str, Any]], proxy.supervisor.getAllConfigInfo())
+        autostart = {c["name"]: c["autostart"] for c in configs}
     except (OSError, xmlrpc.client.Error) as exc:
         return Check("supervisor", CRITICAL, f"supervisord does not answer on {sock}: {exc}")
     states = {p["name"]: p["statename"] for p in programs}

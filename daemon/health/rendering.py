@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 import orjson
 
@@ -41,7 +42,7 @@ def problem_line(check: Check) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse would exit 2, which means CRITICAL
+    def error(self, message: str) -> NoReturn:  # argparse would exit 2, which means CRITICAL
         raise ValueError(message)
 
 

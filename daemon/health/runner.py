@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 
 import redis
 
@@ -48,7 +49,7 @@ def _guarded(name: str, run: Callable[[], Check]) -> Check:
 
 
 def _local(name: str, settings: Settings, cpu: CpuReading | None, facts: Facts | None
-           ) -> Callable[[], Check] | None:
+           ) -> Callable[[], Check]:
     return {
         "api": lambda: check_api(settings),
         "disk": lambda: check_disk(settings),
@@ -56,7 +57,7 @@ def _local(name: str, settings: Settings, cpu: CpuReading | None, facts: Facts |
         "cpu": lambda: check_cpu(settings, cpu or load_reading(), facts),
         "tempfiles": lambda: check_tempfiles(settings),
         "supervisor": lambda: check_supervisor(settings),
-    }.get(name)
+    }[name]
 
 
 REDIS_CHECKS: dict[str, Callable[[Facts, Settings], Check]] = {
@@ -65,13 +66,19 @@ REDIS_CHECKS: dict[str, Callable[[Facts, Settings], Check]] = {
 }
 
 
+def _judge_facts(name: str, facts: Facts | None, settings: Settings) -> Check:
+    if facts is None:  # a caller's bug: run_checks reads them whenever one of these is asked
+        raise ValueError(f"the {name} check needs the facts from Redis")
+    return REDIS_CHECKS[name](facts, settings)
+
+
 def judge(components: list[str], settings: Settings, facts: Facts | None,
           local: dict[str, Check]) -> list[Check]:
     """The checks in `components` order, from facts already read."""
     out = []
     for name in components:
         if name in REDIS_CHECKS:
-            out.append(_guarded(name, lambda n=name: REDIS_CHECKS[n](facts, settings)))
+            out.append(_guarded(name, partial(_judge_facts, name, facts, settings)))
         else:
             out.append(local[name])
     return out
