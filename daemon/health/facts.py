@@ -35,10 +35,11 @@ FAMILIES = tuple(sorted({f.family for f in FORMATS.values()}))
 PENDING_SAMPLE = 200  # oldest pending entries looked at one by one
 DEADLINE_GRACE = 10.0  # the master kills at JOB_TIMEOUT; past this much more it did not
 RESTART_WINDOW_MIN = 15
-# Restarts per minute (reason -> count), so "recent" needs no state in the checker.
 
 
 def recent_minutes(now: float, count: int) -> list[int]:
+    """The epoch minutes of the last `count`: restarts are counted per minute (reason ->
+    count), so "recent" needs no state in the checker."""
     current = int(now // 60)
     return list(range(current - count + 1, current + 1))
 
