@@ -106,8 +106,9 @@ class Settings:
     max_pdf_pages: int = _setting(2_000, "pages in a PDF")
     max_text_bytes: int = _setting(64 * 1024 * 1024, "extracted text, bytes")
     # --- health thresholds -----------------------------------------------------------
-    cpu_warn: float = _setting(70.0, "CPU % for WARNING")
-    cpu_crit: float = _setting(90.0, "CPU % for CRITICAL")
+    cpu_warn: float = _setting(70.0, "host CPU % over the last minute for WARNING")
+    cpu_crit: float = _setting(90.0, "CPU % for CRITICAL while the queue lags (a job waits "
+                                     "60 s or more); a busy CPU alone is a WARNING")
     memory_warn: float = _setting(80.0, "memory % for WARNING")
     memory_crit: float = _setting(90.0, "memory % for CRITICAL")
     disk_warn: float = _setting(80.0, "disk % (var/, logs/) for WARNING")

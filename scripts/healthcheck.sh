@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
-# textractd's health checks for cron: silent when everything is OK, one line per problem
-# otherwise; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (monitoring-plugins).
-#
-#   scripts/healthcheck.sh                  every component
-#   scripts/healthcheck.sh redis workers    only these (see python -m daemon.health -h)
-#
-# Works from any directory and under cron's bare environment: it finds the repo from its
-# own path, runs the repo's .venv python (or $TEXTRACTD_PYTHON, or python3 on PATH), and
-# the checks read .env and the environment exactly as the service does.
-#   */5 * * * * /path/to/textractd/scripts/healthcheck.sh
+# textractd's health checks for cron; `scripts/healthcheck.sh --help` says how (usage below).
 set -uo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: scripts/healthcheck.sh [-h|--help] [COMPONENT ...]
+
+textractd's health checks for cron: silent when everything is OK, one line per problem
+otherwise; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (monitoring-plugins).
+
+  scripts/healthcheck.sh                  every component
+  scripts/healthcheck.sh redis workers    only these (python -m daemon.health -h lists them)
+
+Works from any directory and under cron's bare environment: it finds the repo from its
+own path, runs the repo's .venv python (or $TEXTRACTD_PYTHON, or python3 on PATH), and
+the checks read .env and the environment exactly as the service does.
+  */5 * * * * /path/to/textractd/scripts/healthcheck.sh
+EOF
+}
+
+for arg in "$@"; do
+    case $arg in
+        -h | --help) usage; exit 0 ;;  # before anything runs: asking for help changes nothing
+    esac
+done
 
 readonly UNKNOWN=3
 repo=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd) || {
@@ -40,7 +54,7 @@ export PYTHONPATH=$repo${PYTHONPATH:+:$PYTHONPATH}
 output=$("$python" -c '
 import sys
 try:
-    from daemon.health.checks import main
+    from daemon.health.rendering import main
 except Exception as exc:
     print(f"UNKNOWN healthcheck: cannot load the checks with {sys.executable}: {exc}")
     sys.exit(3)

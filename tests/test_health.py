@@ -17,11 +17,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import redis
 
-from daemon.health.checks import FAMILIES
+from daemon.health.facts import FAMILIES
+from daemon.health.host import QUEUE_LAG_S, SATURATED_AND_LAGGING
 from daemon.store import breaker_key
 from devtools.stack import Stack, free_port, wait_for
 from tests.fakes import PDF, pool_children, submit, wait_final
@@ -328,3 +331,98 @@ def test_a_child_killed_by_a_signal_makes_workers_warn_and_counts_as_a_restart(m
     assert workers["status"] == "warning"
     assert workers["message"].startswith("children died in the last 15 min: killed x1")
     assert workers["figures"]["restarts"] == {"killed": 1}
+
+
+# --- a busy CPU --------------------------------------------------------------------------
+SEED_CPU = {"CPU_WARN": "70", "CPU_CRIT": "90"}  # the shipped thresholds, whatever the box's
+# A real CPU hog: a busy loop per core. Niced, so the stack under test still gets its turn;
+# nice time is busy time to the kernel's counters and the load average all the same.
+HOG = "import os\nos.nice(19)\nwhile True:\n    pass\n"
+
+
+@pytest.fixture
+def cpu_hog() -> Iterator[list[subprocess.Popen]]:
+    hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(os.cpu_count() or 1)]
+    yield hogs
+    for hog in hogs:
+        hog.kill()
+    for hog in hogs:
+        hog.wait(10)
+
+
+def cpu_percent(output: str) -> float:
+    """The `cpu` perfdata item of the plugin output."""
+    item = next(p for p in parse(output)[2] if p.startswith("'cpu'="))
+    return float(item.split("=")[1].split("%")[0])
+
+
+def saturated_cli(env: dict[str, str], timeout: float, also=lambda _r: True
+                  ) -> subprocess.CompletedProcess:
+    """The CLI's answer once it reads the CPU at CPU_CRIT or more (and `also` holds)."""
+    def saturated() -> subprocess.CompletedProcess | None:
+        result = cli(env, "all")
+        return result if cpu_percent(result.stdout) >= 90 and also(result) else None
+    return wait_for(saturated, timeout, "the CLI to read the CPU saturated", interval=2.0)
+
+
+def saturated_detailed(api: MonitoredApi, timeout: float, also=lambda _c: True
+                       ) -> tuple[int, dict]:
+    """/health/detailed once its cpu check reads CPU_CRIT or more (and `also` holds)."""
+    def saturated() -> tuple[int, dict] | None:
+        status, body = api.json("/health/detailed")
+        cpu = body["checks"]["cpu"][0]
+        return (status, body) if cpu["figures"]["percent"] >= 90 and also(cpu) else None
+    return wait_for(saturated, timeout, "/health/detailed to read the CPU saturated",
+                    interval=1.0)
+
+
+def test_a_busy_cpu_alone_warns_but_never_fails_readiness_or_pages_critical(
+        make_stack, cpu_hog):
+    stack = make_stack(env={"WORKER_PROCESSES": "1", **SEED_CPU})
+    with monitored(stack, **SEED_CPU) as api:
+        # Old enough to judge a window of samples, not one.
+        wait_for(lambda: api.json("/status")[1]["uptime_s"] >= 11, 60, "11 s of api")
+        detailed_status, detailed = saturated_detailed(api, 120)
+    result = saturated_cli({**stack.env, **SEED_CPU}, 240)
+
+    cpu = detailed["checks"]["cpu"][0]
+    assert detailed_status == 200 and detailed["status"] == "warn", detailed
+    assert cpu["status"] == "warn"
+    assert cpu["output"].startswith("CPU saturated, but the queue keeps up: busy, not failing")
+    assert cpu["figures"]["measured"] == "cpu_times" and cpu["figures"]["window_s"] >= 10
+    assert cpu["figures"]["queue_lagging"] is False
+    state, _summary, _perf, problems = parse(result.stdout)
+    assert (result.returncode, state) == (1, "WARNING"), result.stdout
+    assert problems == [p for p in problems if p.startswith("WARNING ")]
+    assert any(p.startswith("WARNING cpu: CPU saturated, but the queue keeps up") for p in
+               problems), problems
+    print(f"\nhog alone: /health/detailed {detailed_status} at {cpu['figures']['percent']}% "
+          f"over {cpu['figures']['window_s']} s; CLI exit {result.returncode}: {problems}")
+
+
+def test_a_saturated_cpu_with_a_lagging_queue_is_critical_and_says_add_workers_or_hosts(
+        make_stack, cpu_hog):
+    # No workers program: the queued jobs wait, and their wait grows by a second a second.
+    stack = make_stack(env={"WORKER_PROCESSES": "1", **SEED_CPU}, workers=False)
+    submitted_at = time.monotonic()
+    for _ in range(3):
+        submit(stack, PDF)
+    env = {**stack.env, **SEED_CPU}
+    result = saturated_cli(env, QUEUE_LAG_S + 120,
+                           also=lambda r: "CRITICAL cpu:" in r.stdout)
+    lagging_after = time.monotonic() - submitted_at
+    with monitored(stack, **SEED_CPU) as api:
+        detailed_status, detailed = saturated_detailed(
+            api, 60, also=lambda cpu: cpu["status"] == "fail")
+
+    cpu_line = next(p for p in parse(result.stdout)[3] if p.startswith("CRITICAL cpu:"))
+    assert result.returncode == 2
+    assert cpu_line.startswith(f"CRITICAL cpu: {SATURATED_AND_LAGGING} (")
+    assert lagging_after >= QUEUE_LAG_S  # not before the queue had lagged a whole minute
+    cpu = detailed["checks"]["cpu"][0]
+    assert detailed_status == 503 and detailed["status"] == "fail"
+    assert cpu["output"].startswith(f"{SATURATED_AND_LAGGING} (")
+    assert cpu["figures"]["queue_lagging"] is True
+    assert cpu["figures"]["oldest_waiting_age_s"] >= QUEUE_LAG_S
+    print(f"\nhog + lagging queue: CLI critical {lagging_after:.0f} s after the submits: "
+          f"{cpu_line}")

@@ -124,3 +124,24 @@ def test_the_script_is_unknown_when_its_python_cannot_run_the_checks(stack, tmp_
     assert failing.returncode == 3
     assert failing.stdout == "UNKNOWN healthcheck: the checks exited with status 1 and no " \
                              "verdict\n"
+
+
+def test_help_prints_usage_and_exits_0_without_running_the_checks(tmp_path):
+    # A python that leaves a mark when run: asking for help must not start the checks.
+    marker = tmp_path / "python-ran"
+    python = tmp_path / "python-that-marks"
+    python.write_text(f"#!/bin/sh\ntouch {marker}\nexit 3\n")
+    python.chmod(0o755)
+    env = ["env", "-i", "HOME=/root", "PATH=/usr/bin:/bin", f"TEXTRACTD_HOME={tmp_path}",
+           f"TEXTRACTD_PYTHON={python}"]
+    answers = [subprocess.run([*env, str(SCRIPT), *args], cwd="/", capture_output=True,
+                              text=True, timeout=30)
+               for args in (["--help"], ["-h"], ["redis", "--help"])]
+
+    for answer in answers:
+        assert (answer.returncode, answer.stderr) == (0, "")
+        assert answer.stdout.startswith("usage: scripts/healthcheck.sh [-h|--help] "
+                                        "[COMPONENT ...]\n")
+        assert "exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN" in answer.stdout
+    assert not marker.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["python-that-marks"]

@@ -17,7 +17,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 
-from daemon.health import checks as health
+from daemon.health.checks import EXIT_CODES, Check
+from daemon.health.facts import Facts, decode_hash
 from daemon.metrics import EXTRACT_BUCKETS, REQUEST_BUCKETS
 from daemon.store import (
     EXTRACT_SECONDS,
@@ -54,7 +55,7 @@ def _histograms(fields: dict[str, str], buckets: tuple[float, ...]) -> dict[str,
 
 def parse_reads(replies: list) -> dict:
     requests, request_seconds, extract_seconds, volume = (
-        health.decode_hash(r) for r in replies)
+        decode_hash(r) for r in replies)
     by_route = []
     for name, count in sorted(requests.items()):
         method, _, rest = name.partition("|")
@@ -72,7 +73,7 @@ def parse_reads(replies: list) -> dict:
 
 
 # --- the snapshot ---------------------------------------------------------------------------
-def build_snapshot(checks: dict[str, health.Check], facts: health.Facts, counters: dict | None,
+def build_snapshot(checks: dict[str, Check], facts: Facts, counters: dict | None,
                    *, version: str, uptime_s: float) -> dict:
     """Everything /metrics shows, JSON-ready; the Prometheus text is rendered from it."""
     f = {name: c.figures for name, c in checks.items()}
@@ -154,7 +155,7 @@ class SnapshotCollector:
         yield _gauge(f"{p}_build_info", "The running version", labels=["version"],
                      rows=[([s["version"]], 1)])
         yield _gauge(f"{p}_health_status", "Each check: 0 ok, 1 warning, 2 critical, 3 unknown",
-                     labels=["component"], rows=[([c], health.EXIT_CODES[st])
+                     labels=["component"], rows=[([c], EXIT_CODES[st])
                                                  for c, st in s["health"].items()])
         yield _counter(f"{p}_http_requests", "HTTP requests by route, method and status",
                        ["route", "method", "status"],

@@ -1,9 +1,9 @@
 """The api's monitoring routes: /health/detailed, /status, /metrics, and the request recorder.
 
 `setup_monitoring` adds them to the app `daemon.api.app.create_app` builds. A background
-task flushes the request counts to Redis once a second, samples the CPU (psutil's
-non-blocking reading needs a previous call) and samples the job counters, so /status can
-say how many jobs ended in the last minute without any per-minute keys.
+task flushes the request counts to Redis once a second, samples the CPU times (the cpu
+check's one-minute window) and samples the job counters, so /status can say how many jobs
+ended in the last minute without any per-minute keys.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import psutil
 import structlog
 from aiohttp import web
 
@@ -25,15 +24,18 @@ from daemon.api.keys import METRICS_HOOK
 from daemon.api.middleware import json_response
 from daemon.config import Settings
 from daemon.connection import REDIS_DOWN
-from daemon.health import checks as health
+from daemon.health.checks import CRITICAL, OK, UNKNOWN, WARNING, Check, worst
+from daemon.health.facts import Facts, failed_total, int_hash
+from daemon.health.host import CpuWindow
+from daemon.health.rendering import problem_line
+from daemon.health.runner import COMPONENTS, run_checks_async
 from daemon.store import JOB_COUNTERS, AsyncJobStore
 
 log = structlog.get_logger()
 
 SAMPLE_EVERY = 5.0  # job counters, for "the last minute"
 WINDOW = 60.0
-HEALTH_STATUS = {health.OK: "pass", health.WARNING: "warn", health.UNKNOWN: "warn",
-                 health.CRITICAL: "fail"}
+HEALTH_STATUS = {OK: "pass", WARNING: "warn", UNKNOWN: "warn", CRITICAL: "fail"}
 COMPONENT_TYPES = {"redis": "datastore", "disk": "system", "memory": "system", "cpu": "system",
                    "tempfiles": "system", "supervisor": "system"}
 # /status judges only what Redis says: cheap enough to poll often.
@@ -48,7 +50,7 @@ class Monitor:
         self.store = store
         self.started = time.time()
         self.requests = metrics.RequestMetrics()
-        self.cpu = psutil.cpu_percent(interval=None)  # primes the reading; 0.0 at first
+        self.cpu = CpuWindow()  # the host's CPU share over the last minute
         # (monotonic time, done, failed) every SAMPLE_EVERY seconds, a little over a window
         self.samples: deque[tuple[float, int, int]] = deque(
             maxlen=int(WINDOW / SAMPLE_EVERY) + 3)
@@ -69,20 +71,20 @@ class Monitor:
                     await self.sample(app)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), metrics.FLUSH_EVERY)
-                self.cpu = psutil.cpu_percent(interval=None)
+                self.cpu.sample()
                 await self.requests.flush_async(self.client(app))
             except REDIS_DOWN as exc:
                 log.debug("metrics.flush_failed", error=str(exc))  # kept for the next try
 
     async def sample(self, app: web.Application) -> None:
-        jobs = health.int_hash(await self.client(app).hgetall(JOB_COUNTERS))
-        failed = health.failed_total(jobs)
+        jobs = int_hash(await self.client(app).hgetall(JOB_COUNTERS))
+        failed = failed_total(jobs)
         self.samples.append((time.monotonic(), jobs.get("done", 0), failed))
 
     def last_minute(self, jobs: dict[str, int]) -> dict:
         """Jobs ended since the sample nearest a minute ago (a shorter window after start)."""
         now = time.monotonic()
-        failed = health.failed_total(jobs)
+        failed = failed_total(jobs)
         base = None
         for sample in self.samples:
             if sample[0] <= now - WINDOW or base is None:
@@ -93,15 +95,15 @@ class Monitor:
                 "failed": max(0, failed - base[2]), "window_s": round(now - base[0], 1)}
 
     async def checks(self, app: web.Application, components: list[str]
-                     ) -> tuple[list[health.Check], health.Facts]:
-        return await health.run_checks_async(self.settings, self.client(app), components,
-                                             self.cpu)
+                     ) -> tuple[list[Check], Facts]:
+        return await run_checks_async(self.settings, self.client(app), components,
+                                      self.cpu.reading())
 
     async def snapshot(self, app: web.Application) -> dict:
         client = self.client(app)
         with contextlib.suppress(*REDIS_DOWN):
             await self.requests.flush_async(client)  # this process's counts up to now
-        checks, facts = await self.checks(app, list(health.COMPONENTS))
+        checks, facts = await self.checks(app, list(COMPONENTS))
         counters = None
         if not facts.error:
             try:
@@ -121,8 +123,8 @@ MONITOR = web.AppKey("monitor", Monitor)
 async def health_detailed(request: web.Request) -> web.Response:
     """Every component in application/health+json; 503 when one fails."""
     monitor = request.app[MONITOR]
-    checks, _facts = await monitor.checks(request.app, list(health.COMPONENTS))
-    overall = HEALTH_STATUS[health.worst([c.status for c in checks])]
+    checks, _facts = await monitor.checks(request.app, list(COMPONENTS))
+    overall = HEALTH_STATUS[worst([c.status for c in checks])]
     now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     body = {
         "status": overall,
@@ -133,7 +135,7 @@ async def health_detailed(request: web.Request) -> web.Response:
                              "status": HEALTH_STATUS[c.status], "output": c.message,
                              "time": now, "figures": c.figures}] for c in checks},
     }
-    problems = [health.problem_line(c) for c in checks if c.status != health.OK]
+    problems = [problem_line(c) for c in checks if c.status != OK]
     if problems:
         body["output"] = "; ".join(problems)
     return json_response(body, status=503 if overall == "fail" else 200,
@@ -146,7 +148,7 @@ async def status(request: web.Request) -> web.Response:
     monitor = app[MONITOR]
     checks, facts = await monitor.checks(app, STATUS_COMPONENTS)
     by_name = {c.name: c for c in checks}
-    overall = HEALTH_STATUS[health.worst([c.status for c in checks])]
+    overall = HEALTH_STATUS[worst([c.status for c in checks])]
     body: dict = {"status": overall, "version": __version__,
                   "uptime_s": round(monitor.uptime(app), 3),
                   "redis": {"connected": not facts.error, "error": facts.error or None}}
@@ -162,9 +164,9 @@ async def status(request: web.Request) -> web.Response:
             "jobs": {"last_minute": monitor.last_minute(jobs),
                      "total": {"submitted": jobs.get("submitted", 0),
                                "done": jobs.get("done", 0),
-                               "failed": health.failed_total(jobs)}},
+                               "failed": failed_total(jobs)}},
         })
-    body["problems"] = [health.problem_line(c) for c in checks if c.status != health.OK]
+    body["problems"] = [problem_line(c) for c in checks if c.status != OK]
     return json_response(body, status=503 if overall == "fail" else 200)
 
 

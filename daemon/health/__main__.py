@@ -1,5 +1,5 @@
 import sys
 
-from daemon.health.checks import main
+from daemon.health.rendering import main
 
 sys.exit(main())

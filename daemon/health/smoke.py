@@ -44,8 +44,8 @@ class Service:
         except (urllib.error.URLError, OSError) as exc:
             raise CheckFailed(f"cannot reach {self.url}: {exc}") from exc
 
-    def json(self, method: str, path: str, **kwargs: object) -> tuple[int, dict]:
-        status, _headers, body = self.call(method, path, **kwargs)
+    def json(self, method: str, path: str) -> tuple[int, dict]:
+        status, _headers, body = self.call(method, path)
         try:
             return status, json.loads(body)
         except ValueError as exc:
