@@ -217,30 +217,32 @@ ensure_env_file() {
     fi
 }
 
-# load_env [FILE]: export FILE's KEY=VALUE lines, parsed like daemon/config.read_env_file
-# (comments, `export `, one pair of quotes). The file is read, never sourced, so it runs no
-# code. A variable already in the environment wins, as it does in Settings.from_env.
+# load_env [FILE]: export FILE's settings, read by daemon/config.read_env_file (that is,
+# by python-dotenv: quotes, `# comments` after a blank, `export `, empty values), so the
+# scripts and the service can never read one .env two ways; a second parser in bash would
+# drift. The file is read, never sourced, so it runs no code. A variable already in the
+# environment wins, as it does in Settings.from_env. Needs the venv (ensure_venv) first.
 load_env() {
     # Odd local names: a .env key equal to a local's name would look "already set".
-    local _env_file=${1:-.env} _env_line _env_key _env_value
+    local _env_file=${1:-.env} _env_python=python3 _env_pair _env_key
     [[ -r $_env_file ]] || return 0
-    while IFS= read -r _env_line || [[ -n $_env_line ]]; do
-        _env_line=${_env_line#"${_env_line%%[![:space:]]*}"}
-        [[ -n $_env_line && $_env_line != \#* && $_env_line == *=* ]] || continue
-        _env_line=${_env_line#export }
-        _env_key=${_env_line%%=*}
-        _env_key=${_env_key//[[:space:]]/}
-        _env_value=${_env_line#*=}
-        _env_value=${_env_value#"${_env_value%%[![:space:]]*}"}
-        _env_value=${_env_value%"${_env_value##*[![:space:]]}"}
-        if ((${#_env_value} >= 2)) && [[ ${_env_value:0:1} == "${_env_value: -1}" &&
-            ${_env_value:0:1} == [\"\'] ]]; then
-            _env_value=${_env_value:1:${#_env_value}-2}
-        fi
+    [[ -x $TEXTRACTD_VENV/bin/python ]] && _env_python=$TEXTRACTD_VENV/bin/python
+    # KEY=VALUE pairs, NUL-terminated: a quoted value may hold newlines.
+    local -a _env_pairs
+    mapfile -d '' -t _env_pairs < <("$_env_python" -c '
+import sys
+from pathlib import Path
+from daemon.config import read_env_file
+for key, value in read_env_file(Path(sys.argv[1])).items():
+    sys.stdout.write(f"{key}={value}\0")
+' "$_env_file") || true
+    wait $! || die "could not read $_env_file (is the venv set up? scripts/run makes it)"
+    for _env_pair in "${_env_pairs[@]}"; do
+        _env_key=${_env_pair%%=*}
         [[ $_env_key =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || continue
         [[ -v $_env_key ]] && continue
-        export "$_env_key=$_env_value"
-    done <"$_env_file"
+        export "$_env_key=${_env_pair#*=}"
+    done
 }
 
 # export_supervisor_switches: the autostart switches supervisord.conf reads.
