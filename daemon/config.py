@@ -68,6 +68,9 @@ class Settings:
     extract_wait: float = _setting(60.0, "how long POST /v1/extract waits by default")
     # --- workers ---------------------------------------------------------------------
     role: str = _setting("all", "all | api | worker: which programs this host runs")
+    log_to_stdout: bool = _setting(False, "1: supervisord passes every program's JSON lines "
+                                          "to its own stdout instead of logs/*.log (the "
+                                          "container's default)")
     worker_processes: int = _setting(os.cpu_count() or 1, "children in the pool",
                                      shown="CPU count")
     worker_max_memory_mb: int = _setting(512, "soft limit: above it after a job, a child "

@@ -271,6 +271,25 @@ export_supervisor_switches() {
     log "supervisor: role=${role,,} redis=$redis api=$api workers=$workers"
 }
 
+# export_log_targets: where supervisord writes each program's output (supervisord.conf
+# reads TEXTRACTD_{REDIS,API,WORKERS}_LOG and TEXTRACTD_LOG_MAXBYTES). By default
+# logs/<program>.log, rotated at 20 MB; with LOG_TO_STDOUT=1 supervisord's own stdout, so
+# `docker logs` (or the terminal) shows every program's lines; each JSON line names its
+# program in its `process` field. maxbytes 0 there: supervisord cannot rotate a stream.
+export_log_targets() {
+    local name target maxbytes=20MB
+    if is_true "${LOG_TO_STDOUT:-}"; then
+        maxbytes=0
+        log "logs: every program to supervisord's stdout (LOG_TO_STDOUT)"
+    fi
+    for name in redis api workers; do
+        target=$PWD/logs/$name.log
+        [[ $maxbytes != 0 ]] || target=/dev/stdout
+        export "TEXTRACTD_${name^^}_LOG=$target"
+    done
+    export TEXTRACTD_LOG_MAXBYTES=$maxbytes
+}
+
 # prepare_dirs: var/ holds the redis socket, AOF and job payloads: owner only.
 prepare_dirs() {
     mkdir -p var/spool logs
