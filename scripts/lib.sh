@@ -38,6 +38,14 @@ timed() {
     log "$label: $((us / 1000000)).$(printf '%02d' $((us % 1000000 / 10000)))s"
 }
 
+# print_usage SYNOPSIS SCRIPT: "usage: SYNOPSIS", then SCRIPT's opening comment (from the
+# line after the shebang up to `set -euo pipefail`), which is where each script explains
+# itself; one text for readers of the file and for --help.
+print_usage() {
+    printf 'usage: %s\n\n' "$1"
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$2"
+}
+
 is_true() {
     case ${1,,} in
         1 | true | yes | on) return 0 ;;
