@@ -7,8 +7,10 @@
 
 TEXTRACTD_VENV=.venv
 # Records what `pip install` last put into the venv: a second run that finds the same
-# setup.cfg + pyproject.toml and the extras it asks for already installed skips pip.
+# setup.cfg + pyproject.toml + constraints and the extras it asks for installed skips pip.
 TEXTRACTD_STAMP=$TEXTRACTD_VENV/.textractd-install
+# The pinned versions every install takes (scripts/lock writes them from setup.cfg).
+TEXTRACTD_CONSTRAINTS=conf/constraints.txt
 
 # --- output ---------------------------------------------------------------------------
 
@@ -154,10 +156,12 @@ venv_works() {
             2>/dev/null
 }
 
-project_digest() { cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1; }
+project_digest() {
+    cat setup.cfg pyproject.toml "$TEXTRACTD_CONSTRAINTS" | sha256sum | cut -d' ' -f1
+}
 
-# stamp_covers EXTRAS: the last install used these very project files and included every
-# extra in EXTRAS (comma-separated), so pip has nothing to do. A superset counts: after
+# stamp_covers EXTRAS: the last install used these very project files and pins and included
+# every extra in EXTRAS (comma-separated), so pip has nothing to do. A superset counts: after
 # scripts/test installed `.[test]`, scripts/run's plain `.` is already there.
 stamp_covers() {
     local digest installed extra
@@ -172,7 +176,8 @@ stamp_covers() {
     done
 }
 
-# ensure_venv [EXTRAS]: .venv with the project installed editable (`pip install -e .[EXTRAS]`).
+# ensure_venv [EXTRAS]: .venv with the project installed editable (`pip install -e .[EXTRAS]`),
+# every dependency at the version conf/constraints.txt pins.
 ensure_venv() {
     local extras=${1:-} python spec=.
     if ! venv_works; then
@@ -192,7 +197,8 @@ ensure_venv() {
     [[ -z $extras ]] || spec=".[$extras]"
     log "venv: pip install -e '$spec' into $TEXTRACTD_VENV"
     rm -f "$TEXTRACTD_STAMP"
-    "$TEXTRACTD_VENV/bin/python" -m pip install --disable-pip-version-check -q -e "$spec"
+    "$TEXTRACTD_VENV/bin/python" -m pip install --disable-pip-version-check -q \
+        -c "$TEXTRACTD_CONSTRAINTS" -e "$spec"
     printf 'files=%s\nextras=%s\n' "$(project_digest)" "$extras" >"$TEXTRACTD_STAMP"
 }
 

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from packaging.utils import canonicalize_name
 
 from tests.conftest import CORPUS
+from tests.test_packaging import pins
 
 pytestmark = pytest.mark.slow
 
@@ -171,6 +173,17 @@ def test_scripts_run_d_sets_up_a_fresh_tree_serves_health_and_shuts_down_cleanly
     assert f"http://127.0.0.1:{stack.port}" in first.stdout
     assert "supervisorctl shutdown" in first.stdout
     assert stack.health() == 200
+
+    # Every package pip put into the fresh venv is at the version conf/constraints.txt pins.
+    frozen = subprocess.run([str(stack.home / ".venv" / "bin" / "python"), "-m", "pip", "freeze"],
+                            capture_output=True, text=True, timeout=60).stdout
+    # (The project itself is listed as a comment: "# editable install ... (textractd==...)".)
+    installed = {canonicalize_name(name): version for name, _, version in
+                 (line.partition("==") for line in frozen.splitlines()
+                  if not line.startswith(("#", "-e ")))
+                 if version}
+    assert {"aiohttp", "redis", "textract", "supervisor", "python-dotenv"} <= set(installed)
+    assert installed.items() <= pins().items(), "a package is not at its pinned version"
 
     env_file = stack.home / ".env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
