@@ -141,7 +141,8 @@ def test_every_shell_script_passes_shellcheck() -> None:
 
 
 def test_the_commands_people_and_docker_run_are_executable() -> None:
-    for name in ["scripts/run", "scripts/test", ".ci/run", "scripts/docker-entrypoint"]:
+    for name in ["scripts/run", "scripts/test", ".ci/run", "scripts/docker-entrypoint",
+                 "scripts/lock"]:
         assert os.access(ROOT / name, os.X_OK), f"{name} lost its executable bit"
 
 
