@@ -28,7 +28,8 @@ RUN groupadd --system --gid 10001 textractd \
 WORKDIR /app
 COPY . /app
 # The code stays root-owned and read-only to the service; only var/ and logs/ are its own.
-RUN pip install --no-cache-dir . \
+# -c: the versions conf/constraints.txt pins (scripts/lock), as scripts/run installs them.
+RUN pip install --no-cache-dir -c conf/constraints.txt . \
     && rm -rf /app/build /app/*.egg-info \
     && mkdir -p /app/var/spool /app/logs \
     && chown textractd:textractd /app/var /app/var/spool /app/logs \

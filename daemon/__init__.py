@@ -1,3 +1,3 @@
 """textractd: document uploads over HTTP in, their text out."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

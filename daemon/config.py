@@ -11,26 +11,24 @@ import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from dotenv import dotenv_values
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """Parse a dotenv file: KEY=VALUE lines, `#` comments, optional quotes."""
-    values: dict[str, str] = {}
+    """`path` read by python-dotenv itself, as Docker Compose and most tools read a `.env`.
+
+    So `KEY=60 # note` is 60, quotes (single or double) are removed and a `#` inside them
+    kept, `export ` is allowed and `KEY=` is empty. No `${VAR}` expansion (interpolate
+    off): a value is what the file says, and scripts/lib.sh's `load_env` (which calls
+    this) could not otherwise promise the same values. A key without `=` is dropped.
+    """
     try:
-        text = path.read_text()
-    except (FileNotFoundError, PermissionError):
-        return values
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip()] = value
-    return values
+        values = dotenv_values(path, interpolate=False)
+    except PermissionError:
+        return {}
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def _setting(default: object, help_text: str, shown: str | None = None) -> object:
@@ -70,6 +68,9 @@ class Settings:
     extract_wait: float = _setting(60.0, "how long POST /v1/extract waits by default")
     # --- workers ---------------------------------------------------------------------
     role: str = _setting("all", "all | api | worker: which programs this host runs")
+    log_to_stdout: bool = _setting(False, "1: supervisord passes every program's JSON lines "
+                                          "to its own stdout instead of logs/*.log (the "
+                                          "container's default)")
     worker_processes: int = _setting(os.cpu_count() or 1, "children in the pool",
                                      shown="CPU count")
     worker_max_memory_mb: int = _setting(512, "soft limit: above it after a job, a child "

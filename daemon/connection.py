@@ -7,6 +7,7 @@ for the master again on every reconnect.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qs, unquote
 
 import redis
@@ -20,10 +21,39 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
-from daemon.config import Settings
+from daemon.config import ConfigError, Settings
 
 # What a caller treats as "Redis is down": retried by redis-py first, then surfaced.
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+# The oldest server textractd runs on: the code uses 7.0 commands and options (EXPIRE ...
+# NX, XAUTOCLAIM dropping deleted entries). Older servers would fail job by job; refuse
+# at start instead.
+MIN_REDIS_VERSION = (7, 0)
+
+
+class RedisTooOld(ConfigError):
+    """Raised when the Redis server is older than MIN_REDIS_VERSION."""
+
+
+def _checked_version(info: dict) -> str:
+    version = str(info.get("redis_version", "unknown"))
+    numbers = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    if len(numbers) < 2 or numbers < MIN_REDIS_VERSION:
+        wanted = ".".join(map(str, MIN_REDIS_VERSION))
+        raise RedisTooOld(f"the Redis server is version {version}; textractd needs Redis "
+                          f">= {wanted} (it uses EXPIRE ... NX and XAUTOCLAIM): upgrade it")
+    return version
+
+
+def require_redis_version(client: redis.Redis) -> str:
+    """The server's version (INFO server); RedisTooOld when it is below 7.0."""
+    return _checked_version(client.info("server"))
+
+
+async def require_redis_version_async(client: aredis.Redis) -> str:
+    """The asyncio twin of `require_redis_version` (the api)."""
+    return _checked_version(await client.info("server"))
 
 
 # --- options -----------------------------------------------------------------------

@@ -57,7 +57,8 @@ def wait_for(check: Callable[[], object], timeout: float, what: str,
 
 class Stack:
     def __init__(self, root: Path | None = None, *, env: dict[str, str] | None = None,
-                 embedded_redis: bool = True, api: bool = True, workers: bool = True) -> None:
+                 embedded_redis: bool = True, api: bool = True, workers: bool = True,
+                 stdout: int = subprocess.DEVNULL) -> None:
         self.root = Path(root or tempfile.mkdtemp(prefix="txd-"))
         self.port = free_port()
         self.api_key = secrets.token_urlsafe(24)
@@ -73,6 +74,14 @@ class Stack:
             "OMP_THREAD_LIMIT": "1",
             **(env or {}),
         }
+        # Where supervisord.conf sends each program's output (scripts/lib.sh
+        # export_log_targets): logs/<program>.log, or supervisord's stdout (`stdout` here).
+        to_stdout = self.env.get("LOG_TO_STDOUT", "").lower() in {"1", "true", "yes", "on"}
+        for program in ("redis", "api", "workers"):
+            self.env.setdefault(f"TEXTRACTD_{program.upper()}_LOG", "/dev/stdout" if to_stdout
+                                else str(self.root / "logs" / f"{program}.log"))
+        self.env.setdefault("TEXTRACTD_LOG_MAXBYTES", "0" if to_stdout else "20MB")
+        self.stdout = stdout
         self.process: subprocess.Popen | None = None
 
     # --- life ------------------------------------------------------------------------
@@ -83,7 +92,7 @@ class Stack:
         shutil.copy(ROOT / "supervisord.conf", self.root / "supervisord.conf")
         self.process = subprocess.Popen(
             [str(BIN / "supervisord"), "-c", str(self.root / "supervisord.conf")],
-            env=self.env, cwd=self.root, stdout=subprocess.DEVNULL,
+            env=self.env, cwd=self.root, stdout=self.stdout,
             stderr=open(self.root / "logs" / "supervisord.err", "wb"),  # noqa: SIM115
             start_new_session=True)
         if self.env["TEXTRACTD_RUN_API"] == "true":

@@ -7,8 +7,10 @@
 
 TEXTRACTD_VENV=.venv
 # Records what `pip install` last put into the venv: a second run that finds the same
-# setup.cfg + pyproject.toml and the extras it asks for already installed skips pip.
+# setup.cfg + pyproject.toml + constraints and the extras it asks for installed skips pip.
 TEXTRACTD_STAMP=$TEXTRACTD_VENV/.textractd-install
+# The pinned versions every install takes (scripts/lock writes them from setup.cfg).
+TEXTRACTD_CONSTRAINTS=conf/constraints.txt
 
 # --- output ---------------------------------------------------------------------------
 
@@ -36,6 +38,14 @@ timed() {
     "$@"
     us=$(($(now_us) - start))
     log "$label: $((us / 1000000)).$(printf '%02d' $((us % 1000000 / 10000)))s"
+}
+
+# print_usage SYNOPSIS SCRIPT: "usage: SYNOPSIS", then SCRIPT's opening comment (from the
+# line after the shebang up to `set -euo pipefail`), which is where each script explains
+# itself; one text for readers of the file and for --help.
+print_usage() {
+    printf 'usage: %s\n\n' "$1"
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$2"
 }
 
 is_true() {
@@ -146,10 +156,12 @@ venv_works() {
             2>/dev/null
 }
 
-project_digest() { cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1; }
+project_digest() {
+    cat setup.cfg pyproject.toml "$TEXTRACTD_CONSTRAINTS" | sha256sum | cut -d' ' -f1
+}
 
-# stamp_covers EXTRAS: the last install used these very project files and included every
-# extra in EXTRAS (comma-separated), so pip has nothing to do. A superset counts: after
+# stamp_covers EXTRAS: the last install used these very project files and pins and included
+# every extra in EXTRAS (comma-separated), so pip has nothing to do. A superset counts: after
 # scripts/test installed `.[test]`, scripts/run's plain `.` is already there.
 stamp_covers() {
     local digest installed extra
@@ -164,7 +176,8 @@ stamp_covers() {
     done
 }
 
-# ensure_venv [EXTRAS]: .venv with the project installed editable (`pip install -e .[EXTRAS]`).
+# ensure_venv [EXTRAS]: .venv with the project installed editable (`pip install -e .[EXTRAS]`),
+# every dependency at the version conf/constraints.txt pins.
 ensure_venv() {
     local extras=${1:-} python spec=.
     if ! venv_works; then
@@ -184,7 +197,8 @@ ensure_venv() {
     [[ -z $extras ]] || spec=".[$extras]"
     log "venv: pip install -e '$spec' into $TEXTRACTD_VENV"
     rm -f "$TEXTRACTD_STAMP"
-    "$TEXTRACTD_VENV/bin/python" -m pip install --disable-pip-version-check -q -e "$spec"
+    "$TEXTRACTD_VENV/bin/python" -m pip install --disable-pip-version-check -q \
+        -c "$TEXTRACTD_CONSTRAINTS" -e "$spec"
     printf 'files=%s\nextras=%s\n' "$(project_digest)" "$extras" >"$TEXTRACTD_STAMP"
 }
 
@@ -217,30 +231,32 @@ ensure_env_file() {
     fi
 }
 
-# load_env [FILE]: export FILE's KEY=VALUE lines, parsed like daemon/config.read_env_file
-# (comments, `export `, one pair of quotes). The file is read, never sourced, so it runs no
-# code. A variable already in the environment wins, as it does in Settings.from_env.
+# load_env [FILE]: export FILE's settings, read by daemon/config.read_env_file (that is,
+# by python-dotenv: quotes, `# comments` after a blank, `export `, empty values), so the
+# scripts and the service can never read one .env two ways; a second parser in bash would
+# drift. The file is read, never sourced, so it runs no code. A variable already in the
+# environment wins, as it does in Settings.from_env. Needs the venv (ensure_venv) first.
 load_env() {
     # Odd local names: a .env key equal to a local's name would look "already set".
-    local _env_file=${1:-.env} _env_line _env_key _env_value
+    local _env_file=${1:-.env} _env_python=python3 _env_pair _env_key
     [[ -r $_env_file ]] || return 0
-    while IFS= read -r _env_line || [[ -n $_env_line ]]; do
-        _env_line=${_env_line#"${_env_line%%[![:space:]]*}"}
-        [[ -n $_env_line && $_env_line != \#* && $_env_line == *=* ]] || continue
-        _env_line=${_env_line#export }
-        _env_key=${_env_line%%=*}
-        _env_key=${_env_key//[[:space:]]/}
-        _env_value=${_env_line#*=}
-        _env_value=${_env_value#"${_env_value%%[![:space:]]*}"}
-        _env_value=${_env_value%"${_env_value##*[![:space:]]}"}
-        if ((${#_env_value} >= 2)) && [[ ${_env_value:0:1} == "${_env_value: -1}" &&
-            ${_env_value:0:1} == [\"\'] ]]; then
-            _env_value=${_env_value:1:${#_env_value}-2}
-        fi
+    [[ -x $TEXTRACTD_VENV/bin/python ]] && _env_python=$TEXTRACTD_VENV/bin/python
+    # KEY=VALUE pairs, NUL-terminated: a quoted value may hold newlines.
+    local -a _env_pairs
+    mapfile -d '' -t _env_pairs < <("$_env_python" -c '
+import sys
+from pathlib import Path
+from daemon.config import read_env_file
+for key, value in read_env_file(Path(sys.argv[1])).items():
+    sys.stdout.write(f"{key}={value}\0")
+' "$_env_file") || true
+    wait $! || die "could not read $_env_file (is the venv set up? scripts/run makes it)"
+    for _env_pair in "${_env_pairs[@]}"; do
+        _env_key=${_env_pair%%=*}
         [[ $_env_key =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || continue
         [[ -v $_env_key ]] && continue
-        export "$_env_key=$_env_value"
-    done <"$_env_file"
+        export "$_env_key=${_env_pair#*=}"
+    done
 }
 
 # export_supervisor_switches: the autostart switches supervisord.conf reads.
@@ -267,6 +283,25 @@ export_supervisor_switches() {
     fi
     export TEXTRACTD_EMBEDDED_REDIS=$redis TEXTRACTD_RUN_API=$api TEXTRACTD_RUN_WORKERS=$workers
     log "supervisor: role=${role,,} redis=$redis api=$api workers=$workers"
+}
+
+# export_log_targets: where supervisord writes each program's output (supervisord.conf
+# reads TEXTRACTD_{REDIS,API,WORKERS}_LOG and TEXTRACTD_LOG_MAXBYTES). By default
+# logs/<program>.log, rotated at 20 MB; with LOG_TO_STDOUT=1 supervisord's own stdout, so
+# `docker logs` (or the terminal) shows every program's lines; each JSON line names its
+# program in its `process` field. maxbytes 0 there: supervisord cannot rotate a stream.
+export_log_targets() {
+    local name target maxbytes=20MB
+    if is_true "${LOG_TO_STDOUT:-}"; then
+        maxbytes=0
+        log "logs: every program to supervisord's stdout (LOG_TO_STDOUT)"
+    fi
+    for name in redis api workers; do
+        target=$PWD/logs/$name.log
+        [[ $maxbytes != 0 ]] || target=/dev/stdout
+        export "TEXTRACTD_${name^^}_LOG=$target"
+    done
+    export TEXTRACTD_LOG_MAXBYTES=$maxbytes
 }
 
 # prepare_dirs: var/ holds the redis socket, AOF and job payloads: owner only.

@@ -6,6 +6,7 @@ pip, supervisord) is a small executable earlier on PATH that records how it was 
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import re
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "scripts" / "lib.sh"
@@ -138,7 +141,8 @@ def test_every_shell_script_passes_shellcheck() -> None:
 
 
 def test_the_commands_people_and_docker_run_are_executable() -> None:
-    for name in ["scripts/run", "scripts/test", ".ci/run", "scripts/docker-entrypoint"]:
+    for name in ["scripts/run", "scripts/test", ".ci/run", "scripts/docker-entrypoint",
+                 "scripts/lock"]:
         assert os.access(ROOT / name, os.X_OK), f"{name} lost its executable bit"
 
 
@@ -479,7 +483,8 @@ def test_a_user_who_is_not_root_is_told_what_to_install_and_set_up_goes_on(
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A project dir whose .venv/bin/python records pip calls instead of running pip."""
-    for name in ["setup.cfg", "pyproject.toml"]:
+    for name in ["setup.cfg", "pyproject.toml", "conf/constraints.txt"]:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
         shutil.copy(ROOT / name, tmp_path / name)
     bin_dir = tmp_path / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
@@ -498,10 +503,13 @@ def pip_calls(project: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
 
 
+PIP = "-m pip install --disable-pip-version-check -q -c conf/constraints.txt -e"
+
+
 def test_ensure_venv_runs_pip_once_and_skips_it_while_nothing_changed(project: Path) -> None:
     first = bash("ensure_venv test", cwd=project)
     assert first.returncode == 0, first.stderr
-    assert pip_calls(project) == ["-m pip install --disable-pip-version-check -q -e .[test]"]
+    assert pip_calls(project) == [f"{PIP} .[test]"]
 
     for extras in ["test", ""]:  # plain `.` is part of `.[test]`: scripts/run after tests
         again = bash(f"ensure_venv {extras}", cwd=project)
@@ -512,9 +520,57 @@ def test_ensure_venv_runs_pip_once_and_skips_it_while_nothing_changed(project: P
     with (project / "setup.cfg").open("a") as f:
         f.write("\n# a changed dependency list\n")
     bash("ensure_venv", cwd=project)
-    assert pip_calls(project)[1:] == ["-m pip install --disable-pip-version-check -q -e ."]
+    assert pip_calls(project)[1:] == [f"{PIP} ."]
     bash("ensure_venv test", cwd=project)
-    assert pip_calls(project)[2:] == ["-m pip install --disable-pip-version-check -q -e .[test]"]
+    assert pip_calls(project)[2:] == [f"{PIP} .[test]"]
+
+    # New pins (scripts/lock) are installed too, not skipped as "already there".
+    with (project / "conf" / "constraints.txt").open("a") as f:
+        f.write("\n# a new lock\n")
+    bash("ensure_venv test", cwd=project)
+    assert pip_calls(project)[3:] == [f"{PIP} .[test]"]
+
+
+# --- pinned versions ----------------------------------------------------------------------
+
+
+def pins(path: Path = ROOT / "conf" / "constraints.txt") -> dict[str, str]:
+    """A constraints file as {normalised name: version}; every line must be an exact pin."""
+    found = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"not an exact pin: {line!r}"
+            found[canonicalize_name(name)] = version.strip()
+    return found
+
+
+def pin_problems(pinned: dict[str, str]) -> list[str]:
+    """Each requirement of setup.cfg (runtime and test) that `pinned` lacks or contradicts."""
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    declared = [line for text in (cfg["options"]["install_requires"],
+                                  cfg["options.extras_require"]["test"])
+                for line in text.splitlines() if line.strip()]
+    assert len(declared) >= 10
+    problems = []
+    for line in declared:
+        requirement = Requirement(line)
+        version = pinned.get(canonicalize_name(requirement.name))
+        if version is None or not requirement.specifier.contains(version, prereleases=True):
+            problems.append(f"{line} (pinned: {version})")
+    return problems
+
+
+def test_every_declared_dependency_is_pinned_to_a_version_it_accepts() -> None:
+    assert pin_problems(pins()) == [], "run scripts/lock"
+
+
+def test_the_image_installs_the_pinned_versions_the_scripts_install() -> None:
+    runs = [args for word, args in dockerfile_instructions() if word == "RUN" and "pip " in args]
+    assert len(runs) == 1
+    assert re.search(r"pip install .*-c conf/constraints\.txt \.(\s|$)", runs[0]), runs[0]
+    assert ("COPY", ". /app") in dockerfile_instructions(), "the constraints reach the image"
 
 
 def test_scripts_run_will_not_start_a_second_supervisord(tmp_path: Path) -> None:

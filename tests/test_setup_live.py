@@ -20,6 +20,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from packaging.utils import canonicalize_name
+
+from tests.conftest import CORPUS
+from tests.test_packaging import pins
 
 from devtools.stack import free_port
 
@@ -27,6 +31,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 STATUS_LINE = re.compile(r"^(\S+)\s+(\S+)\s+pid (\d+),", re.M)
+PDF = CORPUS / "py-pdf-sample-files" / "001-trivial" / "minimal-document.pdf"
 # Settings a developer may have exported: the copy must run on its defaults.
 OURS = {"ROLE", "REDIS_URL", "API_KEY", "ALLOW_NO_AUTH", "PORT", "HOST", "VIRTUAL_ENV"}
 
@@ -70,10 +75,11 @@ class Stack:
         # One child keeps the pool light on a 2-core machine.
         self.env = {**env, "PORT": str(port), "WORKER_PROCESSES": "1"}
 
-    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, timeout: float = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(self.home / "scripts" / "run"), *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -101,6 +107,22 @@ class Stack:
                 return {name: pid for name, (_, pid) in states.items()}
             assert time.monotonic() < deadline, f"not all of {sorted(names)} RUNNING:\n{status}"
             time.sleep(0.2)
+
+    def statuses(self) -> dict[str, str]:
+        """One `supervisorctl status`, as it is now: each program's state."""
+        status = self.supervisorctl("status").stdout
+        return dict(line.split()[:2] for line in status.splitlines() if line.strip())
+
+    def try_the_printed_curl(self, output: str, env: dict[str, str], cwd: Path) -> str:
+        """Paste the start message's curl line into a shell, as a user would; its status."""
+        line = next(x for x in output.splitlines() if x.strip().startswith("try:"))
+        command = line.split("try:", 1)[1].strip()
+        assert command.startswith("curl ") and "file=@document.pdf" in command, command
+        command = command.replace("curl ", "curl -s -o /dev/null -w '%{http_code}' ", 1)
+        shutil.copy(PDF, cwd / "document.pdf")
+        result = subprocess.run(["bash", "-c", command], cwd=cwd, env=env,
+                                capture_output=True, text=True, timeout=120)
+        return result.stdout
 
     def health(self) -> int:
         url = f"http://127.0.0.1:{self.port}/health"
@@ -148,13 +170,31 @@ def test_scripts_run_d_sets_up_a_fresh_tree_serves_health_and_shuts_down_cleanly
     assert "supervisorctl shutdown" in first.stdout
     assert stack.health() == 200
 
+    # Every package pip put into the fresh venv is at the version conf/constraints.txt pins.
+    frozen = subprocess.run([str(stack.home / ".venv" / "bin" / "python"), "-m", "pip", "freeze"],
+                            capture_output=True, text=True, timeout=60).stdout
+    # (The project itself is listed as a comment: "# editable install ... (textractd==...)".)
+    installed = {canonicalize_name(name): version for name, _, version in
+                 (line.partition("==") for line in frozen.splitlines()
+                  if not line.startswith(("#", "-e ")))
+                 if version}
+    assert {"aiohttp", "redis", "textract", "supervisor", "python-dotenv"} <= set(installed)
+    assert installed.items() <= pins().items(), "a package is not at its pinned version"
+
     env_file = stack.home / ".env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     key = re.search(r"^API_KEY=(\S{32,})$", env_file.read_text(), re.M)
     assert key and key.group(1) not in first.stdout + first.stderr
 
-    # /health can answer while supervisord still counts the api's startsecs (STARTING).
-    programs = stack.wait_until_running({"redis", "api", "workers"})
+    # Returned only once supervisord calls every program RUNNING (/health answers earlier,
+    # while the api is still STARTING): one look, no waiting.
+    assert stack.statuses() == {"redis": "RUNNING", "api": "RUNNING", "workers": "RUNNING"}
+    programs = stack.wait_until_running({"redis", "api", "workers"}, deadline_s=0)  # pids
+    # The curl line of the start message works as printed, from any folder.
+    elsewhere = stack.home.parent / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    user_env = {k: v for k, v in stack.env.items() if k != "API_KEY"}
+    assert stack.try_the_printed_curl(first.stdout, user_env, elsewhere) == "200"
     supervisord = supervisord_pid(stack.home)
     assert supervisord is not None
 
@@ -195,3 +235,23 @@ def test_scripts_run_d_refuses_a_port_that_is_taken_and_leaves_nothing_running(
     assert result.returncode == 1
     assert f"already listens on http://127.0.0.1:{stack.port}" in result.stderr
     assert supervisord_pid(stack.home) is None
+
+
+def test_a_key_from_the_environment_gets_a_curl_line_that_uses_it(stack: Stack) -> None:
+    assert stack.shutdown_and_wait() == [], "no stack of another test may hold the port"
+    keys = "from-the-environment-0123456789abcdef,an-older-key-0123456789abcdef"
+    started = stack.run("-d", env={"API_KEY": keys})
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        assert "API_KEY of your environment" in started.stdout
+        assert keys.split(",")[0] not in started.stdout, "the key is never printed"
+        user_env = {**stack.env, "API_KEY": keys}
+        assert stack.try_the_printed_curl(started.stdout, user_env, stack.home) == "200"
+        # What the old message did, reading .env's key, is refused by this api.
+        env_key = re.search(r"^API_KEY=(\S+)$", (stack.home / ".env").read_text(), re.M)
+        assert env_key
+        curl = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+                f"X-API-Key: {env_key.group(1)}", f"http://127.0.0.1:{stack.port}/v1/formats"]
+        assert subprocess.run(curl, capture_output=True, text=True).stdout == "403"
+    finally:
+        assert stack.shutdown_and_wait() == []

@@ -29,7 +29,7 @@ from daemon.api.ratelimit import RateLimiter
 from daemon.api.uploads import MemoryBudget, read_upload, reservation
 from daemon.api.waiters import Waiters
 from daemon.config import Settings
-from daemon.connection import connect_async
+from daemon.connection import RedisTooOld, connect_async, require_redis_version_async
 from daemon.documents import formats
 from daemon.errors import EncryptedDocument, UnsupportedFormat
 from daemon.logs import configure_logging
@@ -229,7 +229,11 @@ class NoParserTracebacks(logging.Filter):
 # --- the app --------------------------------------------------------------------------
 async def _redis_context(app: web.Application) -> AsyncIterator[None]:
     try:
+        await require_redis_version_async(app[STORE].client)
         await ensure_group_async(app[STORE].client)
+    except RedisTooOld as exc:  # its commands would fail job by job: refuse to start
+        log.error("api.refused", reason=str(exc))
+        sys.exit(EXIT_CONFIG)
     except Exception as exc:
         log.warning("redis.unavailable", error=str(exc))
     await app[WAITERS].start()

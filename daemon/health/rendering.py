@@ -14,6 +14,7 @@ from typing import NoReturn
 
 import orjson
 
+from daemon import __version__
 from daemon.config import ConfigError, Settings
 from daemon.health.checks import EXIT_CODES, OK, SEVERITY, UNKNOWN, Check, worst
 from daemon.health.runner import COMPONENTS, run_checks
@@ -53,6 +54,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("components", nargs="*", metavar="COMPONENT",
                         help=f"{', '.join(COMPONENTS)} or all (default: all)")
     parser.add_argument("--json", action="store_true", help="print JSON instead")
+    parser.add_argument("--version", action="version", version=f"textractd {__version__}")
     parser.add_argument("--problems", action="store_true",
                         help="print only the problem lines, nothing when all is OK (cron)")
     args = parser.parse_args(argv)
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     text, code = render(checks)
     if args.json:
         status = worst([c.status for c in checks])
-        print(orjson.dumps({"status": status, "exit_code": code,
+        print(orjson.dumps({"status": status, "version": __version__, "exit_code": code,
                             "checks": {c.name: c.as_dict() for c in checks}},
                            option=orjson.OPT_INDENT_2).decode())
     elif args.problems:

@@ -21,7 +21,7 @@ import structlog
 import textract  # noqa: F401 - imported before the fork so children start warm
 
 from daemon.config import Settings
-from daemon.connection import REDIS_DOWN, connect
+from daemon.connection import REDIS_DOWN, RedisTooOld, connect, require_redis_version
 from daemon.logs import configure_logging
 from daemon.pool import chores
 from daemon.pool.child import child_main, log_breaker_move
@@ -126,8 +126,12 @@ class Pool:
         delay = 0.2
         while not self.signals:
             try:
+                require_redis_version(self.store.client)
                 ensure_group(self.store.client)
                 return
+            except RedisTooOld as exc:  # its commands would fail job by job: refuse to start
+                log.error("pool.refused", reason=str(exc))
+                sys.exit(EXIT_BOOT_FAILED)
             except REDIS_DOWN as exc:
                 log.warning("redis.unavailable", error=str(exc), retry_in=delay)
                 time.sleep(delay)
