@@ -22,10 +22,9 @@ import psutil
 import pytest
 from packaging.utils import canonicalize_name
 
+from devtools.stack import free_port
 from tests.conftest import CORPUS
 from tests.test_packaging import pins
-
-from devtools.stack import free_port
 
 pytestmark = pytest.mark.slow
 
