@@ -26,10 +26,23 @@ from pathlib import Path
 
 import textract
 
-from bench.phases import PHASES, run_once
+from bench.phases import CORPUS_PHASES, PHASES, run_once
 from bench.report import TARGETS, commit_id, summarise, table, verdicts, write
-from bench.workload import QUICK, WORKLOAD
+from bench.workload import CORPUS, MANIFEST, QUICK, WORKLOAD, has_corpus
 from devtools.stack import Stack
+
+NO_CORPUS = """\
+scripts/bench: no document corpus at {corpus} (no {manifest} there). The corpus and \
+memory phases extract a corpus: a folder of real documents with their expected text and a \
+tab-separated {manifest} listing them, one row per document with the columns document \
+(path under the folder), format, textract_kwargs ('-' or a Python dict literal for \
+textract.process), expected ('-', the path of the expected text, or STANDARD:<sentence>) \
+and bytes. The project keeps its corpus outside the repository, in shared/corpus beside \
+it; to make one, copy the tests/ folder of textract's own repository (deanmalmgren/textract \
+on GitHub: one folder per format, each document beside its expected .txt) and list its \
+documents in a {manifest}. Then put it there, or pass --corpus DIR (or set \
+TEXTRACTD_CORPUS), or run only the phases that need none: --only tiny,latency.
+"""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,11 +58,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="send .doc through textract's soffice in the service too "
                              "(like for like: the service's own overhead alone)")
     parser.add_argument("--keep", action="store_true", help="keep the stack's folder")
+    parser.add_argument("--corpus", type=Path, default=CORPUS, metavar="DIR",
+                        help=f"the document corpus, a folder with a {MANIFEST} (default: "
+                             f"$TEXTRACTD_CORPUS, else shared/corpus beside the repository)")
     args = parser.parse_args(argv)
     args.only = tuple(p.strip() for p in args.only.split(",") if p.strip())
     unknown = set(args.only) - set(PHASES)
     if unknown:
         parser.error(f"unknown phase(s): {', '.join(sorted(unknown))}")
+    if CORPUS_PHASES & set(args.only) and not has_corpus(args.corpus):
+        # A user's clone has no corpus: say what one is rather than end in a traceback.
+        parser.exit(2, NO_CORPUS.format(corpus=args.corpus, manifest=MANIFEST))
     return args
 
 
@@ -64,14 +83,14 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.time()
     meta = {"commit": commit_id(), "started_at": started, "workers": args.workers,
             "cpus": os.cpu_count(), "quick": args.quick, "fast_doc": not args.no_fast_doc,
-            "workload": asdict(work), "phases": list(args.only),
+            "workload": asdict(work), "phases": list(args.only), "corpus": str(args.corpus),
             "loadavg_start": os.getloadavg()[0], "python": sys.version.split()[0],
             "textract": getattr(textract, "VERSION", "2.x")}
     stack = Stack(env=env).start()
     runs = []
     try:
         for n in range(args.runs):
-            runs.append(run_once(stack, work, args.only, args.workers))
+            runs.append(run_once(stack, work, args.only, args.workers, args.corpus))
             print(f"run {n + 1}/{args.runs} done", file=sys.stderr, flush=True)
     finally:
         stack.stop()

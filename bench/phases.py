@@ -27,6 +27,8 @@ from daemon.store import DEPTH, heartbeat_key, job_key
 from devtools.stack import Stack, wait_for
 
 PHASES = ("corpus", "tiny", "latency", "memory")
+# The phases that read the corpus's documents; tiny and latency make their own.
+CORPUS_PHASES = frozenset({"corpus", "memory"})
 
 
 def interleaved(passes: int, ceiling_run, service_run) -> tuple[list[Slice], list[Slice]]:
@@ -43,8 +45,8 @@ def interleaved(passes: int, ceiling_run, service_run) -> tuple[list[Slice], lis
     return ceiling_slices, service_slices
 
 
-def phase_corpus(work: Workload, ceiling: Ceiling, service: HttpArm) -> dict:
-    docs = corpus_docs(work.light_only)
+def phase_corpus(work: Workload, ceiling: Ceiling, service: HttpArm, corpus: Path) -> dict:
+    docs = corpus_docs(work.light_only, corpus)
     bodies = [(*d.body(), {**d.query, "wait": 60}) for d in docs]
     c_slices, s_slices = interleaved(
         work.passes, lambda: ceiling.run([(str(d.path), d.kwargs) for d in docs]),
@@ -101,9 +103,9 @@ def phase_latency(stack: Stack, work: Workload) -> dict:
             "p99_ms": result["p99_ms"], "failed": result["failed"]}
 
 
-def phase_memory(stack: Stack, work: Workload) -> dict:
+def phase_memory(stack: Stack, work: Workload, corpus: Path) -> dict:
     # Children first: the big uploads would leave their high-water mark in them.
-    children = child_rss(stack, work)
+    children = child_rss(stack, work, corpus)
     return {"api": api_peak_rss(stack, work), "children": children}
 
 
@@ -138,9 +140,9 @@ async def _delete(stack: Stack, ids: list[str]) -> None:
                 await response.read()
 
 
-def child_rss(stack: Stack, work: Workload) -> dict:
+def child_rss(stack: Stack, work: Workload, corpus: Path) -> dict:
     """Each child's RSS (with its tools) before and after `child_jobs` jobs of its own."""
-    docs = [d for d in corpus_docs(light_only=True)]
+    docs = corpus_docs(light_only=True, corpus=corpus)
     bodies = [(*d.body(), {**d.query, "wait": 60}) for d in docs]
     load(stack, bodies * 2, work.in_flight)  # warm: every parser imported in every child
     before = _children(stack)
@@ -194,13 +196,14 @@ def _vm_hwm(pid: int) -> int:
     return 0
 
 
-def run_once(stack: Stack, work: Workload, only: tuple[str, ...], workers: int) -> dict:
+def run_once(stack: Stack, work: Workload, only: tuple[str, ...], workers: int,
+             corpus: Path) -> dict:
     result: dict[str, object] = {"loadavg_before": os.getloadavg()[0]}
     if "corpus" in only or "tiny" in only:
         ceiling, http = Ceiling(workers), service(stack)
         try:
             if "corpus" in only:
-                result["corpus"] = phase_corpus(work, ceiling, http)
+                result["corpus"] = phase_corpus(work, ceiling, http, corpus)
             if "tiny" in only:
                 result["tiny"] = phase_tiny(work, ceiling, http, stack.root)
         finally:
@@ -208,7 +211,7 @@ def run_once(stack: Stack, work: Workload, only: tuple[str, ...], workers: int) 
     if "latency" in only:
         result["latency"] = phase_latency(stack, work)
     if "memory" in only:
-        result["memory"] = phase_memory(stack, work)
+        result["memory"] = phase_memory(stack, work, corpus)
     result["loadavg_after"] = os.getloadavg()[0]
     return result
 

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from daemon.config import ROOT
 
+# The project's copy sits beside the repository; a user's clone has none (--corpus DIR).
 CORPUS = Path(os.environ.get("TEXTRACTD_CORPUS") or ROOT.parent / "shared" / "corpus")
+MANIFEST = "MANIFEST.tsv"
 AUDIO = {"mp3", "ogg", "wav"}
 # Scanned: asked for with OCR in both arms, as tests/test_corpus.py does.
 METHODS = {"textract-tests/pdf/ocr_text.pdf": "tesseract"}
@@ -55,9 +57,13 @@ class Doc:
         return multipart(self.path.name, self.path.read_bytes())
 
 
-def corpus_docs(light_only: bool = False) -> list[Doc]:
+def has_corpus(corpus: Path) -> bool:
+    return (corpus / MANIFEST).is_file()
+
+
+def corpus_docs(light_only: bool = False, corpus: Path = CORPUS) -> list[Doc]:
     """Every supported corpus document (as tests/conftest.py reads the manifest)."""
-    with open(CORPUS / "MANIFEST.tsv", newline="") as f:
+    with open(corpus / MANIFEST, newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     docs = []
     for row in rows:
@@ -69,7 +75,7 @@ def corpus_docs(light_only: bool = False) -> list[Doc]:
             if light_only:
                 continue
             kwargs["method"] = query["method"] = METHODS[row["document"]]
-        docs.append(Doc(row["document"], CORPUS / row["document"], row["format"], kwargs, query))
+        docs.append(Doc(row["document"], corpus / row["document"], row["format"], kwargs, query))
     return docs
 
 
