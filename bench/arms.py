@@ -193,6 +193,7 @@ class HttpArm:
 
 def service(stack: Stack) -> HttpArm:
     """The stack's long-lived processes (supervisord, redis, api, pool master, children)."""
+    assert stack.process is not None, "the stack is started before it is measured"
     top = psutil.Process(stack.process.pid)
     programs = top.children()
     # Two levels down: textract's tools (a third level) are counted through their parent
