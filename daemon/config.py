@@ -10,8 +10,10 @@ import os
 import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -33,7 +35,7 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def _setting(default: object, help_text: str, shown: str | None = None) -> object:
+def _setting(default: T, help_text: str, shown: str | None = None) -> T:
     """A setting's default and its one-line meaning (the README's table is made of these).
 
     `shown` is how the README states a default that depends on the machine."""
@@ -123,7 +125,7 @@ class Settings:
         env = dict(os.environ if environ is None else environ)
         home = Path(env.get("TEXTRACTD_HOME") or ROOT)
         merged = {**read_env_file(home / ".env"), **env}
-        values: dict[str, object] = {"home": home}
+        values: dict[str, Any] = {"home": home}
         for f in fields(cls):
             if f.name == "home":
                 continue
