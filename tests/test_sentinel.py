@@ -81,10 +81,10 @@ class Sentinels:
                 f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n"
                 f"sentinel parallel-syncs {SERVICE} 1\n"
                 f"sentinel known-replica {SERVICE} 127.0.0.1 {self.replica.port}\n{peers}")
-            self.processes.append(subprocess.Popen(
-                ["redis-server", str(conf), "--sentinel"],
-                stdout=open(self.root / f"sentinel-{port}.log", "wb"),  # noqa: SIM115
-                stderr=subprocess.STDOUT))
+            with open(self.root / f"sentinel-{port}.log", "wb") as log:  # the child has a copy
+                self.processes.append(subprocess.Popen(
+                    ["redis-server", str(conf), "--sentinel"], stdout=log,
+                    stderr=subprocess.STDOUT))
         # A failover needs a quorum that knows the replica and each other.
         wait_for(self._all_acquainted, 20, "the sentinels to discover each other")
         return self
