@@ -20,8 +20,8 @@ import orjson
 import psutil
 
 from bench.arms import Ceiling, Floor, HttpArm, Slice, arm, compare, load, service
-from bench.loadgen import MIB, measure_upload_rss
-from bench.workload import Workload, corpus_docs, digest, multipart, tiny_text
+from bench.loadgen import MIB, measure_upload_rss, multipart_body
+from bench.workload import Workload, corpus_docs, digest, tiny_text
 from daemon.pool.child import tree_rss_mb
 from daemon.store import DEPTH, heartbeat_key, job_key
 from devtools.stack import Stack, wait_for
@@ -75,7 +75,7 @@ def phase_tiny(work: Workload, ceiling: Ceiling, service: HttpArm,
     data = tiny_text(work.tiny_bytes)
     path = spool / "tiny.txt"
     path.write_bytes(data)
-    body = (*multipart("tiny.txt", data), {"wait": 60})
+    body = (*multipart_body("tiny.txt", data), {"wait": 60})
     slices = 4
     per_slice = work.tiny_jobs // slices
     c_slices, s_slices = interleaved(
@@ -96,7 +96,7 @@ def phase_tiny(work: Workload, ceiling: Ceiling, service: HttpArm,
 
 
 def phase_latency(stack: Stack, work: Workload) -> dict:
-    body = multipart("tiny.txt", tiny_text(work.tiny_bytes))
+    body = multipart_body("tiny.txt", tiny_text(work.tiny_bytes))
     load(stack, [(*body, {"wait": 10})] * 10, 1)  # warm the connection and the children
     result = load(stack, [(*body, {"wait": 10})] * work.latency_jobs, 1)
     return {"jobs": work.latency_jobs, "p50_ms": result["p50_ms"],

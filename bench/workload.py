@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.loadgen import multipart_body
 from daemon.config import ROOT
 
 # The project's copy sits beside the repository; a user's clone has none (--corpus DIR).
@@ -54,7 +55,7 @@ class Doc:
     query: dict = field(default_factory=dict)  # for the upload
 
     def body(self) -> tuple[bytes, str]:
-        return multipart(self.path.name, self.path.read_bytes())
+        return multipart_body(self.path.name, self.path.read_bytes())
 
 
 def has_corpus(corpus: Path) -> bool:
@@ -77,14 +78,6 @@ def corpus_docs(light_only: bool = False, corpus: Path = CORPUS) -> list[Doc]:
             kwargs["method"] = query["method"] = METHODS[row["document"]]
         docs.append(Doc(row["document"], corpus / row["document"], row["format"], kwargs, query))
     return docs
-
-
-def multipart(filename: str, data: bytes) -> tuple[bytes, str]:
-    boundary = "textractd-bench-7d1e4c"
-    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-            f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n')
-    return (head.encode() + data + f"\r\n--{boundary}--\r\n".encode(),
-            f"multipart/form-data; boundary={boundary}")
 
 
 def tiny_text(size: int) -> bytes:
