@@ -16,13 +16,13 @@ import sys
 
 import orjson
 import uvloop
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 
 async def _answer(request: web.Request) -> web.Response:
     reader = await request.multipart()
     part = await reader.next()
-    data = await part.read() if part is not None else b""
+    data = await part.read() if isinstance(part, BodyPartReader) else b""
     job = {"id": "floor", "state": "done", "chars": len(data),
            "text": data.decode("utf-8", "replace")}
     return web.Response(body=orjson.dumps(job), content_type="application/json")

@@ -10,10 +10,12 @@ import os
 import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, TypeVar
 
 from dotenv import dotenv_values
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -31,7 +33,7 @@ def read_env_file(path: Path) -> dict[str, str]:
     return {key: value for key, value in values.items() if value is not None}
 
 
-def _setting(default: object, help_text: str, shown: str | None = None) -> object:
+def _setting(default: T, help_text: str, shown: str | None = None) -> T:
     """A setting's default and its one-line meaning (the README's table is made of these).
 
     `shown` is how the README states a default that depends on the machine."""
@@ -125,7 +127,7 @@ class Settings:
         env = dict(os.environ if environ is None else environ)
         home = Path(env.get("TEXTRACTD_HOME") or ROOT)
         merged = {**read_env_file(home / ".env"), **env}
-        values: dict[str, object] = {"home": home}
+        values: dict[str, Any] = {"home": home}
         for f in fields(cls):
             if f.name == "home":
                 continue

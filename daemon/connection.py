@@ -8,6 +8,7 @@ for the master again on every reconnect.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from urllib.parse import parse_qs, unquote
 
 import redis
@@ -140,7 +141,8 @@ class _MasterConnection(SentinelManagedConnection):
     every retry ask the sentinels.
     """
 
-    def send_packed_command(self, command: object, check_health: bool = True) -> None:
+    def send_packed_command(self, command: bytes | str | Iterable[bytes],
+                            check_health: bool = True) -> None:
         if not self._sock:
             self.connect()
         super().send_packed_command(command, check_health)
@@ -149,7 +151,8 @@ class _MasterConnection(SentinelManagedConnection):
 class _AsyncMasterConnection(AsyncSentinelConnection):
     """The asyncio twin of `_MasterConnection` (the same redial in redis.asyncio)."""
 
-    async def send_packed_command(self, command: object, check_health: bool = True) -> None:
+    async def send_packed_command(self, command: bytes | str | Iterable[bytes],
+                                  check_health: bool = True) -> None:
         if not self.is_connected:
             await self.connect()
         await super().send_packed_command(command, check_health)

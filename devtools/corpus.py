@@ -1,6 +1,6 @@
 """The shared corpus of real documents: where it is and what its MANIFEST.tsv says.
 
-One reader for the tests (tests/conftest.py) and the benchmark (bench/run.py). The
+One reader for the tests (tests/conftest.py) and the benchmark (bench/workload.py). The
 manifest is tab-separated: document (a path under the corpus), format, textract_kwargs
 (a Python dict literal, or "-") and expected ("-", a text file under the corpus, or
 STANDARD:<sentence>).

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
+from functools import partial
 
 from daemon.config import ROOT, documented_settings
 from daemon.errors import ERROR_CODES
@@ -39,10 +41,14 @@ def error_table() -> str:
 TABLES = {"settings": settings_table, "error-codes": error_table}
 
 
+def _fill(make: Callable[[], str], match: re.Match[str]) -> str:
+    return f"{match[1]}{make()}\n{match[2]}"
+
+
 def render(text: str) -> str:
     for name, make in TABLES.items():
         pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
-        text = pattern.sub(lambda m, make=make: f"{m[1]}{make()}\n{m[2]}", text)
+        text = pattern.sub(partial(_fill, make), text)
     return text
 
 

@@ -90,11 +90,12 @@ class Stack:
             (self.root / name).mkdir(parents=True, exist_ok=True)
         (self.root / "var").chmod(0o700)
         shutil.copy(ROOT / "supervisord.conf", self.root / "supervisord.conf")
-        self.process = subprocess.Popen(
-            [str(BIN / "supervisord"), "-c", str(self.root / "supervisord.conf")],
-            env=self.env, cwd=self.root, stdout=self.stdout,
-            stderr=open(self.root / "logs" / "supervisord.err", "wb"),  # noqa: SIM115
-            start_new_session=True)
+        # supervisord keeps its own copy of the descriptor; ours is closed at once.
+        with open(self.root / "logs" / "supervisord.err", "wb") as err:
+            self.process = subprocess.Popen(
+                [str(BIN / "supervisord"), "-c", str(self.root / "supervisord.conf")],
+                env=self.env, cwd=self.root, stdout=self.stdout, stderr=err,
+                start_new_session=True)
         if self.env["TEXTRACTD_RUN_API"] == "true":
             wait_for(self.healthy, timeout, "the api's /health")
         if self.env["TEXTRACTD_RUN_WORKERS"] == "true":

@@ -18,21 +18,30 @@ import orjson
 import pytest
 import textract
 
-from bench import run as bench
+from bench.__main__ import parse_args
+from bench.workload import QUICK, corpus_docs
 from daemon.config import ROOT
 from daemon.documents import legacy_doc
 from daemon.documents.extract import extract_text
-from tests.conftest import corpus_documents
+from tests.conftest import CORPUS, corpus_documents
 
 CORPUS_DOCS = [d for d in corpus_documents() if d.format == "doc" and d.path.suffix == ".doc"]
 
 
 @pytest.fixture(scope="module")
-def quick_report(tmp_path_factory) -> dict:
+def corpus_copy(tmp_path_factory) -> Path:
+    """The corpus somewhere else, as a user's clone would pass it with --corpus."""
+    copy = tmp_path_factory.mktemp("corpus") / "elsewhere"
+    shutil.copytree(CORPUS, copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory, corpus_copy) -> dict:
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    result = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--workers", "2",
-                             "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run([sys.executable, "-m", "bench", "--quick", "--workers", "2",
+                             "--corpus", str(corpus_copy), "--out", str(out)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = orjson.loads(out.read_bytes())
     report["_stdout"] = result.stdout
@@ -40,9 +49,10 @@ def quick_report(tmp_path_factory) -> dict:
 
 
 def test_a_quick_run_measures_the_corpus_against_the_ceiling_without_losing_text(
-        quick_report) -> None:
+        quick_report, corpus_copy) -> None:
     run = quick_report["runs"][0]["corpus"]
-    expected_docs = len(bench.corpus_docs(light_only=True)) * bench.QUICK.passes
+    assert quick_report["meta"]["corpus"] == str(corpus_copy)
+    expected_docs = len(corpus_docs(light_only=True, corpus=corpus_copy)) * QUICK.passes
     assert run["docs"] == expected_docs
     assert run["service"]["done"] == expected_docs, run["service"]
     assert run["text_mismatches"] == []
@@ -59,8 +69,8 @@ def test_a_quick_run_measures_the_corpus_against_the_ceiling_without_losing_text
 def test_a_quick_run_measures_tiny_jobs_and_unloaded_latency(quick_report) -> None:
     run = quick_report["runs"][0]
     tiny = run["tiny"]
-    assert tiny["jobs"] == bench.QUICK.tiny_jobs
-    assert tiny["service"]["done"] == bench.QUICK.tiny_jobs
+    assert tiny["jobs"] == QUICK.tiny_jobs
+    assert tiny["service"]["done"] == QUICK.tiny_jobs
     assert tiny["ceiling"]["count"] == tiny["service"]["count"] == tiny["jobs"]
     assert tiny["ceiling"]["rate"] > 0 and tiny["ratio"] > 0
     # A tiny job cannot cost the service less CPU than textract alone spends on it.
@@ -68,7 +78,7 @@ def test_a_quick_run_measures_tiny_jobs_and_unloaded_latency(quick_report) -> No
     assert 0 < tiny["service"]["p50_ms"] <= tiny["service"]["p99_ms"]
     # The floor app answered every upload, and the service costs more than the bare front.
     floor = tiny["floor"]
-    assert floor["count"] == floor["done"] == bench.QUICK.tiny_jobs
+    assert floor["count"] == floor["done"] == QUICK.tiny_jobs
     assert tiny["service"]["cpu_ms_per_doc"] > floor["cpu_ms_per_doc"] > 0
     textract_cpu = tiny["ceiling"]["cpu_ms_per_doc"]
     assert floor["best_cpu_ratio"] == pytest.approx(
@@ -82,13 +92,13 @@ def test_a_quick_run_measures_the_api_peak_and_every_child_before_and_after_its_
         quick_report) -> None:
     memory = quick_report["runs"][0]["memory"]
     api = memory["api"]
-    assert api["accepted"] == bench.QUICK.upload_clients
+    assert api["accepted"] == QUICK.upload_clients
     assert 0 < api["baseline_mb"] <= api["peak_mb"]
     children = memory["children"]["per_child"]
     assert len(children) == 2
     for child in children:
         assert not child["recycled"]
-        assert child["jobs"] >= bench.QUICK.child_jobs
+        assert child["jobs"] >= QUICK.child_jobs
         assert child["rss_before_mb"] > 0 and child["rss_after_mb"] > 0
 
 
@@ -107,7 +117,7 @@ def test_a_quick_run_reports_medians_verdicts_and_a_table(quick_report) -> None:
 
 def test_the_bench_refuses_an_unknown_phase() -> None:
     with pytest.raises(SystemExit):
-        bench.parse_args(["--only", "corpus,warp"])
+        parse_args(["--only", "corpus,warp"])
 
 
 def test_scripts_bench_runs_the_module_with_the_python_it_finds() -> None:
@@ -117,6 +127,28 @@ def test_scripts_bench_runs_the_module_with_the_python_it_finds() -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "--quick" in result.stdout and "--runs" in result.stdout
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_scripts_bench_without_a_corpus_says_what_one_is_and_exits_2_by(how, tmp_path) -> None:
+    empty = tmp_path / "no-corpus"
+    empty.mkdir()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
+                                 f"{os.environ.get('PATH', '')}"}
+    args = [str(ROOT / "scripts" / "bench"), "--quick", "--out", str(tmp_path / "b.json")]
+    if how == "option":
+        args += ["--corpus", str(empty)]
+    else:
+        env["TEXTRACTD_CORPUS"] = str(empty)
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    message = result.stderr
+    assert f"no document corpus at {empty}" in message
+    assert "MANIFEST.tsv" in message and "expected text" in message  # what a corpus is
+    assert "--corpus DIR" in message and "textract" in message  # how to get or pass one
+    assert len(message.strip().splitlines()) == 1  # one paragraph
+    assert not (tmp_path / "b.json").exists()  # it stopped before starting a stack
 
 
 # --- the fast legacy .doc path ----------------------------------------------------------

@@ -45,6 +45,7 @@ from daemon.store import (
 from devtools.stack import Stack, free_port, wait_for
 from tests.client import Client
 from tests.conftest import CORPUS, RedisServer, squash
+from tests.fakes import FakeTools
 
 USER, PASSWORD = "textractd", "s3cret/with:odd@chars"
 QUOTED_PASSWORD = "s3cret%2Fwith%3Aodd%40chars"
@@ -54,7 +55,7 @@ JOB_TIMEOUT, CLAIM_IDLE = 5, 6
 # Small real documents of several families, so the jobs are short but really extracted.
 KINDS = ("txt", "csv", "html", "json", "eml", "docx", "pdf", "xlsx", "pptx")
 DOCS = [CORPUS / "textract-tests" / kind / f"standardized_text.{kind}" for kind in KINDS]
-# OCR takes a little longer: a host killed under this load surely holds a job.
+# OCR takes a little longer, so the jobs of a batch overlap on both hosts.
 SCANS = [CORPUS / "textract-tests" / kind / f"standardized_text.{kind}" for kind in ("png", "jpg")]
 
 
@@ -163,6 +164,7 @@ class Hosts:
     redis: RedisServer
     a: Stack  # api + workers
     b: Stack  # workers only
+    b_tools: FakeTools  # host B runs tests/fakes/pdftotext (the real one until told)
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.a.env["REDIS_URL"], socket_timeout=5)
@@ -180,12 +182,13 @@ def hosts() -> Iterator[Hosts]:
     server = _acl_redis(root / "redis", free_port())
     url = f"redis://{USER}:{QUOTED_PASSWORD}@127.0.0.1:{server.port}/0"
     a = Stack(root / "host-a", embedded_redis=False, env=_host_env(url, "host-a"))
+    b_tools = FakeTools(root / "host-b-tools")
     b = Stack(root / "host-b", embedded_redis=False, api=False, workers=True,
-              env=_host_env(url, "host-b"))
+              env=_host_env(url, "host-b") | b_tools.env())
     try:
         a.start()
         b.start()
-        found = Hosts(server, a, b)
+        found = Hosts(server, a, b, b_tools)
         with found.client() as r:
             wait_for(lambda: len(list(r.scan_iter(heartbeat_key("host-*")))) >= 4, 60,
                      "both hosts' workers")
@@ -269,17 +272,15 @@ def test_two_installations_share_the_work_of_200_jobs(hosts: Hosts) -> None:
 
 @pytest.mark.slow
 def test_an_installation_killed_mid_load_leaves_its_jobs_to_the_other(hosts: Hosts) -> None:
+    # Host B's pdftotext hangs from now on (host A's is the real one): the first PDF that
+    # B takes keeps its job B's until the kill, however fast the other jobs go. Waiting
+    # for B to hold some job and killing it after raced B finishing that job meanwhile.
+    hosts.b_tools.mode("pdftotext", "hang")
     job_ids = _submit_all(hosts.a, 120, DOCS + SCANS)
     with hosts.client() as r:
-        def b_is_busy() -> bool:
-            jobs = _jobs(r, job_ids, "consumer", "state")
-            done_by_b = sum(j["state"] == "done" and _host(j["consumer"]) == "host-b"
-                            for j in jobs)
-            pending_b = sum(c["pending"] for c in r.xinfo_consumers(STREAM, GROUP)
-                            if _host(c["name"].decode()) == "host-b")
-            return done_by_b >= 5 and pending_b > 0
-
-        wait_for(b_is_busy, 60, "host B to be working on this batch", interval=0.02)
+        held = wait_for(hosts.b_tools.worker_of_running_tool, 60,
+                        "host B to be extracting a PDF of this batch", interval=0.02)
+        assert held.pid in {p.pid for p in _tree(hosts.b)}
         # The whole installation at once: supervisord, the pool master, its children and
         # whatever tools they run, as a host losing power would.
         tree = _tree(hosts.b)
@@ -300,6 +301,9 @@ def test_an_installation_killed_mid_load_leaves_its_jobs_to_the_other(hosts: Hos
                 stranded[fields[b"job"].decode()] = consumer
         assert stranded, "host B held no job when it was killed"
         stranded_ids = list(stranded)
+        # Among them the PDF that B's hung tool was extracting when it was killed.
+        assert "standardized_text.pdf" in {
+            j["filename"] for j in _jobs(r, stranded_ids, "filename")}, stranded
 
         with contextlib.suppress(TimeoutError):
             wait_for(lambda: _all_done(r, job_ids), 90, "every job of the batch to be done")

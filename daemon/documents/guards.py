@@ -155,7 +155,9 @@ def _xml_verdict(buf: bytes, complete: bool) -> str | None:
             "utf-16-le" if buf[:1] == b"<" else "utf-16-be")
         buf = buf.decode(encoding, "replace").encode("utf-8", "replace")
     text = buf.removeprefix(b"\xef\xbb\xbf")
-    rest = text[_PROLOG.match(text).end():]
+    prolog = _PROLOG.match(text)
+    assert prolog is not None  # every part of _PROLOG is optional: it matches at 0 at least
+    rest = text[prolog.end():]
     if not rest.startswith(b"<!DOCTYPE"):
         unfinished = rest.startswith((b"<!--", b"<?")) or b"<!DOCTYPE".startswith(rest)
         return _MORE if unfinished and not complete else None

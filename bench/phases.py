@@ -1,0 +1,218 @@
+"""The benchmark's phases, each against the arms: corpus, tiny, latency, memory.
+
+A run measures the phases asked for, in that order; the corpus and tiny phases
+interleave the ceiling and the service so that a change in the machine's load between
+slices falls on both arms alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import aiohttp
+import orjson
+import psutil
+
+from bench.arms import Ceiling, Floor, HttpArm, Slice, arm, compare, load, service
+from bench.loadgen import MIB, measure_upload_rss
+from bench.workload import Workload, corpus_docs, digest, tiny_text
+from daemon.pool.child import tree_rss_mb
+from daemon.store import DEPTH, heartbeat_key, job_key
+from devtools.multipart import multipart_body
+from devtools.stack import Stack, wait_for
+
+PHASES = ("corpus", "tiny", "latency", "memory")
+# The phases that read the corpus's documents; tiny and latency make their own.
+CORPUS_PHASES = frozenset({"corpus", "memory"})
+
+
+def interleaved(passes: int, ceiling_run, service_run) -> tuple[list[Slice], list[Slice]]:
+    """Alternate the arms (C S, S C, C S, ...) so a change in the machine's load between
+    slices falls on both arms alike."""
+    ceiling_slices, service_slices = [], []
+    for n in range(passes):
+        order = ("c", "s") if n % 2 == 0 else ("s", "c")
+        for which in order:
+            if which == "c":
+                ceiling_slices.append(ceiling_run())
+            else:
+                service_slices.append(service_run())
+    return ceiling_slices, service_slices
+
+
+def phase_corpus(work: Workload, ceiling: Ceiling, service: HttpArm, corpus: Path) -> dict:
+    docs = corpus_docs(work.light_only, corpus)
+    bodies = [(*d.body(), {**d.query, "wait": 60}) for d in docs]
+    c_slices, s_slices = interleaved(
+        work.passes, lambda: ceiling.run([(str(d.path), d.kwargs) for d in docs]),
+        lambda: service.run(bodies, work.in_flight))
+    formats: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    mismatches = set()
+    for c_slice, s_slice in zip(c_slices, s_slices, strict=True):
+        for i, (doc, reply) in enumerate(zip(docs, s_slice.replies, strict=True)):
+            seconds, expected = c_slice.per_task[i]
+            entry = formats[doc.format]
+            entry["textract_ms"].append(seconds * 1000)
+            entry["service_extract_ms"].append(float(reply.job.get("duration_ms") or 0))
+            entry["service_e2e_ms"].append(reply.seconds * 1000)
+            text = reply.job.get("text")
+            if text is None or digest(text.encode()) != expected:
+                mismatches.add(doc.id)
+    per_format = {fmt: {name: statistics.median(v) for name, v in series.items()}
+                  | {"docs": len(series["textract_ms"]) // max(1, work.passes)}
+                  for fmt, series in sorted(formats.items())}
+    return {"docs": len(docs) * work.passes, **compare(c_slices, s_slices),
+            "per_format": per_format, "text_mismatches": sorted(mismatches)}
+
+
+def phase_tiny(work: Workload, ceiling: Ceiling, service: HttpArm,
+               spool: Path) -> dict:
+    data = tiny_text(work.tiny_bytes)
+    path = spool / "tiny.txt"
+    path.write_bytes(data)
+    body = (*multipart_body("tiny.txt", data), {"wait": 60})
+    slices = 4
+    per_slice = work.tiny_jobs // slices
+    c_slices, s_slices = interleaved(
+        slices, lambda: ceiling.run([(str(path), {})] * per_slice),
+        lambda: service.run([body] * per_slice, work.in_flight))
+    result = {"jobs": per_slice * slices, **compare(c_slices, s_slices)}
+    floor = Floor()
+    try:
+        floor_arm = arm([floor.arm.run([body] * per_slice, work.in_flight)
+                         for _ in range(slices)])
+    finally:
+        floor.close()
+    # A service of this shape does at least the floor's work and textract's: the best
+    # CPU ratio it could reach, with nothing of its own (no Redis, no queue, no logs).
+    textract_cpu = result["ceiling"]["cpu_ms_per_doc"]
+    floor_arm["best_cpu_ratio"] = textract_cpu / (textract_cpu + floor_arm["cpu_ms_per_doc"])
+    return result | {"floor": floor_arm}
+
+
+def phase_latency(stack: Stack, work: Workload) -> dict:
+    body = multipart_body("tiny.txt", tiny_text(work.tiny_bytes))
+    load(stack, [(*body, {"wait": 10})] * 10, 1)  # warm the connection and the children
+    result = load(stack, [(*body, {"wait": 10})] * work.latency_jobs, 1)
+    return {"jobs": work.latency_jobs, "p50_ms": result["p50_ms"],
+            "p99_ms": result["p99_ms"], "failed": result["failed"]}
+
+
+def phase_memory(stack: Stack, work: Workload, corpus: Path) -> dict:
+    # Children first: the big uploads would leave their high-water mark in them.
+    children = child_rss(stack, work, corpus)
+    return {"api": api_peak_rss(stack, work), "children": children}
+
+
+def api_peak_rss(stack: Stack, work: Workload) -> dict:
+    """The api's peak RSS while `upload_clients` upload `upload_mb` MB each at once."""
+    pid = stack.program_pid("api")
+    reset = _reset_peak(pid)
+    size = work.upload_mb * MIB
+    result = measure_upload_rss(stack, clients=work.upload_clients, upload_bytes=size)
+    # VmHWM sees a peak between two samples too; it is this phase's after the reset.
+    peak = max(result.peak_rss, _vm_hwm(pid) if reset else 0)
+    _forget_large_jobs(stack, size)
+    return {"clients": work.upload_clients, "upload_mb": work.upload_mb,
+            "accepted": result.statuses.get(202, 0), "baseline_mb": result.baseline_rss / MIB,
+            "peak_mb": peak / MIB, "sampled_peak_mb": result.peak_rss / MIB,
+            "peak_source": "VmHWM" if reset else "sampled"}
+
+
+def _forget_large_jobs(stack: Stack, size: int) -> None:
+    """Wait for the big uploads to be extracted, then delete them (Redis holds them)."""
+    with stack.redis() as r:
+        wait_for(lambda: int(r.get(DEPTH) or 0) == 0, 600, "the queue to drain")
+        ids = [key.decode().rsplit(":", 1)[1] for key in r.scan_iter(job_key("*"))
+               if int(r.hget(key, "size") or 0) >= size]
+    asyncio.run(_delete(stack, ids))
+
+
+async def _delete(stack: Stack, ids: list[str]) -> None:
+    async with aiohttp.ClientSession(stack.url, headers={"X-API-Key": stack.api_key}) as s:
+        for job_id in ids:
+            async with s.delete(f"/v1/jobs/{job_id}") as response:
+                await response.read()
+
+
+def child_rss(stack: Stack, work: Workload, corpus: Path) -> dict:
+    """Each child's RSS (with its tools) before and after `child_jobs` jobs of its own."""
+    docs = corpus_docs(light_only=True, corpus=corpus)
+    bodies = [(*d.body(), {**d.query, "wait": 60}) for d in docs]
+    load(stack, bodies * 2, work.in_flight)  # warm: every parser imported in every child
+    before = _children(stack)
+    target = {pid: beat["jobs"] + work.child_jobs for pid, beat in before.items()}
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        now = _children(stack)
+        if set(now) != set(before) or all(now[p]["jobs"] >= target[p] for p in target):
+            break
+        load(stack, bodies * 4, work.in_flight)
+    after = _children(stack)
+    children = []
+    for pid, beat in before.items():
+        later = after.get(pid)
+        children.append({"pid": pid, "rss_before_mb": beat["rss"],
+                         "rss_after_mb": later["rss"] if later else None,
+                         "jobs": (later["jobs"] - beat["jobs"]) if later else None,
+                         "growth_mb": (later["rss"] - beat["rss"]) if later else None,
+                         "recycled": later is None})
+    return {"per_child": children,
+            "max_growth_mb": max((c["growth_mb"] or 0) for c in children) if children else 0}
+
+
+def _children(stack: Stack) -> dict[int, dict]:
+    """pid -> jobs done (from its heartbeat) and tree RSS (psutil), for every child."""
+    wait_for(lambda: stack.live_workers() >= stack.worker_count, 30, "heartbeats")
+    with stack.redis() as r:
+        beats = [orjson.loads(v) for v in r.mget(list(r.scan_iter(heartbeat_key("*"))))
+                 if v]
+    out = {}
+    for beat in beats:
+        with contextlib.suppress(psutil.Error):
+            out[beat["pid"]] = {"jobs": beat["jobs"],
+                                "rss": tree_rss_mb(beat["pid"])}
+    return out
+
+
+def _reset_peak(pid: int) -> bool:
+    # Writing 5 to clear_refs resets VmHWM (Linux >= 4.0), so the peak is this phase's.
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _vm_hwm(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def run_once(stack: Stack, work: Workload, only: tuple[str, ...], workers: int,
+             corpus: Path) -> dict:
+    result: dict[str, object] = {"loadavg_before": os.getloadavg()[0]}
+    if "corpus" in only or "tiny" in only:
+        ceiling, http = Ceiling(workers), service(stack)
+        try:
+            if "corpus" in only:
+                result["corpus"] = phase_corpus(work, ceiling, http, corpus)
+            if "tiny" in only:
+                result["tiny"] = phase_tiny(work, ceiling, http, stack.root)
+        finally:
+            ceiling.close()
+    if "latency" in only:
+        result["latency"] = phase_latency(stack, work)
+    if "memory" in only:
+        result["memory"] = phase_memory(stack, work, corpus)
+    result["loadavg_after"] = os.getloadavg()[0]
+    return result
+
