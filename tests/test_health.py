@@ -1,9 +1,9 @@
 """Health checks: the CLI against real redis-servers and stacks, /health/detailed, /status.
 
-Until `daemon.api.app.create_app` calls `setup_monitoring` itself, the HTTP routes are served
-by `MonitoredApi`: a real api process (create_app + setup_monitoring) started beside the
-stack, against the stack's Redis and workers. CPU thresholds are set above 100 % where a
-test needs a calm verdict: the CPU of this shared 2-core box is not the subject.
+The HTTP routes are served by `MonitoredApi`: a second real api process (`python -m
+daemon.api`) started beside the stack, against the stack's Redis and workers, with the
+settings a test needs. CPU thresholds are set above 100 % where a test needs a calm
+verdict: the CPU of this shared 2-core box is not the subject.
 """
 
 from __future__ import annotations
@@ -34,22 +34,6 @@ FIRST_LINE = re.compile(r"^TEXTRACTD (OK|WARNING|CRITICAL|UNKNOWN) - (.+?)(?: \|
 PERF_ITEM = re.compile(r"^'[^'=]+'=-?\d+(\.\d+)?(e[-+]?\d+)?(s|ms|us|%|B|KB|MB|TB|c)?"
                        r"(;[^;\s]*){0,4}$")
 
-# A real api process with the monitoring routes, beside a stack (see the module doc).
-MONITORED_API = """
-from aiohttp import web
-from daemon.api import monitoring
-from daemon.api.app import create_app
-from daemon.config import Settings
-from daemon.logs import configure_logging
-configure_logging("api")
-settings = Settings.from_env()
-app = create_app(settings)
-if monitoring.MONITOR not in app:  # until create_app wires it itself
-    monitoring.setup_monitoring(app)
-web.run_app(app, host="127.0.0.1", port=settings.port, print=None, access_log=None)
-"""
-
-
 class MonitoredApi:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.port = free_port()
@@ -64,7 +48,7 @@ class MonitoredApi:
 
     def __enter__(self) -> MonitoredApi:
         with open(self.log, "ab") as out:
-            self.process = subprocess.Popen([sys.executable, "-c", MONITORED_API],
+            self.process = subprocess.Popen([sys.executable, "-m", "daemon.api"],
                                             env=self.env, stdout=out, stderr=out)
         wait_for(lambda: self.get("/health", key=False)[0] == 200, 30, "the monitored api")
         return self
