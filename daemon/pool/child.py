@@ -42,7 +42,9 @@ from daemon.pool.slots import (
 from daemon.store import (
     Begun,
     Delivery,
+    JobState,
     JobStore,
+    consumer_name,
     heartbeat_key,
 )
 
@@ -106,7 +108,7 @@ class Child:
         self.settings = settings
         self.slot_no = slot_no
         self.slot = slot
-        self.consumer = f"{settings.consumer_prefix}-{slot_no}"
+        self.consumer = consumer_name(settings, slot_no)
         self.spool = settings.spool_dir / f"slot-{slot_no}"
         self.limits = guards.Limits.from_settings(settings)
         self.pid = os.getpid()
@@ -271,10 +273,10 @@ class Child:
         result: dict[str, object]
         try:
             text = self._extract(path, begun)
-            result = {"state": "done", "chars": len(text), "text": text}
+            result = {"state": JobState.DONE, "chars": len(text), "text": text}
             outcome, error = "success", None
         except (DocumentError, MachineryError) as exc:
-            result = {"state": "failed", "error_code": exc.code, "error_message": str(exc)}
+            result = {"state": JobState.FAILED, "error_code": exc.code, "error_message": str(exc)}
             error = exc
             # Only the extractor's own failures move its breaker: not the document's fault,
             # and not a full disk (retried, but it would open every family's breaker).
@@ -301,12 +303,12 @@ class Child:
             self.slot.retried += 1
             log.warning("job.retry", error_code=error.code, error=str(error), **summary)
         else:
-            if moved[0]:
+            if moved.written:
                 self.metrics.record_job(begun.ext, duration_ms / 1000, len(begun.payload),
                                         int(result.get("chars") or 0))
-            self._summarise(moved[0], result, summary)
+            self._summarise(moved.written, result, summary)
         self.slot.clear()
-        log_breaker_move(delivery.family, *moved[1:])
+        log_breaker_move(delivery.family, moved.breaker_from, moved.breaker_to)
         self.jobs_done += 1
         structlog.contextvars.unbind_contextvars("job_id", "request_id")
 
@@ -333,20 +335,20 @@ class Child:
         if not written:
             log.info("job.duplicate", state=state, **summary)
             return
-        self.slot.done += state == "done"
-        self.slot.failed += state == "failed"
-        event = "job.done" if state == "done" else "job.failed"
+        self.slot.done += state == JobState.DONE
+        self.slot.failed += state == JobState.FAILED
+        event = "job.done" if state == JobState.DONE else "job.failed"
         log.info(event, state=state, chars=result.get("chars", 0),
                  error_code=result.get("error_code"), **summary)
 
     def _wait_for_breaker(self, delivery: Delivery, begun: Begun) -> None:
         age = time.time() - begun.created_at
         if age > self.settings.breaker_max_wait:
-            result = {"state": "failed", "error_code": "extractor_unavailable",
+            result = {"state": JobState.FAILED, "error_code": "extractor_unavailable",
                       "error_message": f"the {delivery.family} extractor stayed unavailable "
                                        f"for {int(age)} s"}
             moved = self.store.finish(delivery, result)
-            self._summarise(moved[0], result, {"format": None, "bytes": 0, "attempt": 0})
+            self._summarise(moved.written, result, {"format": None, "bytes": 0, "attempt": 0})
             return
         # Wait in the queue, not in this child: other families keep flowing. Come back
         # when the breaker may let trials through, or when the wait bound passes.
@@ -357,11 +359,11 @@ class Child:
     def _give_up(self, delivery: Delivery, begun: Begun) -> None:
         code = begun.error_code or "too_many_attempts"
         message = begun.error_message
-        result = {"state": "failed", "error_code": code,
+        result = {"state": JobState.FAILED, "error_code": code,
                   "error_message": f"gave up after {begun.attempts} attempts"
                                    + (f"; last error: {message}" if message else "")}
         moved = self.store.finish(delivery, result, dead=True)
-        self._summarise(moved[0], result, {"attempt": begun.attempts, "dead_letter": True})
+        self._summarise(moved.written, result, {"attempt": begun.attempts, "dead_letter": True})
 
     # --- memory and heartbeat: a thread, so both go on while textract runs ------------
     def _watch(self) -> None:

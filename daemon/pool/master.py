@@ -27,7 +27,7 @@ from daemon.logs import configure_logging
 from daemon.pool import chores
 from daemon.pool.child import child_main, log_breaker_move
 from daemon.pool.slots import EXIT_BOOT_FAILED, KillReason, exit_reason, make_slots
-from daemon.store import Delivery, JobStore, ensure_group
+from daemon.store import Delivery, JobStore, ensure_group, master_consumer_name
 
 log = structlog.get_logger()
 
@@ -183,18 +183,18 @@ class Pool:
             return
         code, message = DEATH_ERRORS.get(reason, ("extractor_failed", f"child {reason}"))
         try:
-            written, before, after = self.store.retry(
-                delivery, consumer=f"{self.settings.consumer_prefix}-master",
+            settled = self.store.retry(
+                delivery, consumer=master_consumer_name(self.settings),
                 error_code=code, error_message=message, outcome="failure")
         except REDIS_DOWN as exc:
             # Still pending under the slot's consumer name: its next child reads it first.
             log.warning("job.requeue_deferred", job_id=delivery.job_id, error=str(exc))
             return
-        if not written:
+        if not settled.written:
             return  # the child had finished or re-queued it itself just before it died
         self.requeued += 1
         log.warning("job.requeued", job_id=delivery.job_id, reason=reason, error_code=code)
-        log_breaker_move(delivery.family, before, after)
+        log_breaker_move(delivery.family, settled.breaker_from, settled.breaker_to)
 
     def _enforce_deadlines(self) -> None:
         now = time.time()
