@@ -19,6 +19,7 @@ import redis.asyncio as aredis
 from redis.exceptions import ResponseError
 
 from daemon import lua
+from daemon.breaker import Outcome
 from daemon.config import Settings
 
 # --- names: the only place they are spelled -------------------------------------------
@@ -357,7 +358,7 @@ class JobStore:
         return Delivery(_s(reply[0]), _s(reply[1]), _s(reply[2])), Begun.from_reply(reply[3:])
 
     def finish(self, delivery: Delivery, result: dict[str, object], *,
-               outcome: str = "none", dead: bool = False) -> Settled:
+               outcome: Outcome = Outcome.NONE, dead: bool = False) -> Settled:
         """Write the result once, XACK, notify."""
         s, job_id = self.settings, delivery.job_id
         flat = [str(x) if not isinstance(x, bytes | str) else x
@@ -374,7 +375,7 @@ class JobStore:
 
     def retry(self, delivery: Delivery, *, consumer: str, error_code: str = "",
               error_message: str = "", ready_at: float = 0.0,
-              outcome: str = "none") -> Settled:
+              outcome: Outcome = Outcome.NONE) -> Settled:
         """Acknowledge this delivery and queue the job again (now, or at ready_at)."""
         s, job_id = self.settings, delivery.job_id
         reply = self._retry(

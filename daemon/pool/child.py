@@ -22,6 +22,7 @@ import orjson
 import redis
 import structlog
 
+from daemon.breaker import BreakerState, log_breaker_move, outcome_of
 from daemon.config import Settings
 from daemon.connection import REDIS_DOWN, connect
 from daemon.documents import guards
@@ -266,7 +267,7 @@ class Child:
         structlog.contextvars.bind_contextvars(job_id=delivery.job_id,
                                                request_id=begun.request_id or None)
         if begun.breaker_transition:
-            log.warning("breaker.half_open", family=delivery.family)
+            log_breaker_move(delivery.family, BreakerState.OPEN, BreakerState.HALF_OPEN)
         self.slot.begin(delivery.job_id, delivery.entry_id, delivery.family)
         started = time.perf_counter()
         path = self.spool / f"{delivery.job_id}.{begun.ext}"
@@ -274,20 +275,17 @@ class Child:
         try:
             text = self._extract(path, begun)
             result = {"state": JobState.DONE, "chars": len(text), "text": text}
-            outcome, error = "success", None
+            error = None
         except (DocumentError, MachineryError) as exc:
             result = {"state": JobState.FAILED, "error_code": exc.code, "error_message": str(exc)}
             error = exc
-            # Only the extractor's own failures move its breaker: not the document's fault,
-            # and not a full disk (retried, but it would open every family's breaker).
-            outcome = ("failure" if isinstance(exc, MachineryError)
-                       and not isinstance(exc, SpoolFull) else "none")
         finally:
             path.unlink(missing_ok=True)
         duration_ms = round((time.perf_counter() - started) * 1000, 1)
         result["duration_ms"] = duration_ms
         summary = {"format": begun.ext, "bytes": len(begun.payload), "attempt": begun.attempts,
                    "duration_ms": duration_ms}
+        outcome = outcome_of(error)
         retrying = (isinstance(error, MachineryError)
                     and begun.attempts < self.settings.max_attempts)
         if retrying:
@@ -392,12 +390,6 @@ class Child:
         deadline = time.monotonic() + seconds
         while not self.draining and time.monotonic() < deadline:
             time.sleep(min(0.1, deadline - time.monotonic()))
-
-
-def log_breaker_move(family: str, before: str, after: str) -> None:
-    """One warning when a script moved `family`'s breaker (its reply's from and to)."""
-    if before and after and before != after:
-        log.warning(f"breaker.{after}", family=family, previous=before)
 
 
 def _on_parent_death(_signo: int, _frame: object) -> None:

@@ -20,12 +20,13 @@ from multiprocessing.connection import wait
 import structlog
 import textract  # noqa: F401 - imported before the fork so children start warm
 
+from daemon.breaker import death_outcome, log_breaker_move
 from daemon.config import Settings
 from daemon.connection import REDIS_DOWN, connect
 from daemon.errors import ExtractionTimeout, MemoryLimit
 from daemon.logs import configure_logging
 from daemon.pool import chores
-from daemon.pool.child import child_main, log_breaker_move
+from daemon.pool.child import child_main
 from daemon.pool.slots import EXIT_BOOT_FAILED, KillReason, exit_reason, make_slots
 from daemon.store import Delivery, JobStore, ensure_group, master_consumer_name
 
@@ -185,7 +186,8 @@ class Pool:
         try:
             settled = self.store.retry(
                 delivery, consumer=master_consumer_name(self.settings),
-                error_code=code, error_message=message, outcome="failure")
+                error_code=code, error_message=message,
+                outcome=death_outcome(reason))
         except REDIS_DOWN as exc:
             # Still pending under the slot's consumer name: its next child reads it first.
             log.warning("job.requeue_deferred", job_id=delivery.job_id, error=str(exc))
