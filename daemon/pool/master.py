@@ -73,8 +73,7 @@ class Pool:
             signal.signal(sig, lambda signo, _frame: self.signals.append(signo))
 
     def spawn(self, slot_no: int) -> None:
-        self.slots[slot_no].clear()
-        self.slots[slot_no].kill_reason = KillReason.NONE
+        self.slots[slot_no].reset()
         # Block TERM/INT while forking so no child dies half set up.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         try:

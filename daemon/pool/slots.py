@@ -54,6 +54,11 @@ class SlotState(ctypes.Structure):
         self.job_id = b""
         self.entry_id = b""
 
+    def reset(self) -> None:
+        """Make the slot ready for a new child."""
+        self.clear()
+        self.kill_reason = KillReason.NONE
+
     @property
     def busy(self) -> bool:
         return self.started_at > 0
