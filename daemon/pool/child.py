@@ -32,6 +32,7 @@ from daemon.documents.formats import FORMATS
 from daemon.errors import DocumentError, MachineryError, SpoolFull, TextractdError
 from daemon.logs import configure_logging
 from daemon.metrics import JobMetrics
+from daemon.pool import faults
 from daemon.pool.slots import (
     EXIT_BOOT_FAILED,
     EXIT_OK,
@@ -158,6 +159,8 @@ class Child:
         own_pending = True
         backoff = 0.1
         while not self.draining:
+            self.slot.turned()  # the watchdog's and the master's proof that we turn
+            faults.wedge_if_asked()
             try:
                 found = self._next(own_pending)
                 if found is None:
@@ -252,6 +255,9 @@ class Child:
         self.jobs_done += 1
 
     def _end_job(self) -> None:
+        # Stamped before the slot reads idle, so the master never sees an idle slot with
+        # the stamp from before the job (it would take the job's length for a wedge).
+        self.slot.turned()
         self.slot.clear()
 
     # --- step 1: run the extraction ----------------------------------------------------
@@ -372,6 +378,7 @@ class Child:
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while not self.draining and time.monotonic() < deadline:
+            self.slot.turned()  # waiting out an outage is a turn, not a wedge
             time.sleep(min(0.1, deadline - time.monotonic()))
 
 

@@ -3,7 +3,8 @@
 Run as `python -m daemon.pool` (supervisord's `workers` program). textract is imported
 once here, before the fork, so each child starts warm. One tick of the loop: wait for a
 child to die (or the tick to pass), reap and re-queue, kill children past their
-deadline, respawn, run the chores when due. Signal handlers only record the signal.
+deadline (or idle with a loop that stopped turning), respawn, run the chores when due.
+Signal handlers only record the signal.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from daemon.logs import configure_logging
 from daemon.pool import chores
 from daemon.pool.child import child_main
 from daemon.pool.slots import EXIT_BOOT_FAILED, KillReason, exit_reason, make_slots
+from daemon.pool.watchdog import loop_stall_limit
 from daemon.store import Delivery, JobStore, ensure_group, master_consumer_name
 
 log = structlog.get_logger()
@@ -198,7 +200,8 @@ class Pool:
         log_breaker_move(delivery.family, settled.breaker_from, settled.breaker_to)
 
     def _enforce_deadlines(self) -> None:
-        now = time.time()
+        now, now_mono = time.time(), time.monotonic()
+        stall_limit = loop_stall_limit(self.settings)
         for slot_no, child in self.children.items():
             slot = self.slots[slot_no]
             started = slot.started_at
@@ -208,6 +211,12 @@ class Pool:
                 slot.kill_reason = KillReason.DEADLINE
                 log.warning("job.deadline", slot=slot_no, job_id=slot.job_id.decode(),
                             ran_s=round(now - started, 1), child_pid=child.pid)
+                _killpg(child.pid)
+            elif (stalled := slot.stalled_for(now_mono)) > stall_limit:
+                # Idle, and its loop stopped turning: it takes no job and never will.
+                slot.kill_reason = KillReason.WEDGED
+                log.warning("child.wedged", slot=slot_no, child_pid=child.pid,
+                            stalled_s=round(stalled, 1))
                 _killpg(child.pid)
 
     def _enforce_shutdown_deadline(self) -> None:

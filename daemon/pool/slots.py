@@ -2,7 +2,8 @@
 
 The record lives in shared memory created before the fork, so the master can see which
 job a child holds (to enforce the deadline and to re-queue the job the moment the child
-dies) without a round trip to Redis, and survives the child it describes.
+dies) and whether its loop still turns, without a round trip to Redis; and it survives
+the child it describes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class KillReason(enum.IntEnum):
     DEADLINE = 1
     MEMORY = 2
     SHUTDOWN = 3
+    WEDGED = 4  # idle, and its loop stopped turning
 
 
 class SlotState(ctypes.Structure):
@@ -41,6 +43,9 @@ class SlotState(ctypes.Structure):
         ("failed", ctypes.c_long),
         ("retried", ctypes.c_long),
         ("rss_mb", ctypes.c_double),
+        # time.monotonic() (one clock for every process on the host) at the child loop's
+        # last turn: an idle child whose loop has not turned for long is wedged.
+        ("turned_at", ctypes.c_double),
     ]
 
     def begin(self, job_id: str, entry_id: str, family: str) -> None:
@@ -58,10 +63,24 @@ class SlotState(ctypes.Structure):
         """Make the slot ready for a new child."""
         self.clear()
         self.kill_reason = KillReason.NONE
+        self.turned_at = 0.0
 
     @property
     def busy(self) -> bool:
         return self.started_at > 0
+
+    # --- the loop's pulse ---------------------------------------------------------------
+    def turned(self) -> None:
+        """Stamped by the child at each turn of its loop (and before it clears a job, so
+        the slot never reads idle with an old stamp)."""
+        self.turned_at = time.monotonic()
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds an idle child's loop has not turned (0 while busy or not yet started:
+        a job has its own deadline)."""
+        if self.busy or not self.turned_at:
+            return 0.0
+        return max(0.0, now - self.turned_at)
 
 
 def make_slots(count: int) -> SynchronizedArray:
@@ -78,6 +97,8 @@ def exit_reason(exitcode: int | None, kill_reason: int) -> str:
         return "memory"
     if kill_reason == KillReason.SHUTDOWN:
         return "shutdown"
+    if kill_reason == KillReason.WEDGED:
+        return "wedged"
     if exitcode == EXIT_RECYCLE_JOBS:
         return "recycle-jobs"
     if exitcode == EXIT_RECYCLE_MEMORY:

@@ -1,6 +1,9 @@
 """A child's watch thread: its memory (with its tools') and its heartbeat.
 
-A thread, so both go on while textract runs in the child's main thread.
+A thread, so both go on while textract runs in the child's main thread. The heartbeat
+says more than "the process exists": it is published only while the child's loop turns
+(or a job runs, which has its own deadline), so a child whose loop is wedged between
+jobs drops out of the live workers at once instead of heartbeating on from this thread.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ log = structlog.get_logger()
 WATCH_EVERY = 0.25
 HEARTBEAT_EVERY = 2.0
 HEARTBEAT_TTL = int(HEARTBEAT_EVERY * 5)
+# An idle loop turns at least once a second (its blocking read); one silent this long is
+# stuck, whatever its process still does.
+LOOP_QUIET_MAX = float(HEARTBEAT_TTL)
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -69,8 +75,22 @@ def tree_rss_mb(pid: int) -> float:
     return pages * _PAGE_SIZE / (1024 * 1024)
 
 
+def loop_quiet_max(settings: Settings) -> float:
+    """How long an idle child's loop may go without turning before its heartbeat stops:
+    well before the master kills it (`loop_stall_limit`), so the health checks see it."""
+    return min(LOOP_QUIET_MAX, settings.job_timeout / 2)
+
+
+def loop_stall_limit(settings: Settings) -> float:
+    """How long an idle child's loop may go without turning before the master kills it.
+
+    JOB_TIMEOUT, the bound on any one job: no turn of the loop (a blocking read, waits
+    on Redis with redis-py's retries) should come near it."""
+    return settings.job_timeout
+
+
 class Watchdog:
-    """Heartbeat every HEARTBEAT_EVERY s, and kill the child (with
+    """Heartbeat every HEARTBEAT_EVERY s while the loop turns, and kill the child (with
     its tools) the moment the hard memory limit is passed during a job."""
 
     def __init__(self, settings: Settings, slot_no: int, consumer: str, slot: SlotState,
@@ -82,6 +102,7 @@ class Watchdog:
         self.jobs_done = jobs_done
         self.pid = os.getpid()
         self._last_beat = 0.0
+        self._stalled = False
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="watch", daemon=True).start()
@@ -93,7 +114,7 @@ class Watchdog:
             self.check(client)
 
     def check(self, client: redis.Redis) -> None:
-        """One round: memory, then the heartbeat when due."""
+        """One round: memory, then the heartbeat when due and deserved."""
         rss = self.slot.rss_mb = tree_rss_mb(self.pid)
         hard = self.settings.worker_hard_memory_mb
         if rss > hard and self.slot.busy:
@@ -103,13 +124,28 @@ class Watchdog:
             os.killpg(0, signal.SIGKILL)
         now = time.monotonic()
         try:
-            if now - self._last_beat >= HEARTBEAT_EVERY:
+            if self.loop_stalled(now):
+                self._withdraw(client, now)
+            elif now - self._last_beat >= HEARTBEAT_EVERY:
                 self._last_beat = now
                 self._beat(client)
         except REDIS_DOWN:
             pass  # no heartbeat is the right signal while Redis is down
 
+    def loop_stalled(self, now: float) -> bool:
+        return self.slot.stalled_for(now) > loop_quiet_max(self.settings)
+
+    def _withdraw(self, client: redis.Redis, now: float) -> None:
+        """The loop is stuck: remove the heartbeat now rather than let it expire, so the
+        health checks count this child out at once (the master kills it at JOB_TIMEOUT)."""
+        if not self._stalled:
+            log.error("child.loop_stalled", stalled_s=round(self.slot.stalled_for(now), 1))
+            client.delete(heartbeat_key(self.consumer))
+        self._stalled = True
+        self._last_beat = 0.0  # beat at once should the loop turn again
+
     def _beat(self, client: redis.Redis) -> None:
+        self._stalled = False
         slot = self.slot
         busy = slot.busy
         beat = {"pid": self.pid, "slot": self.slot_no, "at": time.time(),

@@ -1,0 +1,55 @@
+"""A pool child stuck or killed where no signal from outside can aim: real stacks, with
+the fault injected through TEXTRACTD_TEST_FAULT (daemon/pool/faults.py).
+
+- wedged: the child's main loop blocks between jobs while its watch thread runs on.
+  SIGSTOP cannot show this (it stops the watch thread too).
+- killed between storing a result and logging it: the job has its result, and only the
+  master, which reaps the child, can still write its summary line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psutil
+
+from daemon.pool.faults import ENV
+from daemon.store import heartbeat_key
+from devtools.stack import wait_for
+from tests.fakes import TXT, events, pool_children, submit, wait_final
+
+JOB_TIMEOUT = 4  # the master kills a child idle and unturning this long; its beat stops at 2
+
+
+def heartbeats(stack) -> list[bytes]:
+    with stack.redis() as r:
+        return list(r.scan_iter(heartbeat_key("*")))
+
+
+def test_a_child_whose_loop_is_wedged_between_jobs_stops_heartbeating_and_is_replaced(
+        make_stack, tmp_path: Path) -> None:
+    wedge = tmp_path / "wedge"
+    stack = make_stack(env={"WORKER_PROCESSES": "1", "JOB_TIMEOUT": str(JOB_TIMEOUT),
+                            ENV: f"wedge-idle:{wedge}"})
+    [child] = pool_children(stack)
+    wedge.touch()  # the loop blocks at its next turn; the watch thread runs on
+    wait_for(lambda: events(stack, "fault.wedge", pid=child.pid), 5, "the loop to wedge")
+    assert child.is_running()
+
+    # The heartbeat goes while the process still lives: health counts no live worker.
+    wait_for(lambda: not heartbeats(stack), JOB_TIMEOUT, "the wedged child's heartbeat to go")
+    assert child.status() != psutil.STATUS_ZOMBIE
+    assert events(stack, "child.loop_stalled", pid=child.pid)
+
+    # The master kills it and a new child takes the slot.
+    wait_for(lambda: events(stack, "child.exited", child_pid=child.pid), JOB_TIMEOUT + 5,
+             "the master to kill the wedged child")
+    [exited] = events(stack, "child.exited", child_pid=child.pid)
+    assert exited["reason"] == "wedged" and exited["job_id"] is None
+    [wedged] = events(stack, "child.wedged", child_pid=child.pid)
+    assert wedged["stalled_s"] > JOB_TIMEOUT
+    wedge.unlink()
+    found = wait_final(stack, submit(stack, TXT), 20)
+    assert found["state"] == "done"
+    assert [c.pid for c in pool_children(stack)] != [child.pid]
+    wait_for(lambda: heartbeats(stack), 5, "the new child's heartbeat")
