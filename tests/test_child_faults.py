@@ -53,3 +53,26 @@ def test_a_child_whose_loop_is_wedged_between_jobs_stops_heartbeating_and_is_rep
     assert found["state"] == "done"
     assert [c.pid for c in pool_children(stack)] != [child.pid]
     wait_for(lambda: heartbeats(stack), 5, "the new child's heartbeat")
+
+
+def test_a_child_killed_after_storing_a_result_has_its_summary_logged_by_the_master(
+        make_stack) -> None:
+    stack = make_stack(env={"WORKER_PROCESSES": "1", ENV: "kill-after-store"})
+    job_id = submit(stack, TXT)
+    found = wait_final(stack, job_id, 20)
+    assert found["state"] == "done"
+
+    wait_for(lambda: events(stack, "child.exited", job_id=job_id), 10,
+             "the master to reap the child")
+    [exited] = events(stack, "child.exited", job_id=job_id)
+    assert exited["reason"] == "killed"
+    summaries = events(stack, "job.done", job_id=job_id)
+    assert len(summaries) == 1, summaries
+    [summary] = summaries
+    assert summary["logged_by"] == "master" and summary["process"] == "pool"
+    assert summary["state"] == "done" and summary["format"] == "txt"
+    assert summary["bytes"] == TXT.stat().st_size and summary["attempt"] == 1
+    assert summary["chars"] == found["chars"] and summary["duration_ms"] > 0
+    assert summary["error_code"] is None
+    # The job is finished: nothing to hand back to the queue.
+    assert not events(stack, "job.requeued", job_id=job_id)

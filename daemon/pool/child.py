@@ -41,13 +41,14 @@ from daemon.pool.slots import (
     SlotState,
     set_parent_death_signal,
 )
-from daemon.pool.summary import JobSummary, log_summary
+from daemon.pool.summary import JobSummary, finished_event, log_summary
 from daemon.pool.watchdog import Watchdog, tree_rss_mb
 from daemon.store import (
     Begun,
     Delivery,
     JobState,
     JobStore,
+    Settled,
     consumer_name,
 )
 
@@ -309,8 +310,8 @@ class Child:
             self.slot.retried += 1
             log_summary("job.retry", summary, error=str(error))
         else:
-            settled = self.store.finish(delivery, self._result(attempt), outcome=outcome,
-                                        dead=decided is Settlement.GIVE_UP)
+            settled = self._finish(delivery, self._result(attempt), summary,
+                                   outcome=outcome, dead=decided is Settlement.GIVE_UP)
             if settled.written:
                 self.metrics.record_job(begun.ext, attempt.duration_ms / 1000,
                                         len(begun.payload), summary.chars or 0)
@@ -318,6 +319,16 @@ class Child:
             self._summarise(settled.written, summary._replace(rss_mb=self._rss()),
                             dead_letter=decided is Settlement.GIVE_UP)
         log_breaker_move(delivery.family, settled.breaker_from, settled.breaker_to)
+
+    def _finish(self, delivery: Delivery, result: dict[str, object], summary: JobSummary,
+                **options: object) -> Settled:
+        """FINISH, and once it stored the result, the summary in the slot until it is
+        logged: should this child die before it logs it, the master does."""
+        settled = self.store.finish(delivery, result, **options)
+        if settled.written:
+            self.slot.remember(delivery.job_id, summary)
+            faults.die_if_asked_after_store()
+        return settled
 
     @staticmethod
     def _result(attempt: Attempt) -> dict[str, object]:
@@ -340,10 +351,9 @@ class Child:
         if not written:
             log_summary("job.duplicate", summary, **extra)
             return
-        self.slot.done += summary.state == JobState.DONE
-        self.slot.failed += summary.state == JobState.FAILED
-        log_summary("job.done" if summary.state == JobState.DONE else "job.failed", summary,
-                    **extra)
+        self.slot.count(summary.state)
+        log_summary(finished_event(summary.state), summary, **extra)
+        self.slot.forget()
 
     # --- deliveries that do not run ------------------------------------------------------
     def _wait_for_breaker(self, delivery: Delivery, begun: Begun) -> None:
@@ -354,9 +364,10 @@ class Child:
             result = {"state": JobState.FAILED, "error_code": "extractor_unavailable",
                       "error_message": f"the {delivery.family} extractor stayed unavailable "
                                        f"for {int(age)} s"}
-            settled = self.store.finish(delivery, result)
-            self._summarise(settled.written, summary._replace(
-                state=JobState.FAILED, error_code="extractor_unavailable"))
+            summary = summary._replace(state=JobState.FAILED,
+                                       error_code="extractor_unavailable")
+            settled = self._finish(delivery, result, summary)
+            self._summarise(settled.written, summary)
             return
         # Wait in the queue, not in this child: other families keep flowing. Come back
         # when the breaker may let trials through, or when the wait bound passes.
@@ -370,10 +381,11 @@ class Child:
         result = {"state": JobState.FAILED, "error_code": code,
                   "error_message": f"gave up after {begun.attempts} attempts"
                                    + (f"; last error: {message}" if message else "")}
-        settled = self.store.finish(delivery, result, dead=True)
-        self._summarise(settled.written, JobSummary(
-            state=JobState.FAILED, format=None, bytes=None, attempt=begun.attempts,
-            duration_ms=None, error_code=code, rss_mb=self._rss()), dead_letter=True)
+        summary = JobSummary(state=JobState.FAILED, format=None, bytes=None,
+                             attempt=begun.attempts, duration_ms=None, error_code=code,
+                             rss_mb=self._rss())
+        settled = self._finish(delivery, result, summary, dead=True)
+        self._summarise(settled.written, summary, dead_letter=True)
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

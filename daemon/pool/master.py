@@ -29,6 +29,7 @@ from daemon.logs import configure_logging
 from daemon.pool import chores
 from daemon.pool.child import child_main
 from daemon.pool.slots import EXIT_BOOT_FAILED, KillReason, exit_reason, make_slots
+from daemon.pool.summary import finished_event, log_summary
 from daemon.pool.watchdog import loop_stall_limit
 from daemon.store import Delivery, JobStore, ensure_group, master_consumer_name
 
@@ -166,13 +167,25 @@ class Pool:
             log.log(30 if reason in DEATH_ERRORS else 20, "child.exited", slot=slot_no,
                     child_pid=child.pid, exitcode=child.exitcode, reason=reason, job_id=job_id)
             self.chores.count_restart(reason)
-            if slot.busy:
+            if slot.unlogged() is not None:
+                self._log_summary_for(slot_no)  # finished: nothing to re-queue
+            elif slot.busy:
                 self._requeue(slot_no, reason)
             if reason == "boot-failed" and self.stopping_since is None:
                 log.error("pool.boot_failed", slot=slot_no)
                 self._kill_all(KillReason.SHUTDOWN)
                 return EXIT_BOOT_FAILED
         return None
+
+    def _log_summary_for(self, slot_no: int) -> None:
+        """The summary line of a job the dead child stored but did not live to log."""
+        slot = self.slots[slot_no]
+        job_id, summary = slot.unlogged()
+        slot.count(summary.state)
+        log_summary(finished_event(summary.state), summary, job_id=job_id, slot=slot_no,
+                    logged_by="master")
+        slot.forget()
+        slot.clear()
 
     def _requeue(self, slot_no: int, reason: str) -> None:
         """Hand the dead child's job back to the queue now, not after an idle timeout."""

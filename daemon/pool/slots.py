@@ -2,8 +2,8 @@
 
 The record lives in shared memory created before the fork, so the master can see which
 job a child holds (to enforce the deadline and to re-queue the job the moment the child
-dies) and whether its loop still turns, without a round trip to Redis; and it survives
-the child it describes.
+dies), whether its loop still turns, and which stored job it has not yet logged, without
+a round trip to Redis; and it survives the child it describes.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import multiprocessing
 import signal
 import time
 from multiprocessing.sharedctypes import SynchronizedArray
+
+from daemon.pool.summary import JobSummary
+from daemon.store import JobState
 
 # --- named exit codes ------------------------------------------------------------------
 EXIT_OK = 0
@@ -46,6 +49,16 @@ class SlotState(ctypes.Structure):
         # time.monotonic() (one clock for every process on the host) at the child loop's
         # last turn: an idle child whose loop has not turned for long is wedged.
         ("turned_at", ctypes.c_double),
+        # The summary of a job whose result FINISH stored, until the child has logged it:
+        # if the child dies in between, the master logs it (stored_state "" = none).
+        ("stored_state", ctypes.c_char * 12),
+        ("stored_job_id", ctypes.c_char * 40),
+        ("stored_format", ctypes.c_char * 16),
+        ("stored_bytes", ctypes.c_long),
+        ("stored_attempt", ctypes.c_int),
+        ("stored_duration_ms", ctypes.c_double),
+        ("stored_chars", ctypes.c_long),
+        ("stored_error_code", ctypes.c_char * 40),
     ]
 
     def begin(self, job_id: str, entry_id: str, family: str) -> None:
@@ -64,6 +77,7 @@ class SlotState(ctypes.Structure):
         self.clear()
         self.kill_reason = KillReason.NONE
         self.turned_at = 0.0
+        self.forget()
 
     @property
     def busy(self) -> bool:
@@ -81,6 +95,40 @@ class SlotState(ctypes.Structure):
         if self.busy or not self.turned_at:
             return 0.0
         return max(0.0, now - self.turned_at)
+
+    # --- a stored job's summary until it is logged --------------------------------------
+    def remember(self, job_id: str, summary: JobSummary) -> None:
+        """Called once FINISH has stored the job's result, before the summary is logged."""
+        self.stored_job_id = job_id.encode()
+        self.stored_format = (summary.format or "").encode()[:15]
+        self.stored_bytes = summary.bytes if summary.bytes is not None else -1
+        self.stored_attempt = summary.attempt or 0
+        self.stored_duration_ms = summary.duration_ms or 0.0
+        self.stored_chars = summary.chars if summary.chars is not None else -1
+        self.stored_error_code = (summary.error_code or "").encode()[:39]
+        self.stored_state = summary.state.encode()  # last: the record is whole once set
+
+    def unlogged(self) -> tuple[str, JobSummary] | None:
+        """(job id, summary) of a job stored but not yet logged, if there is one."""
+        state = self.stored_state.decode()
+        if not state:
+            return None
+        return self.stored_job_id.decode(), JobSummary(
+            state=state, format=self.stored_format.decode() or None,
+            bytes=self.stored_bytes if self.stored_bytes >= 0 else None,
+            attempt=self.stored_attempt,
+            duration_ms=self.stored_duration_ms or None,
+            chars=self.stored_chars if self.stored_chars >= 0 else None,
+            error_code=self.stored_error_code.decode() or None)
+
+    def count(self, state: str) -> None:
+        """Count a logged job in the tally the master writes at shutdown."""
+        self.done += state == JobState.DONE
+        self.failed += state == JobState.FAILED
+
+    def forget(self) -> None:
+        """Called once the summary is logged."""
+        self.stored_state = b""
 
 
 def make_slots(count: int) -> SynchronizedArray:

@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import structlog
 
+from daemon.store import JobState
+
 log = structlog.get_logger()
 
 
@@ -28,6 +30,11 @@ class JobSummary(NamedTuple):
 
 # Events a reader should look at: a retry is a failure that did not end the job.
 _WARNINGS = frozenset({"job.retry"})
+
+
+def finished_event(state: str) -> str:
+    """The summary event of a job this delivery finished."""
+    return "job.done" if state == JobState.DONE else "job.failed"
 
 
 def log_summary(event: str, summary: JobSummary, **extra: object) -> None:
