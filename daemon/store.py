@@ -386,6 +386,13 @@ class JobStore:
                   error_code, error_message[:500], consumer, delivery.family])
         return Settled.from_reply(reply)
 
+    def finished_since(self, job_id: str, since: float) -> bool:
+        """Whether the job is final with its result written at `since` (time.time()) or
+        later: whether a FINISH sent then landed, when its answer was never seen."""
+        state, finished_at = self.client.hmget(job_key(job_id), "state", "finished_at")
+        return (_s(state) in FINAL_STATES and finished_at is not None
+                and float(finished_at) >= since)
+
     def ack(self, delivery: Delivery) -> None:
         self.client.xack(STREAM, GROUP, delivery.entry_id)
 

@@ -368,27 +368,52 @@ def test_a_job_the_child_finished_before_it_died_is_not_requeued(pool, store,
     assert not [e for e in events if e["event"] == "job.requeued"] and pool.requeued == 0
 
 
-def test_reaping_a_child_that_died_after_storing_logs_its_summary_and_requeues_nothing(
-        pool, store, settings) -> None:
-    delivery, _begun = taken(store, consumer_name(settings, 0))
-    slot = pool.slots[0]
-    slot.begin(delivery.job_id, delivery.entry_id, delivery.family)
-    store.finish(delivery, {"state": "done", "chars": 4, "text": "text"})
-    slot.remember(delivery.job_id, JobSummary(state="done", format="pdf", bytes=5,
-                                              attempt=1, duration_ms=7.0, chars=4))
+def reap_after_sigkill(pool: Pool, slot_no: int = 0) -> list[dict]:
+    """Reap a real forked child of `slot_no` that SIGKILLed itself; the master's events."""
     process = multiprocessing.get_context("fork").Process(target=_die_by_sigkill)
     process.start()
-    pool.children[0] = process
+    pool.children[slot_no] = process
     process.join(5)
     with capture_logs() as events:
         assert pool._reap({process.sentinel}) is None
-
     assert one(events, "child.exited")["reason"] == "killed"
+    return events
+
+
+SUMMARY = JobSummary(state="done", format="pdf", bytes=5, attempt=1, duration_ms=7.0, chars=4)
+
+
+@pytest.mark.parametrize("answer_seen", [True, False], ids=["stored", "answer-lost"])
+def test_reaping_a_child_that_died_after_its_finish_landed_logs_the_summary_for_it(
+        pool, store, settings, answer_seen) -> None:
+    delivery, _begun = taken(store, consumer_name(settings, 0))
+    slot = pool.slots[0]
+    slot.begin(delivery.job_id, delivery.entry_id, delivery.family)
+    slot.remember(delivery.job_id, SUMMARY)  # as the child does just before FINISH
+    store.finish(delivery, {"state": "done", "chars": 4, "text": "text"})
+    if answer_seen:
+        slot.stored()
+    events = reap_after_sigkill(pool)
+
     done = one(events, "job.done")
     assert (done["job_id"], done["logged_by"], done["chars"], done["bytes"]) == (
         delivery.job_id, "master", 4, 5)
     assert not [e for e in events if e["event"].startswith("job.requeue")]
     assert slot.unlogged() is None and not slot.busy and slot.done == 1
+
+
+def test_reaping_a_child_that_died_before_its_finish_landed_requeues_and_logs_no_summary(
+        pool, store, settings) -> None:
+    delivery, _begun = taken(store, consumer_name(settings, 0))
+    slot = pool.slots[0]
+    slot.begin(delivery.job_id, delivery.entry_id, delivery.family)
+    slot.remember(delivery.job_id, SUMMARY)  # killed before FINISH reached Redis
+    events = reap_after_sigkill(pool)
+
+    assert not [e for e in events if e["event"] == "job.done"]
+    assert one(events, "job.requeued")["job_id"] == delivery.job_id
+    assert record(store, delivery.job_id)["state"] == "queued"
+    assert slot.unlogged() is None and slot.done == 0
 
 
 # --- a loop that stops turning ---------------------------------------------------------------

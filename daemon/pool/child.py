@@ -260,6 +260,7 @@ class Child:
         # the stamp from before the job (it would take the job's length for a wedge).
         self.slot.turned()
         self.slot.clear()
+        self.slot.forget()  # a FINISH that raised: the job is re-read from Redis
 
     # --- step 1: run the extraction ----------------------------------------------------
     def _attempt(self, delivery: Delivery, begun: Begun) -> Attempt:
@@ -322,12 +323,15 @@ class Child:
 
     def _finish(self, delivery: Delivery, result: dict[str, object], summary: JobSummary,
                 **options: object) -> Settled:
-        """FINISH, and once it stored the result, the summary in the slot until it is
-        logged: should this child die before it logs it, the master does."""
+        """FINISH, with the job's summary in the slot from just before it is sent until it
+        is logged: should this child die in between, the master logs it."""
+        self.slot.remember(delivery.job_id, summary)
         settled = self.store.finish(delivery, result, **options)
         if settled.written:
-            self.slot.remember(delivery.job_id, summary)
+            self.slot.stored()
             faults.die_if_asked_after_store()
+        else:
+            self.slot.forget()  # already final: its summary is someone else's
         return settled
 
     @staticmethod

@@ -28,7 +28,13 @@ from daemon.errors import ExtractionTimeout, MemoryLimit
 from daemon.logs import configure_logging
 from daemon.pool import chores
 from daemon.pool.child import child_main
-from daemon.pool.slots import EXIT_BOOT_FAILED, KillReason, exit_reason, make_slots
+from daemon.pool.slots import (
+    EXIT_BOOT_FAILED,
+    KillReason,
+    SummaryPhase,
+    exit_reason,
+    make_slots,
+)
 from daemon.pool.summary import finished_event, log_summary
 from daemon.pool.watchdog import loop_stall_limit
 from daemon.store import Delivery, JobStore, ensure_group, master_consumer_name
@@ -167,24 +173,37 @@ class Pool:
             log.log(30 if reason in DEATH_ERRORS else 20, "child.exited", slot=slot_no,
                     child_pid=child.pid, exitcode=child.exitcode, reason=reason, job_id=job_id)
             self.chores.count_restart(reason)
-            if slot.unlogged() is not None:
+            if self._finished_unlogged(slot_no):
                 self._log_summary_for(slot_no)  # finished: nothing to re-queue
             elif slot.busy:
                 self._requeue(slot_no, reason)
+            slot.forget()
             if reason == "boot-failed" and self.stopping_since is None:
                 log.error("pool.boot_failed", slot=slot_no)
                 self._kill_all(KillReason.SHUTDOWN)
                 return EXIT_BOOT_FAILED
         return None
 
+    def _finished_unlogged(self, slot_no: int) -> bool:
+        """Whether the dead child's last FINISH wrote a result it did not live to log."""
+        slot = self.slots[slot_no]
+        unlogged = slot.unlogged()
+        if unlogged is None:
+            return False
+        if slot.summary_phase == SummaryPhase.STORED:
+            return True
+        try:  # killed while FINISH's answer was on its way: Redis knows if it landed
+            return self.store.finished_since(unlogged[0], slot.finish_sent_at)
+        except REDIS_DOWN:
+            return False  # the re-queue is deferred too; the job stays pending
+
     def _log_summary_for(self, slot_no: int) -> None:
-        """The summary line of a job the dead child stored but did not live to log."""
+        """The summary line of a job the dead child finished but did not live to log."""
         slot = self.slots[slot_no]
         job_id, summary = slot.unlogged()
         slot.count(summary.state)
         log_summary(finished_event(summary.state), summary, job_id=job_id, slot=slot_no,
                     logged_by="master")
-        slot.forget()
         slot.clear()
 
     def _requeue(self, slot_no: int, reason: str) -> None:

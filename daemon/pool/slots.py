@@ -35,6 +35,14 @@ class KillReason(enum.IntEnum):
     WEDGED = 4  # idle, and its loop stopped turning
 
 
+class SummaryPhase(enum.IntEnum):
+    """How far a job's finishing got: what the master may log if the child dies."""
+
+    NONE = 0
+    SENT = 1  # FINISH sent, its answer not seen: Redis knows whether it landed
+    STORED = 2  # FINISH wrote the result; the summary line is still to be logged
+
+
 class SlotState(ctypes.Structure):
     _fields_ = [
         ("job_id", ctypes.c_char * 40),
@@ -49,16 +57,18 @@ class SlotState(ctypes.Structure):
         # time.monotonic() (one clock for every process on the host) at the child loop's
         # last turn: an idle child whose loop has not turned for long is wedged.
         ("turned_at", ctypes.c_double),
-        # The summary of a job whose result FINISH stored, until the child has logged it:
-        # if the child dies in between, the master logs it (stored_state "" = none).
-        ("stored_state", ctypes.c_char * 12),
-        ("stored_job_id", ctypes.c_char * 40),
-        ("stored_format", ctypes.c_char * 16),
-        ("stored_bytes", ctypes.c_long),
-        ("stored_attempt", ctypes.c_int),
-        ("stored_duration_ms", ctypes.c_double),
-        ("stored_chars", ctypes.c_long),
-        ("stored_error_code", ctypes.c_char * 40),
+        # The summary line of the job being finished, from just before FINISH until the
+        # child has logged it: if the child dies in between, the master logs it.
+        ("summary_phase", ctypes.c_int),  # a SummaryPhase
+        ("finish_sent_at", ctypes.c_double),  # time.time() just before FINISH was sent
+        ("summary_job_id", ctypes.c_char * 40),
+        ("summary_state", ctypes.c_char * 12),
+        ("summary_format", ctypes.c_char * 16),
+        ("summary_bytes", ctypes.c_long),  # -1: None
+        ("summary_attempt", ctypes.c_int),
+        ("summary_duration_ms", ctypes.c_double),
+        ("summary_chars", ctypes.c_long),  # -1: None
+        ("summary_error_code", ctypes.c_char * 40),
     ]
 
     def begin(self, job_id: str, entry_id: str, family: str) -> None:
@@ -96,30 +106,37 @@ class SlotState(ctypes.Structure):
             return 0.0
         return max(0.0, now - self.turned_at)
 
-    # --- a stored job's summary until it is logged --------------------------------------
+    # --- a finished job's summary until it is logged --------------------------------------
     def remember(self, job_id: str, summary: JobSummary) -> None:
-        """Called once FINISH has stored the job's result, before the summary is logged."""
-        self.stored_job_id = job_id.encode()
-        self.stored_format = (summary.format or "").encode()[:15]
-        self.stored_bytes = summary.bytes if summary.bytes is not None else -1
-        self.stored_attempt = summary.attempt or 0
-        self.stored_duration_ms = summary.duration_ms or 0.0
-        self.stored_chars = summary.chars if summary.chars is not None else -1
-        self.stored_error_code = (summary.error_code or "").encode()[:39]
-        self.stored_state = summary.state.encode()  # last: the record is whole once set
+        """Called just before FINISH is sent: the summary line the job will have."""
+        self.summary_phase = SummaryPhase.NONE  # while the fields change
+        self.summary_job_id = job_id.encode()
+        self.summary_state = summary.state.encode()
+        self.summary_format = (summary.format or "").encode()[:15]
+        self.summary_bytes = summary.bytes if summary.bytes is not None else -1
+        self.summary_attempt = summary.attempt or 0
+        self.summary_duration_ms = summary.duration_ms or 0.0
+        self.summary_chars = summary.chars if summary.chars is not None else -1
+        self.summary_error_code = (summary.error_code or "").encode()[:39]
+        self.finish_sent_at = time.time()
+        self.summary_phase = SummaryPhase.SENT  # last: the record is whole once set
+
+    def stored(self) -> None:
+        """Called once FINISH answered that it wrote the result."""
+        self.summary_phase = SummaryPhase.STORED
 
     def unlogged(self) -> tuple[str, JobSummary] | None:
-        """(job id, summary) of a job stored but not yet logged, if there is one."""
-        state = self.stored_state.decode()
-        if not state:
+        """(job id, summary) of a job whose FINISH was sent and whose line is not yet
+        logged (`summary_phase` says whether the result is known to be stored)."""
+        if self.summary_phase == SummaryPhase.NONE:
             return None
-        return self.stored_job_id.decode(), JobSummary(
-            state=state, format=self.stored_format.decode() or None,
-            bytes=self.stored_bytes if self.stored_bytes >= 0 else None,
-            attempt=self.stored_attempt,
-            duration_ms=self.stored_duration_ms or None,
-            chars=self.stored_chars if self.stored_chars >= 0 else None,
-            error_code=self.stored_error_code.decode() or None)
+        return self.summary_job_id.decode(), JobSummary(
+            state=self.summary_state.decode(), format=self.summary_format.decode() or None,
+            bytes=self.summary_bytes if self.summary_bytes >= 0 else None,
+            attempt=self.summary_attempt,
+            duration_ms=self.summary_duration_ms or None,
+            chars=self.summary_chars if self.summary_chars >= 0 else None,
+            error_code=self.summary_error_code.decode() or None)
 
     def count(self, state: str) -> None:
         """Count a logged job in the tally the master writes at shutdown."""
@@ -127,8 +144,8 @@ class SlotState(ctypes.Structure):
         self.failed += state == JobState.FAILED
 
     def forget(self) -> None:
-        """Called once the summary is logged."""
-        self.stored_state = b""
+        """Called once the summary is logged (or FINISH wrote nothing)."""
+        self.summary_phase = SummaryPhase.NONE
 
 
 def make_slots(count: int) -> SynchronizedArray:
