@@ -9,16 +9,25 @@ the fault injected through TEXTRACTD_TEST_FAULT (daemon/pool/faults.py).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import psutil
 
+from daemon.config import Settings
 from daemon.pool.faults import ENV
+from daemon.pool.watchdog import loop_quiet_max, loop_stall_limit
 from daemon.store import heartbeat_key
 from devtools.stack import wait_for
 from tests.fakes import TXT, events, pool_children, submit, wait_final
 
-JOB_TIMEOUT = 4  # the master kills a child idle and unturning this long; its beat stops at 2
+# Short bounds: the heartbeat stops after QUIET s of an idle loop not turning, the
+# master kills the child after STALL s.
+WEDGE_ENV = {"WORKER_PROCESSES": "1", "JOB_TIMEOUT": "4", "REDIS_SOCKET_TIMEOUT": "1",
+             "REDIS_MAX_RETRIES": "2"}
+_wedge_settings = dataclasses.replace(Settings(), job_timeout=4.0, redis_socket_timeout=1.0,
+                                      redis_max_retries=2)
+QUIET, STALL = loop_quiet_max(_wedge_settings), loop_stall_limit(_wedge_settings)
 
 
 def heartbeats(stack) -> list[bytes]:
@@ -29,25 +38,24 @@ def heartbeats(stack) -> list[bytes]:
 def test_a_child_whose_loop_is_wedged_between_jobs_stops_heartbeating_and_is_replaced(
         make_stack, tmp_path: Path) -> None:
     wedge = tmp_path / "wedge"
-    stack = make_stack(env={"WORKER_PROCESSES": "1", "JOB_TIMEOUT": str(JOB_TIMEOUT),
-                            ENV: f"wedge-idle:{wedge}"})
+    stack = make_stack(env={**WEDGE_ENV, ENV: f"wedge-idle:{wedge}"})
     [child] = pool_children(stack)
     wedge.touch()  # the loop blocks at its next turn; the watch thread runs on
     wait_for(lambda: events(stack, "fault.wedge", pid=child.pid), 5, "the loop to wedge")
     assert child.is_running()
 
     # The heartbeat goes while the process still lives: health counts no live worker.
-    wait_for(lambda: not heartbeats(stack), JOB_TIMEOUT, "the wedged child's heartbeat to go")
+    wait_for(lambda: not heartbeats(stack), QUIET + 2, "the wedged child's heartbeat to go")
     assert child.status() != psutil.STATUS_ZOMBIE
     assert events(stack, "child.loop_stalled", pid=child.pid)
 
     # The master kills it and a new child takes the slot.
-    wait_for(lambda: events(stack, "child.exited", child_pid=child.pid), JOB_TIMEOUT + 5,
+    wait_for(lambda: events(stack, "child.exited", child_pid=child.pid), STALL + 2,
              "the master to kill the wedged child")
     [exited] = events(stack, "child.exited", child_pid=child.pid)
     assert exited["reason"] == "wedged" and exited["job_id"] is None
     [wedged] = events(stack, "child.wedged", child_pid=child.pid)
-    assert wedged["stalled_s"] > JOB_TIMEOUT
+    assert wedged["stalled_s"] > STALL
     wedge.unlink()
     found = wait_final(stack, submit(stack, TXT), 20)
     assert found["state"] == "done"

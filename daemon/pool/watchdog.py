@@ -28,8 +28,11 @@ log = structlog.get_logger()
 WATCH_EVERY = 0.25
 HEARTBEAT_EVERY = 2.0
 HEARTBEAT_TTL = int(HEARTBEAT_EVERY * 5)
-# An idle loop turns at least once a second (its blocking read); one silent this long is
-# stuck, whatever its process still does.
+# An idle loop turns about once a second (its blocking read is READ_BLOCK_MS); during a
+# refused-connection outage a turn is redis-py's backoff (about 3 s) and then a sleep that
+# stamps as it waits. A quiet loop past LOOP_QUIET_FLOOR is stuck, whatever its process
+# still does.
+LOOP_QUIET_FLOOR = 5.0
 LOOP_QUIET_MAX = float(HEARTBEAT_TTL)
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -78,15 +81,16 @@ def tree_rss_mb(pid: int) -> float:
 def loop_quiet_max(settings: Settings) -> float:
     """How long an idle child's loop may go without turning before its heartbeat stops:
     well before the master kills it (`loop_stall_limit`), so the health checks see it."""
-    return min(LOOP_QUIET_MAX, settings.job_timeout / 2)
+    return max(LOOP_QUIET_FLOOR, min(LOOP_QUIET_MAX, settings.job_timeout / 2))
 
 
 def loop_stall_limit(settings: Settings) -> float:
     """How long an idle child's loop may go without turning before the master kills it.
 
-    JOB_TIMEOUT, the bound on any one job: no turn of the loop (a blocking read, waits
-    on Redis with redis-py's retries) should come near it."""
-    return settings.job_timeout
+    At least JOB_TIMEOUT (the bound on any one job) and one Redis call with all its
+    retries (a blackholed connection), so a slow Redis is never taken for a wedge."""
+    one_call = (settings.redis_max_retries + 1) * settings.redis_socket_timeout
+    return max(settings.job_timeout, 2 * loop_quiet_max(settings), one_call)
 
 
 class Watchdog:
