@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 import orjson
 import redis
@@ -120,6 +120,10 @@ async def ensure_group_async(client: aredis.Redis) -> None:
 
 
 # --- the job record as clients see it -------------------------------------------------
+@overload
+def _s(value: bytes | str) -> str: ...
+@overload
+def _s(value: None) -> None: ...
 def _s(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import structlog
 
-from daemon.breaker import BreakerState, log_breaker_move, outcome_of
+from daemon.breaker import BreakerState, Outcome, log_breaker_move, outcome_of
 from daemon.config import Settings
 from daemon.connection import REDIS_DOWN, connect
 from daemon.documents import guards
@@ -108,7 +108,7 @@ class Child:
         # Jitter, so children started together are not all recycled together.
         self.max_jobs = settings.worker_max_jobs + random.randint(
             0, max(1, settings.worker_max_jobs // 10))
-        self.store: JobStore | None = None
+        self.store: JobStore  # connected in boot(), after the fork
         self._last_claim = 0.0
         self._claim_cursor = "0-0"
         self.metrics = JobMetrics()
@@ -302,7 +302,7 @@ class Child:
             duration_ms=attempt.duration_ms,
             chars=len(attempt.text) if attempt.text is not None else None,
             error_code=error.code if error is not None else None)
-        if decided is Settlement.RETRY:
+        if decided is Settlement.RETRY and isinstance(error, MachineryError):
             settled = self.store.retry(delivery, consumer=self.consumer, error_code=error.code,
                                        error_message=str(error), outcome=outcome,
                                        ready_at=self._retry_at(error))
@@ -321,12 +321,12 @@ class Child:
                             dead_letter=decided is Settlement.GIVE_UP)
         log_breaker_move(delivery.family, settled.breaker_from, settled.breaker_to)
 
-    def _finish(self, delivery: Delivery, result: dict[str, object], summary: JobSummary,
-                **options: object) -> Settled:
+    def _finish(self, delivery: Delivery, result: dict[str, object], summary: JobSummary, *,
+                outcome: Outcome = Outcome.NONE, dead: bool = False) -> Settled:
         """FINISH, with the job's summary in the slot from just before it is sent until it
         is logged: should this child die in between, the master logs it."""
         self.slot.remember(delivery.job_id, summary)
-        settled = self.store.finish(delivery, result, **options)
+        settled = self.store.finish(delivery, result, outcome=outcome, dead=dead)
         if settled.written:
             self.slot.stored()
             faults.die_if_asked_after_store()
@@ -365,9 +365,10 @@ class Child:
         summary = JobSummary(state=JobState.QUEUED, format=None, bytes=None,
                              attempt=begun.attempts, duration_ms=None, rss_mb=self._rss())
         if age > self.settings.breaker_max_wait:
-            result = {"state": JobState.FAILED, "error_code": "extractor_unavailable",
-                      "error_message": f"the {delivery.family} extractor stayed unavailable "
-                                       f"for {int(age)} s"}
+            result: dict[str, object] = {
+                "state": JobState.FAILED, "error_code": "extractor_unavailable",
+                "error_message": f"the {delivery.family} extractor stayed unavailable "
+                                 f"for {int(age)} s"}
             summary = summary._replace(state=JobState.FAILED,
                                        error_code="extractor_unavailable")
             settled = self._finish(delivery, result, summary)
@@ -382,9 +383,10 @@ class Child:
     def _give_up(self, delivery: Delivery, begun: Begun) -> None:
         code = begun.error_code or "too_many_attempts"
         message = begun.error_message
-        result = {"state": JobState.FAILED, "error_code": code,
-                  "error_message": f"gave up after {begun.attempts} attempts"
-                                   + (f"; last error: {message}" if message else "")}
+        result: dict[str, object] = {
+            "state": JobState.FAILED, "error_code": code,
+            "error_message": f"gave up after {begun.attempts} attempts"
+                             + (f"; last error: {message}" if message else "")}
         summary = JobSummary(state=JobState.FAILED, format=None, bytes=None,
                              attempt=begun.attempts, duration_ms=None, error_code=code,
                              rss_mb=self._rss())
