@@ -22,7 +22,7 @@ import psutil
 from bench.arms import Ceiling, Floor, HttpArm, Slice, arm, compare, load, service
 from bench.loadgen import MIB, measure_upload_rss
 from bench.workload import Workload, corpus_docs, digest, tiny_text
-from daemon.pool.child import tree_rss_mb
+from daemon.pool.watchdog import tree_rss_mb
 from daemon.store import DEPTH, heartbeat_key, job_key
 from devtools.multipart import multipart_body
 from devtools.stack import Stack, wait_for

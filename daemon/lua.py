@@ -51,16 +51,28 @@ local function breaker_record(key, outcome, now, fail_threshold, success_thresho
 end
 """
 
+# Each script names its KEYS and ARGV slots in locals at its top, so no body reads a slot
+# by number (dramatiq's habit).
+
 # KEYS: job, payload, stream, depth
 # ARGV: max_depth, job_id, payload, family, then the job record as field/value pairs
 SUBMIT = """
-local depth = tonumber(redis.call('GET', KEYS[4]) or '0')
+local job_key = KEYS[1]
+local payload_key = KEYS[2]
+local stream = KEYS[3]
+local depth_key = KEYS[4]
 local max_depth = tonumber(ARGV[1])
+local job_id = ARGV[2]
+local payload = ARGV[3]
+local family = ARGV[4]
+local RECORD_FROM = 5  -- the record's field/value pairs fill ARGV from here
+
+local depth = tonumber(redis.call('GET', depth_key) or '0')
 if max_depth > 0 and depth >= max_depth then return {0, depth} end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-redis.call('SET', KEYS[2], ARGV[3])
-local entry = redis.call('XADD', KEYS[3], '*', 'job', ARGV[2], 'family', ARGV[4])
-redis.call('INCR', KEYS[4])
+redis.call('HSET', job_key, unpack(ARGV, RECORD_FROM))
+redis.call('SET', payload_key, payload)
+local entry = redis.call('XADD', stream, '*', 'job', job_id, 'family', family)
+redis.call('INCR', depth_key)
 return {1, entry}
 """
 
@@ -95,7 +107,17 @@ end
 # KEYS: job, payload, breaker, history
 # ARGV: consumer, now, max_attempts, breaker recovery seconds
 BEGIN = BEGIN_LUA + """
-return begin_job(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+local job_key = KEYS[1]
+local payload_key = KEYS[2]
+local breaker_key = KEYS[3]
+local history_key = KEYS[4]
+local consumer = ARGV[1]
+local now = ARGV[2]
+local max_attempts = ARGV[3]
+local recovery = ARGV[4]
+
+return begin_job(job_key, payload_key, breaker_key, history_key, consumer, now,
+                 max_attempts, recovery)
 """
 
 # The next new entry for this consumer, taken up in the same call: one round trip per job
@@ -107,19 +129,31 @@ return begin_job(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], 
 #       prefixes of job, payload, breaker and history
 # Returns {} when nothing is waiting, else {entry_id, job_id, family, BEGIN's reply...}
 TAKE = BEGIN_LUA + """
-local read = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1,
-                        'STREAMS', KEYS[1], '>')
+local stream = KEYS[1]
+local group = ARGV[1]
+local consumer = ARGV[2]
+local now = ARGV[3]
+local max_attempts = ARGV[4]
+local recovery = ARGV[5]
+local job_prefix = ARGV[6]
+local payload_prefix = ARGV[7]
+local breaker_prefix = ARGV[8]
+local history_prefix = ARGV[9]
+
+local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1,
+                        'STREAMS', stream, '>')
 if not read then return {} end
 local entry = read[1][2][1]
 local fields = {}
 for i = 1, #entry[2], 2 do fields[entry[2][i]] = entry[2][i + 1] end
 local job_id, family = fields['job'], fields['family'] or 'python'
 if not job_id then
-  redis.call('XACK', KEYS[1], ARGV[1], entry[1])  -- not one of ours: nothing to run
+  redis.call('XACK', stream, group, entry[1])  -- not one of ours: nothing to run
   return {}
 end
-local begun = begin_job(ARGV[6] .. job_id, ARGV[7] .. job_id, ARGV[8] .. family,
-                        ARGV[9] .. job_id, ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+local begun = begin_job(job_prefix .. job_id, payload_prefix .. job_id,
+                        breaker_prefix .. family, history_prefix .. job_id, consumer, now,
+                        max_attempts, recovery)
 return {entry[1], job_id, family, unpack(begun)}
 """
 
@@ -127,10 +161,33 @@ return {entry[1], job_id, family, unpack(begun)}
 # ARGV: group, entry_id, ttl, now, channel, job_id, outcome('success'|'none'|'failure'),
 #       fail_threshold, success_threshold, dead(0|1), the longest text (bytes) the done
 #       message may carry, then result fields as pairs
-#       (state, error_code, ... ; a 'text' pair is stored under KEYS[3], not in the hash)
+#       (state, error_code, ... ; a 'text' pair is stored under the text key, not in the
+#       hash)
 # The done message is the job id, or "<job id>\n" + JSON {record, text} when the text is
 # short: a waiting api then answers from the message without reading the job back.
 FINISH = BREAKER_LUA + """
+local job_key = KEYS[1]
+local payload_key = KEYS[2]
+local text_key = KEYS[3]
+local stream = KEYS[4]
+local depth_key = KEYS[5]
+local breaker_key = KEYS[6]
+local dead_letters = KEYS[7]
+local history_key = KEYS[8]
+local counters_key = KEYS[9]
+local group = ARGV[1]
+local entry_id = ARGV[2]
+local ttl = tonumber(ARGV[3])
+local now = ARGV[4]
+local channel = ARGV[5]
+local job_id = ARGV[6]
+local outcome = ARGV[7]
+local fail_threshold = tonumber(ARGV[8])
+local success_threshold = tonumber(ARGV[9])
+local dead = ARGV[10] == '1'
+local message_text_max = tonumber(ARGV[11])
+local RESULT_FROM = 12  -- the result's field/value pairs fill ARGV from here
+
 local function record_of(key)
   local flat = redis.call('HGETALL', key)
   local record = {}
@@ -138,51 +195,50 @@ local function record_of(key)
   return record
 end
 
-local state = redis.call('HGET', KEYS[1], 'state')
-redis.call('XACK', KEYS[4], ARGV[1], ARGV[2])
+local state = redis.call('HGET', job_key, 'state')
+redis.call('XACK', stream, group, entry_id)
 if (not state) or state == 'done' or state == 'failed' then return {0, '', ''} end
-local ttl = tonumber(ARGV[3])
 local fields = {}
 local text = nil
-for i = 12, #ARGV, 2 do
+for i = RESULT_FROM, #ARGV, 2 do
   if ARGV[i] == 'text' then
     text = ARGV[i + 1]
-    redis.call('SET', KEYS[3], text, 'EX', ttl)
+    redis.call('SET', text_key, text, 'EX', ttl)
   else
     fields[#fields + 1] = ARGV[i]
     fields[#fields + 1] = ARGV[i + 1]
   end
 end
-redis.call('HSET', KEYS[1], 'finished_at', ARGV[4], unpack(fields))
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('EXPIRE', KEYS[8], ttl)
-local record = record_of(KEYS[1])  -- final from here on: the counters, dead letter, message
-if ARGV[10] == '1' then
+redis.call('HSET', job_key, 'finished_at', now, unpack(fields))
+redis.call('EXPIRE', job_key, ttl)
+redis.call('EXPIRE', history_key, ttl)
+local record = record_of(job_key)  -- final from here on: the counters, dead letter, message
+if dead then
   -- keep the payload so an operator can replay the dead letter; the record and the
   -- history go in as JSON an operator can read (an object, and a list of objects)
   local history = '['
-  for i, step in ipairs(redis.call('LRANGE', KEYS[8], 0, -1)) do
+  for i, step in ipairs(redis.call('LRANGE', history_key, 0, -1)) do
     history = history .. (i > 1 and ',' or '') .. step
   end
-  redis.call('XADD', KEYS[7], '*', 'job', ARGV[6], 'entry', ARGV[2],
+  redis.call('XADD', dead_letters, '*', 'job', job_id, 'entry', entry_id,
              'record', cjson.encode(record), 'history', history .. ']')
 else
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', payload_key)
 end
-if tonumber(redis.call('DECR', KEYS[5])) < 0 then redis.call('SET', KEYS[5], 0) end
-redis.call('HINCRBY', KEYS[9], 'finished', 1)
-redis.call('HINCRBY', KEYS[9],
+if tonumber(redis.call('DECR', depth_key)) < 0 then redis.call('SET', depth_key, 0) end
+redis.call('HINCRBY', counters_key, 'finished', 1)
+redis.call('HINCRBY', counters_key,
            record.state == 'done' and 'done' or ('failed:' .. (record.error_code or '')), 1)
 local transition = {'', ''}
-if ARGV[7] ~= 'none' then
-  transition = breaker_record(KEYS[6], ARGV[7], tonumber(ARGV[4]), tonumber(ARGV[8]),
-                              tonumber(ARGV[9]))
+if outcome ~= 'none' then
+  transition = breaker_record(breaker_key, outcome, tonumber(now), fail_threshold,
+                              success_threshold)
 end
-local message = ARGV[6]
-if (not text) or #text <= tonumber(ARGV[11]) then
+local message = job_id
+if (not text) or #text <= message_text_max then
   message = message .. '\\n' .. cjson.encode({record = record, text = text})
 end
-redis.call('PUBLISH', ARGV[5], message)
+redis.call('PUBLISH', channel, message)
 return {1, transition[1], transition[2]}
 """
 
@@ -195,27 +251,45 @@ return {1, transition[1], transition[2]}
 # ARGV: group, entry_id, job_id, now, ready_at (0: now), outcome('failure'|'none'),
 #       fail_threshold, success_threshold, error_code, error_message, consumer, family
 RETRY = BREAKER_LUA + """
-local state = redis.call('HGET', KEYS[1], 'state')
-local acked = redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+local job_key = KEYS[1]
+local stream = KEYS[2]
+local deferred = KEYS[3]
+local breaker_key = KEYS[4]
+local history_key = KEYS[5]
+local group = ARGV[1]
+local entry_id = ARGV[2]
+local job_id = ARGV[3]
+local now = ARGV[4]
+local ready_at = ARGV[5]  -- a score, passed on as written
+local outcome = ARGV[6]
+local fail_threshold = tonumber(ARGV[7])
+local success_threshold = tonumber(ARGV[8])
+local error_code = ARGV[9]
+local error_message = ARGV[10]
+local consumer = ARGV[11]
+local family = ARGV[12]
+
+local state = redis.call('HGET', job_key, 'state')
+local acked = redis.call('XACK', stream, group, entry_id)
 if acked == 0 or (not state) or state == 'done' or state == 'failed' then
   return {0, '', ''}
 end
 local fields = {'state', 'queued'}
-if ARGV[9] ~= '' then
-  fields = {'state', 'queued', 'error_code', ARGV[9], 'error_message', ARGV[10]}
-  redis.call('RPUSH', KEYS[5], cjson.encode({event = 'failed', at = ARGV[4],
-             consumer = ARGV[11], code = ARGV[9], message = ARGV[10]}))
+if error_code ~= '' then
+  fields = {'state', 'queued', 'error_code', error_code, 'error_message', error_message}
+  redis.call('RPUSH', history_key, cjson.encode({event = 'failed', at = now,
+             consumer = consumer, code = error_code, message = error_message}))
 end
-redis.call('HSET', KEYS[1], unpack(fields))
-if tonumber(ARGV[5]) > 0 then
-  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[12] .. '|' .. ARGV[3])
+redis.call('HSET', job_key, unpack(fields))
+if tonumber(ready_at) > 0 then
+  redis.call('ZADD', deferred, ready_at, family .. '|' .. job_id)
 else
-  redis.call('XADD', KEYS[2], '*', 'job', ARGV[3], 'family', ARGV[12])
+  redis.call('XADD', stream, '*', 'job', job_id, 'family', family)
 end
 local transition = {'', ''}
-if ARGV[6] ~= 'none' then
-  transition = breaker_record(KEYS[4], ARGV[6], tonumber(ARGV[4]), tonumber(ARGV[7]),
-                              tonumber(ARGV[8]))
+if outcome ~= 'none' then
+  transition = breaker_record(breaker_key, outcome, tonumber(now), fail_threshold,
+                              success_threshold)
 end
 return {1, transition[1], transition[2]}
 """
@@ -223,11 +297,16 @@ return {1, transition[1], transition[2]}
 # Move deferred jobs whose time has come back onto the stream.
 # KEYS: deferred, stream   ARGV: now, limit
 PROMOTE = """
-local ready = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local deferred = KEYS[1]
+local stream = KEYS[2]
+local now = ARGV[1]
+local limit = ARGV[2]
+
+local ready = redis.call('ZRANGEBYSCORE', deferred, '-inf', now, 'LIMIT', 0, limit)
 for _, member in ipairs(ready) do
-  redis.call('ZREM', KEYS[1], member)
+  redis.call('ZREM', deferred, member)
   local sep = string.find(member, '|', 1, true)
-  redis.call('XADD', KEYS[2], '*', 'job', string.sub(member, sep + 1),
+  redis.call('XADD', stream, '*', 'job', string.sub(member, sep + 1),
              'family', string.sub(member, 1, sep - 1))
 end
 return #ready
@@ -236,12 +315,20 @@ return #ready
 # KEYS: job, payload, text, depth, history   ARGV: channel, job_id
 # A job deleted before it finished ends 'cancelled' for anyone waiting on it.
 DELETE = """
-local state = redis.call('HGET', KEYS[1], 'state')
+local job_key = KEYS[1]
+local payload_key = KEYS[2]
+local text_key = KEYS[3]
+local depth_key = KEYS[4]
+local history_key = KEYS[5]
+local channel = ARGV[1]
+local job_id = ARGV[2]
+
+local state = redis.call('HGET', job_key, 'state')
 if not state then return 0 end
 if state ~= 'done' and state ~= 'failed' then
-  if tonumber(redis.call('DECR', KEYS[4])) < 0 then redis.call('SET', KEYS[4], 0) end
+  if tonumber(redis.call('DECR', depth_key)) < 0 then redis.call('SET', depth_key, 0) end
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[5])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
+redis.call('DEL', job_key, payload_key, text_key, history_key)
+redis.call('PUBLISH', channel, job_id)
 return 1
 """

@@ -8,8 +8,10 @@ more than one key is a script in `daemon.lua`, so it is atomic.
 
 from __future__ import annotations
 
+import enum
 import time
 from dataclasses import dataclass
+from typing import NamedTuple, overload
 
 import orjson
 import redis
@@ -17,6 +19,7 @@ import redis.asyncio as aredis
 from redis.exceptions import ResponseError
 
 from daemon import lua
+from daemon.breaker import Outcome
 from daemon.config import Settings
 from daemon.errors import QueueFull, ReplicationTimeout
 
@@ -40,8 +43,30 @@ REQUESTS = f"{PREFIX}:metrics:requests"
 REQUEST_SECONDS = f"{PREFIX}:metrics:request_seconds"
 EXTRACT_SECONDS = f"{PREFIX}:metrics:extract_seconds"
 VOLUME = f"{PREFIX}:metrics:volume"
-FINAL_STATES = frozenset({"done", "failed"})
 
+
+class JobState(enum.StrEnum):
+    """A job's life: queued -> processing -> done | failed (processing -> queued on a
+    retry). The values are what Redis holds and what the api answers."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+
+
+FINAL_STATES = frozenset({JobState.DONE, JobState.FAILED})
+
+
+def consumer_name(settings: Settings, slot_no: int) -> str:
+    """The consumer name of a pool slot: its successive children share it, so each new
+    child reads the entries its predecessor left pending first."""
+    return f"{settings.consumer_prefix}-{slot_no}"
+
+
+def master_consumer_name(settings: Settings) -> str:
+    """The name the pool master acts under when it re-queues a dead child's job."""
+    return f"{settings.consumer_prefix}-master"
 
 
 def job_key(job_id: str) -> str:
@@ -96,6 +121,10 @@ async def ensure_group_async(client: aredis.Redis) -> None:
 
 
 # --- the job record as clients see it -------------------------------------------------
+@overload
+def _s(value: bytes | str) -> str: ...
+@overload
+def _s(value: None) -> None: ...
 def _s(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -126,7 +155,7 @@ def public_job(record: dict[str, str], text: str | None = None) -> dict:
         "request_id": record.get("request_id"),
         "error": None,
     }
-    if record["state"] == "failed":
+    if record["state"] == JobState.FAILED:
         job["error"] = {"code": record.get("error_code"), "message": record.get("error_message")}
     if text is not None:
         job["text"] = text
@@ -233,6 +262,20 @@ class Begun:
         return cls(verdict)
 
 
+class Settled(NamedTuple):
+    """What FINISH or RETRY did: whether this call wrote the job's outcome (False: it was
+    already final, or this delivery was already acknowledged), and the breaker move it
+    made, as the states before and after ("" when the breaker was not touched)."""
+
+    written: bool
+    breaker_from: str
+    breaker_to: str
+
+    @classmethod
+    def from_reply(cls, reply: list) -> Settled:
+        return cls(bool(reply[0]), _s(reply[1]), _s(reply[2]))
+
+
 class JobStore:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client
@@ -300,8 +343,8 @@ class JobStore:
         return Delivery(_s(reply[0]), _s(reply[1]), _s(reply[2])), Begun.from_reply(reply[3:])
 
     def finish(self, delivery: Delivery, result: dict[str, object], *,
-               outcome: str = "none", dead: bool = False) -> tuple[bool, str, str]:
-        """Write the result once, XACK, notify; returns (written, breaker from, to)."""
+               outcome: Outcome = Outcome.NONE, dead: bool = False) -> Settled:
+        """Write the result once, XACK, notify."""
         s, job_id = self.settings, delivery.job_id
         flat = [str(x) if not isinstance(x, bytes | str) else x
                 for pair in result.items() for x in pair]
@@ -313,11 +356,11 @@ class JobStore:
                   outcome, s.circuit_breaker_failure_threshold,
                   s.circuit_breaker_success_threshold, "1" if dead else "0",
                   DONE_MESSAGE_TEXT_MAX, *flat])
-        return bool(reply[0]), _s(reply[1]), _s(reply[2])
+        return Settled.from_reply(reply)
 
     def retry(self, delivery: Delivery, *, consumer: str, error_code: str = "",
               error_message: str = "", ready_at: float = 0.0,
-              outcome: str = "none") -> tuple[bool, str, str]:
+              outcome: Outcome = Outcome.NONE) -> Settled:
         """Acknowledge this delivery and queue the job again (now, or at ready_at)."""
         s, job_id = self.settings, delivery.job_id
         reply = self._retry(
@@ -326,7 +369,14 @@ class JobStore:
             args=[GROUP, delivery.entry_id, job_id, time.time(), ready_at, outcome,
                   s.circuit_breaker_failure_threshold, s.circuit_breaker_success_threshold,
                   error_code, error_message[:500], consumer, delivery.family])
-        return bool(reply[0]), _s(reply[1]), _s(reply[2])
+        return Settled.from_reply(reply)
+
+    def finished_since(self, job_id: str, since: float) -> bool:
+        """Whether the job is final with its result written at `since` (time.time()) or
+        later: whether a FINISH sent then landed, when its answer was never seen."""
+        state, finished_at = self.client.hmget(job_key(job_id), "state", "finished_at")
+        return (_s(state) in FINAL_STATES and finished_at is not None
+                and float(finished_at) >= since)
 
     def ack(self, delivery: Delivery) -> None:
         self.client.xack(STREAM, GROUP, delivery.entry_id)

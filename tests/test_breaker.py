@@ -19,6 +19,7 @@ from daemon.store import (
     STREAM,
     Delivery,
     JobStore,
+    Settled,
     breaker_key,
     job_key,
     text_key,
@@ -60,14 +61,14 @@ def wait_recovery(store: JobStore, family: str = "pdf") -> None:
     wait_for(lambda: time.time() > reopen, 2, "the recovery timeout to pass")
 
 
-def fail_once(store: JobStore, family: str = "pdf") -> tuple[bool, str, str]:
+def fail_once(store: JobStore, family: str = "pdf") -> Settled:
     delivery = enqueue(store, family)
     assert store.begin(delivery, "c-0").verdict == "run"
     return store.retry(delivery, consumer="c-0", error_code="extractor_failed",
                        error_message="boom", outcome="failure")
 
 
-def succeed_once(store: JobStore, family: str = "pdf") -> tuple[bool, str, str]:
+def succeed_once(store: JobStore, family: str = "pdf") -> Settled:
     delivery = enqueue(store, family)
     assert store.begin(delivery, "c-0").verdict == "run"
     return store.finish(delivery, {"state": "done", "text": "x"}, outcome="success")

@@ -26,6 +26,7 @@ from daemon.store import (
     RESTARTS,
     STREAM,
     breaker_key,
+    consumer_name,
     heartbeat_key,
     history_key,
     payload_key,
@@ -480,7 +481,7 @@ def test_files_left_by_killed_children_are_swept(make_stack):
                             "JOB_TIMEOUT": "5"})
     spool = stack.root / "var" / "spool"
     with stack.redis() as r:
-        beat = orjson.loads(r.get(heartbeat_key(f"{Settings().consumer_prefix}-0")))
+        beat = orjson.loads(r.get(heartbeat_key(consumer_name(Settings(), 0))))
     left = spool / "slot-0" / "0123.pdf"  # what a child killed mid-job leaves behind
     left.write_bytes(b"%PDF-1.4 half")
     old = spool / "slot-1" / "tmp" / "soffice-profile" / "old.bin"

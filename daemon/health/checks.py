@@ -24,7 +24,7 @@ OK, WARNING, CRITICAL, UNKNOWN = "ok", "warning", "critical", "unknown"
 EXIT_CODES = {OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3}
 # How bad, for the overall verdict: an UNKNOWN may hide a CRITICAL, so it outranks WARNING.
 SEVERITY = {OK: 0, WARNING: 1, UNKNOWN: 2, CRITICAL: 3}
-ABNORMAL_RESTARTS = frozenset({"crashed", "killed", "boot-failed"})
+ABNORMAL_RESTARTS = frozenset({"crashed", "killed", "boot-failed", "wedged"})
 DEAD_LETTER_RECENT = 3600.0  # a dead letter newer than this is news worth a warning
 REDIS_LATENCY_WARN, REDIS_LATENCY_CRIT = 0.1, 1.0
 

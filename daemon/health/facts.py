@@ -27,6 +27,7 @@ from daemon.store import (
     RESTARTS,
     STREAM,
     breaker_key,
+    consumer_name,
     heartbeat_key,
     restarts_minute_key,
 )
@@ -159,8 +160,8 @@ def _parse_first(replies: list, facts: Facts) -> None:
 
 
 def local_consumers(settings: Settings) -> list[str]:
-    """This host's pool children, as worker.py names them."""
-    return [f"{settings.consumer_prefix}-{n}" for n in range(max(1, settings.worker_processes))]
+    """This host's pool children, named by the pool's own rule."""
+    return [consumer_name(settings, n) for n in range(max(1, settings.worker_processes))]
 
 
 def _queue_second(pipe: Pipeline, facts: Facts, names: list[str]) -> None:

@@ -3,25 +3,27 @@
 The child runs in its own process group so the master can kill it together with the
 tools textract started (pdftotext, soffice, tesseract). It takes one job at a time:
 first its own pending entries (left by its predecessor in this slot), then entries
-abandoned by vanished consumers (XAUTOCLAIM), then new ones (XREADGROUP BLOCK).
+abandoned by vanished consumers (XAUTOCLAIM), then new ones (XREADGROUP BLOCK). A job's
+turn is two steps: running the extraction (`_attempt`), then settling its outcome
+(`_settle`: finish, retry, or give up), which writes the job's one summary line.
 """
 
 from __future__ import annotations
 
+import enum
 import os
 import random
 import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
-import orjson
-import redis
 import structlog
 
+from daemon.breaker import BreakerState, Outcome, log_breaker_move, outcome_of
 from daemon.config import Settings
 from daemon.connection import REDIS_DOWN, connect
 from daemon.documents import guards
@@ -30,70 +32,58 @@ from daemon.documents.formats import FORMATS
 from daemon.errors import DocumentError, MachineryError, SpoolFull, TextractdError
 from daemon.logs import configure_logging
 from daemon.metrics import JobMetrics
+from daemon.pool import faults
 from daemon.pool.slots import (
     EXIT_BOOT_FAILED,
     EXIT_OK,
     EXIT_RECYCLE_JOBS,
     EXIT_RECYCLE_MEMORY,
-    KillReason,
     SlotState,
     set_parent_death_signal,
 )
+from daemon.pool.summary import JobSummary, finished_event, log_summary
+from daemon.pool.watchdog import Watchdog, tree_rss_mb
 from daemon.store import (
     Begun,
     Delivery,
+    JobState,
     JobStore,
-    heartbeat_key,
+    Settled,
+    consumer_name,
 )
 
 log = structlog.get_logger()
 
 READ_BLOCK_MS = 1000  # also how soon an idle child notices a drain request
-HEARTBEAT_EVERY = 2.0
 CLAIM_EVERY = 5.0
+SPOOL_FULL_PAUSE = 5.0  # a full disk will not clear in milliseconds
 
 
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+class Settlement(enum.Enum):
+    """How a delivery whose extraction ran is settled."""
+
+    DONE = "done"  # store the text
+    FAILED = "failed"  # store the failure: the document's fault, retrying cannot help
+    RETRY = "retry"  # the machinery failed: queue the job again
+    GIVE_UP = "give_up"  # the machinery failed on the last attempt: fail, dead-letter
 
 
-def descendants(pid: int) -> list[int]:
-    """The pids below `pid`, read from /proc/<pid>/task/*/children.
-
-    psutil's children(recursive=True) reads the stat file of every process on the host
-    (4 ms here, three quarters of a tiny job's CPU); walking down from the child reads a
-    few small files. Plain os calls, not pathlib: this runs after every job (37 us
-    against 74 us with Path.glob)."""
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        parent = stack.pop()
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue  # it ended while we looked
-        for task in tasks:
-            try:
-                with open(f"/proc/{parent}/task/{task}/children", "rb") as f:
-                    kids = [int(k) for k in f.read().split()]
-            except (OSError, ValueError):
-                continue
-            found.extend(kids)
-            stack.extend(kids)
-    return found
+def settlement(error: BaseException | None, attempt: int, max_attempts: int) -> Settlement:
+    """The rule: a document fault is final at once; a machinery fault is retried until
+    MAX_ATTEMPTS deliveries, then the job fails and goes to the dead letters."""
+    if error is None:
+        return Settlement.DONE
+    if not isinstance(error, MachineryError):
+        return Settlement.FAILED
+    return Settlement.RETRY if attempt < max_attempts else Settlement.GIVE_UP
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (the tools textract runs)."""
-    pages = 0
-    for member in [pid, *descendants(pid)]:
-        try:
-            # statm's second field is the resident set in pages: what psutil reports as
-            # rss, without building a Process object per pid.
-            with open(f"/proc/{member}/statm", "rb") as f:
-                pages += int(f.read().split()[1])
-        except (OSError, ValueError, IndexError):
-            continue  # it ended while we looked
-    return pages * _PAGE_SIZE / (1024 * 1024)
+class Attempt(NamedTuple):
+    """What running the extraction gave: the text, or the error it ended with."""
+
+    text: str | None
+    error: DocumentError | MachineryError | None
+    duration_ms: float
 
 
 class Drain(BaseException):
@@ -106,7 +96,7 @@ class Child:
         self.settings = settings
         self.slot_no = slot_no
         self.slot = slot
-        self.consumer = f"{settings.consumer_prefix}-{slot_no}"
+        self.consumer = consumer_name(settings, slot_no)
         self.spool = settings.spool_dir / f"slot-{slot_no}"
         self.limits = guards.Limits.from_settings(settings)
         self.pid = os.getpid()
@@ -118,7 +108,7 @@ class Child:
         # Jitter, so children started together are not all recycled together.
         self.max_jobs = settings.worker_max_jobs + random.randint(
             0, max(1, settings.worker_max_jobs // 10))
-        self.store: JobStore | None = None
+        self.store: JobStore  # connected in boot(), after the fork
         self._last_claim = 0.0
         self._claim_cursor = "0-0"
         self.metrics = JobMetrics()
@@ -147,7 +137,8 @@ class Child:
         os.environ["TMPDIR"] = tempfile.tempdir = str(self.spool / "tmp")
         os.environ.setdefault("OMP_THREAD_LIMIT", "1")
         self.store = JobStore(connect(self.settings), self.settings)
-        threading.Thread(target=self._watch, name="watch", daemon=True).start()
+        Watchdog(self.settings, self.slot_no, self.consumer, self.slot,
+                 lambda: self.jobs_done).start()
 
     def _on_term(self, _signo: int, _frame: object) -> None:
         self.draining = True  # the loop finishes the current job, then exits
@@ -169,6 +160,8 @@ class Child:
         own_pending = True
         backoff = 0.1
         while not self.draining:
+            self.slot.turned()  # the watchdog's and the master's proof that we turn
+            faults.wedge_if_asked()
             try:
                 found = self._next(own_pending)
                 if found is None:
@@ -181,8 +174,7 @@ class Child:
                 # supervisord's FATAL. Our own pending entries are re-read on return. The
                 # slot is idle while we wait: the master must not take the wait for a hung
                 # job and kill us at the deadline.
-                self.slot.clear()
-                structlog.contextvars.unbind_contextvars("job_id", "request_id")
+                self._end_job()
                 log.warning("redis.unavailable", error=str(exc), retry_in=backoff)
                 own_pending = True
                 self._sleep(backoff)
@@ -233,17 +225,7 @@ class Child:
         self._rss_after_job = self.slot.rss_mb = tree_rss_mb(self.pid)
         return self._rss_after_job
 
-    def _heartbeat(self, client: redis.Redis) -> None:
-        slot = self.slot
-        busy = slot.busy
-        beat = {"pid": os.getpid(), "slot": self.slot_no, "at": time.time(),
-                "jobs": self.jobs_done, "rss_mb": round(slot.rss_mb, 1), "busy": busy,
-                "job_id": slot.job_id.decode() if busy else None,
-                "job_started_at": slot.started_at if busy else None}
-        client.set(heartbeat_key(self.consumer), orjson.dumps(beat),
-                   ex=int(HEARTBEAT_EVERY * 5))
-
-    # --- one job ---------------------------------------------------------------------
+    # --- one delivery ----------------------------------------------------------------
     def handle(self, delivery: Delivery, begun: Begun | None = None) -> None:
         if begun is None:
             begun = self.store.begin(delivery, self.consumer)
@@ -252,63 +234,47 @@ class Child:
             if begun.verdict == "final":
                 log.info("job.duplicate", job_id=delivery.job_id, entry=delivery.entry_id)
             return
-        if begun.verdict == "wait":
-            self._wait_for_breaker(delivery, begun)
-            return
-        if begun.verdict == "exhausted":
-            self._give_up(delivery, begun)
-            return
-        self._run(delivery, begun)
-
-    def _run(self, delivery: Delivery, begun: Begun) -> None:
         structlog.contextvars.bind_contextvars(job_id=delivery.job_id,
                                                request_id=begun.request_id or None)
+        try:
+            if begun.verdict == "wait":
+                self._wait_for_breaker(delivery, begun)
+            elif begun.verdict == "exhausted":
+                self._give_up(delivery, begun)
+            else:
+                self._run(delivery, begun)
+        finally:
+            structlog.contextvars.unbind_contextvars("job_id", "request_id")
+
+    def _run(self, delivery: Delivery, begun: Begun) -> None:
         if begun.breaker_transition:
-            log.warning("breaker.half_open", family=delivery.family)
+            log_breaker_move(delivery.family, BreakerState.OPEN, BreakerState.HALF_OPEN)
         self.slot.begin(delivery.job_id, delivery.entry_id, delivery.family)
+        attempt = self._attempt(delivery, begun)
+        self._settle(delivery, begun, attempt)
+        self._end_job()
+        self.jobs_done += 1
+
+    def _end_job(self) -> None:
+        # Stamped before the slot reads idle, so the master never sees an idle slot with
+        # the stamp from before the job (it would take the job's length for a wedge).
+        self.slot.turned()
+        self.slot.clear()
+        self.slot.forget()  # a FINISH that raised: the job is re-read from Redis
+
+    # --- step 1: run the extraction ----------------------------------------------------
+    def _attempt(self, delivery: Delivery, begun: Begun) -> Attempt:
         started = time.perf_counter()
         path = self.spool / f"{delivery.job_id}.{begun.ext}"
-        result: dict[str, object]
+        text: str | None = None
+        error: DocumentError | MachineryError | None = None
         try:
             text = self._extract(path, begun)
-            result = {"state": "done", "chars": len(text), "text": text}
-            outcome, error = "success", None
         except (DocumentError, MachineryError) as exc:
-            result = {"state": "failed", "error_code": exc.code, "error_message": str(exc)}
             error = exc
-            # Only the extractor's own failures move its breaker: not the document's fault,
-            # and not a full disk (retried, but it would open every family's breaker).
-            outcome = ("failure" if isinstance(exc, MachineryError)
-                       and not isinstance(exc, SpoolFull) else "none")
         finally:
             path.unlink(missing_ok=True)
-        duration_ms = round((time.perf_counter() - started) * 1000, 1)
-        result["duration_ms"] = duration_ms
-        summary = {"format": begun.ext, "bytes": len(begun.payload), "attempt": begun.attempts,
-                   "duration_ms": duration_ms}
-        retrying = (isinstance(error, MachineryError)
-                    and begun.attempts < self.settings.max_attempts)
-        if retrying:
-            moved = self.store.retry(delivery, consumer=self.consumer, error_code=error.code,
-                                     error_message=str(error), outcome=outcome,
-                                     ready_at=self._retry_at(error))
-        else:
-            moved = self.store.finish(delivery, result, outcome=outcome,
-                                      dead=isinstance(error, MachineryError))
-        # The result is out: measuring and logging no longer delay the client.
-        summary["rss_mb"] = round(self._measure_rss(), 1)
-        if retrying:
-            self.slot.retried += 1
-            log.warning("job.retry", error_code=error.code, error=str(error), **summary)
-        else:
-            if moved[0]:
-                self.metrics.record_job(begun.ext, duration_ms / 1000, len(begun.payload),
-                                        int(result.get("chars") or 0))
-            self._summarise(moved[0], result, summary)
-        self.slot.clear()
-        log_breaker_move(delivery.family, *moved[1:])
-        self.jobs_done += 1
-        structlog.contextvars.unbind_contextvars("job_id", "request_id")
+        return Attempt(text, error, round((time.perf_counter() - started) * 1000, 1))
 
     def _extract(self, path: Path, begun: Begun) -> str:
         fmt = FORMATS[begun.ext]
@@ -324,78 +290,114 @@ class Child:
         guards.check_text_size(text, self.limits)
         return text
 
+    # --- step 2: settle the outcome ------------------------------------------------------
+    def _settle(self, delivery: Delivery, begun: Begun, attempt: Attempt) -> None:
+        """Finish, retry or give up, as `settlement` rules; then the summary line."""
+        error = attempt.error
+        decided = settlement(error, begun.attempts, self.settings.max_attempts)
+        outcome = outcome_of(error)
+        summary = JobSummary(
+            state=JobState.DONE if error is None else JobState.FAILED, format=begun.ext,
+            bytes=len(begun.payload), attempt=begun.attempts,
+            duration_ms=attempt.duration_ms,
+            chars=len(attempt.text) if attempt.text is not None else None,
+            error_code=error.code if error is not None else None)
+        if decided is Settlement.RETRY and isinstance(error, MachineryError):
+            settled = self.store.retry(delivery, consumer=self.consumer, error_code=error.code,
+                                       error_message=str(error), outcome=outcome,
+                                       ready_at=self._retry_at(error))
+            # The job is out of our hands: measuring and logging no longer delay it.
+            summary = summary._replace(state=JobState.QUEUED, rss_mb=self._rss())
+            self.slot.retried += 1
+            log_summary("job.retry", summary, error=str(error))
+        else:
+            settled = self._finish(delivery, self._result(attempt), summary,
+                                   outcome=outcome, dead=decided is Settlement.GIVE_UP)
+            if settled.written:
+                self.metrics.record_job(begun.ext, attempt.duration_ms / 1000,
+                                        len(begun.payload), summary.chars or 0)
+            # The result is out: measuring and logging no longer delay the client.
+            self._summarise(settled.written, summary._replace(rss_mb=self._rss()),
+                            dead_letter=decided is Settlement.GIVE_UP)
+        log_breaker_move(delivery.family, settled.breaker_from, settled.breaker_to)
+
+    def _finish(self, delivery: Delivery, result: dict[str, object], summary: JobSummary, *,
+                outcome: Outcome = Outcome.NONE, dead: bool = False) -> Settled:
+        """FINISH, with the job's summary in the slot from just before it is sent until it
+        is logged: should this child die in between, the master logs it."""
+        self.slot.remember(delivery.job_id, summary)
+        settled = self.store.finish(delivery, result, outcome=outcome, dead=dead)
+        if settled.written:
+            self.slot.stored()
+            faults.die_if_asked_after_store()
+        else:
+            self.slot.forget()  # already final: its summary is someone else's
+        return settled
+
+    @staticmethod
+    def _result(attempt: Attempt) -> dict[str, object]:
+        """The fields FINISH stores (a 'text' pair goes to the text key)."""
+        if attempt.error is None:
+            text = attempt.text or ""
+            return {"state": JobState.DONE, "chars": len(text), "text": text,
+                    "duration_ms": attempt.duration_ms}
+        return {"state": JobState.FAILED, "error_code": attempt.error.code,
+                "error_message": str(attempt.error), "duration_ms": attempt.duration_ms}
+
     def _retry_at(self, error: TextractdError) -> float:
-        # A full disk will not clear in milliseconds: give it a moment before the retry.
-        return time.time() + 5.0 if isinstance(error, SpoolFull) else 0.0
+        return time.time() + SPOOL_FULL_PAUSE if isinstance(error, SpoolFull) else 0.0
 
-    def _summarise(self, written: bool, result: dict, summary: dict) -> None:
-        state = result["state"]
+    def _rss(self) -> float:
+        return round(self._measure_rss(), 1)
+
+    def _summarise(self, written: bool, summary: JobSummary, **extra: object) -> None:
+        """The summary line of a job this child finished (or found already finished)."""
         if not written:
-            log.info("job.duplicate", state=state, **summary)
+            log_summary("job.duplicate", summary, **extra)
             return
-        self.slot.done += state == "done"
-        self.slot.failed += state == "failed"
-        event = "job.done" if state == "done" else "job.failed"
-        log.info(event, state=state, chars=result.get("chars", 0),
-                 error_code=result.get("error_code"), **summary)
+        self.slot.count(summary.state)
+        log_summary(finished_event(summary.state), summary, **extra)
+        self.slot.forget()
 
+    # --- deliveries that do not run ------------------------------------------------------
     def _wait_for_breaker(self, delivery: Delivery, begun: Begun) -> None:
         age = time.time() - begun.created_at
+        summary = JobSummary(state=JobState.QUEUED, format=None, bytes=None,
+                             attempt=begun.attempts, duration_ms=None, rss_mb=self._rss())
         if age > self.settings.breaker_max_wait:
-            result = {"state": "failed", "error_code": "extractor_unavailable",
-                      "error_message": f"the {delivery.family} extractor stayed unavailable "
-                                       f"for {int(age)} s"}
-            moved = self.store.finish(delivery, result)
-            self._summarise(moved[0], result, {"format": None, "bytes": 0, "attempt": 0})
+            result: dict[str, object] = {
+                "state": JobState.FAILED, "error_code": "extractor_unavailable",
+                "error_message": f"the {delivery.family} extractor stayed unavailable "
+                                 f"for {int(age)} s"}
+            summary = summary._replace(state=JobState.FAILED,
+                                       error_code="extractor_unavailable")
+            settled = self._finish(delivery, result, summary)
+            self._summarise(settled.written, summary)
             return
         # Wait in the queue, not in this child: other families keep flowing. Come back
         # when the breaker may let trials through, or when the wait bound passes.
         until = min(begun.reopen_at, begun.created_at + self.settings.breaker_max_wait + 0.1)
         self.store.retry(delivery, consumer=self.consumer, ready_at=until)
-        log.info("job.deferred", job_id=delivery.job_id, family=delivery.family, until=until)
+        log_summary("job.deferred", summary, family=delivery.family, until=until)
 
     def _give_up(self, delivery: Delivery, begun: Begun) -> None:
         code = begun.error_code or "too_many_attempts"
         message = begun.error_message
-        result = {"state": "failed", "error_code": code,
-                  "error_message": f"gave up after {begun.attempts} attempts"
-                                   + (f"; last error: {message}" if message else "")}
-        moved = self.store.finish(delivery, result, dead=True)
-        self._summarise(moved[0], result, {"attempt": begun.attempts, "dead_letter": True})
-
-    # --- memory and heartbeat: a thread, so both go on while textract runs ------------
-    def _watch(self) -> None:
-        """Heartbeat every HEARTBEAT_EVERY s, and kill this child (with its tools) the
-        moment the hard memory limit is passed."""
-        hard = self.settings.worker_hard_memory_mb
-        client = connect(self.settings)  # its own: redis-py clients are not shared by threads
-        last_beat = 0.0
-        while True:
-            time.sleep(0.25)
-            rss = tree_rss_mb(self.pid)
-            self.slot.rss_mb = rss
-            if time.monotonic() - last_beat >= HEARTBEAT_EVERY:
-                last_beat = time.monotonic()
-                try:
-                    self._heartbeat(client)
-                except REDIS_DOWN:
-                    pass  # no heartbeat is the right signal while Redis is down
-            if rss > hard and self.slot.busy:
-                self.slot.kill_reason = KillReason.MEMORY
-                log.error("child.memory_limit", rss_mb=round(rss, 1), limit_mb=hard,
-                          job_id=self.slot.job_id.decode())
-                os.killpg(0, signal.SIGKILL)
+        result: dict[str, object] = {
+            "state": JobState.FAILED, "error_code": code,
+            "error_message": f"gave up after {begun.attempts} attempts"
+                             + (f"; last error: {message}" if message else "")}
+        summary = JobSummary(state=JobState.FAILED, format=None, bytes=None,
+                             attempt=begun.attempts, duration_ms=None, error_code=code,
+                             rss_mb=self._rss())
+        settled = self._finish(delivery, result, summary, dead=True)
+        self._summarise(settled.written, summary, dead_letter=True)
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while not self.draining and time.monotonic() < deadline:
+            self.slot.turned()  # waiting out an outage is a turn, not a wedge
             time.sleep(min(0.1, deadline - time.monotonic()))
-
-
-def log_breaker_move(family: str, before: str, after: str) -> None:
-    """One warning when a script moved `family`'s breaker (its reply's from and to)."""
-    if before and after and before != after:
-        log.warning(f"breaker.{after}", family=family, previous=before)
 
 
 def _on_parent_death(_signo: int, _frame: object) -> None:

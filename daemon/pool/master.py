@@ -3,7 +3,8 @@
 Run as `python -m daemon.pool` (supervisord's `workers` program). textract is imported
 once here, before the fork, so each child starts warm. One tick of the loop: wait for a
 child to die (or the tick to pass), reap and re-queue, kill children past their
-deadline, respawn, run the chores when due. Signal handlers only record the signal.
+deadline (or idle with a loop that stopped turning), respawn, run the chores when due.
+Signal handlers only record the signal.
 """
 
 from __future__ import annotations
@@ -20,13 +21,22 @@ from multiprocessing.connection import wait
 import structlog
 import textract  # noqa: F401 - imported before the fork so children start warm
 
+from daemon.breaker import death_outcome, log_breaker_move
 from daemon.config import Settings
 from daemon.connection import REDIS_DOWN, RedisTooOld, connect, require_redis_version
 from daemon.logs import configure_logging
 from daemon.pool import chores
-from daemon.pool.child import child_main, log_breaker_move
-from daemon.pool.slots import EXIT_BOOT_FAILED, KillReason, exit_reason, make_slots
-from daemon.store import Delivery, JobStore, ensure_group
+from daemon.pool.child import child_main
+from daemon.pool.slots import (
+    EXIT_BOOT_FAILED,
+    KillReason,
+    SummaryPhase,
+    exit_reason,
+    make_slots,
+)
+from daemon.pool.summary import finished_event, log_summary
+from daemon.pool.watchdog import loop_stall_limit
+from daemon.store import Delivery, JobStore, ensure_group, master_consumer_name
 
 log = structlog.get_logger()
 
@@ -71,8 +81,7 @@ class Pool:
             signal.signal(sig, lambda signo, _frame: self.signals.append(signo))
 
     def spawn(self, slot_no: int) -> None:
-        self.slots[slot_no].clear()
-        self.slots[slot_no].kill_reason = KillReason.NONE
+        self.slots[slot_no].reset()
         # Block TERM/INT while forking so no child dies half set up.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         try:
@@ -167,13 +176,38 @@ class Pool:
             log.log(30 if reason in DEATH_ERRORS else 20, "child.exited", slot=slot_no,
                     child_pid=child.pid, exitcode=child.exitcode, reason=reason, job_id=job_id)
             self.chores.count_restart(reason)
-            if slot.busy:
+            if self._finished_unlogged(slot_no):
+                self._log_summary_for(slot_no)  # finished: nothing to re-queue
+            elif slot.busy:
                 self._requeue(slot_no, reason)
+            slot.forget()
             if reason == "boot-failed" and self.stopping_since is None:
                 log.error("pool.boot_failed", slot=slot_no)
                 self._kill_all(KillReason.SHUTDOWN)
                 return EXIT_BOOT_FAILED
         return None
+
+    def _finished_unlogged(self, slot_no: int) -> bool:
+        """Whether the dead child's last FINISH wrote a result it did not live to log."""
+        slot = self.slots[slot_no]
+        unlogged = slot.unlogged()
+        if unlogged is None:
+            return False
+        if slot.summary_phase == SummaryPhase.STORED:
+            return True
+        try:  # killed while FINISH's answer was on its way: Redis knows if it landed
+            return self.store.finished_since(unlogged[0], slot.finish_sent_at)
+        except REDIS_DOWN:
+            return False  # the re-queue is deferred too; the job stays pending
+
+    def _log_summary_for(self, slot_no: int) -> None:
+        """The summary line of a job the dead child finished but did not live to log."""
+        slot = self.slots[slot_no]
+        job_id, summary = slot.unlogged()
+        slot.count(summary.state)
+        log_summary(finished_event(summary.state), summary, job_id=job_id, slot=slot_no,
+                    logged_by="master")
+        slot.clear()
 
     def _requeue(self, slot_no: int, reason: str) -> None:
         """Hand the dead child's job back to the queue now, not after an idle timeout."""
@@ -186,21 +220,23 @@ class Pool:
             return
         code, message = DEATH_ERRORS.get(reason, ("extractor_failed", f"child {reason}"))
         try:
-            written, before, after = self.store.retry(
-                delivery, consumer=f"{self.settings.consumer_prefix}-master",
-                error_code=code, error_message=message, outcome="failure")
+            settled = self.store.retry(
+                delivery, consumer=master_consumer_name(self.settings),
+                error_code=code, error_message=message,
+                outcome=death_outcome(reason))
         except REDIS_DOWN as exc:
             # Still pending under the slot's consumer name: its next child reads it first.
             log.warning("job.requeue_deferred", job_id=delivery.job_id, error=str(exc))
             return
-        if not written:
+        if not settled.written:
             return  # the child had finished or re-queued it itself just before it died
         self.requeued += 1
         log.warning("job.requeued", job_id=delivery.job_id, reason=reason, error_code=code)
-        log_breaker_move(delivery.family, before, after)
+        log_breaker_move(delivery.family, settled.breaker_from, settled.breaker_to)
 
     def _enforce_deadlines(self) -> None:
-        now = time.time()
+        now, now_mono = time.time(), time.monotonic()
+        stall_limit = loop_stall_limit(self.settings)
         for slot_no, child in self.children.items():
             slot = self.slots[slot_no]
             started = slot.started_at
@@ -210,6 +246,12 @@ class Pool:
                 slot.kill_reason = KillReason.DEADLINE
                 log.warning("job.deadline", slot=slot_no, job_id=slot.job_id.decode(),
                             ran_s=round(now - started, 1), child_pid=child.pid)
+                _killpg(child.pid)
+            elif (stalled := slot.stalled_for(now_mono)) > stall_limit:
+                # Idle, and its loop stopped turning: it takes no job and never will.
+                slot.kill_reason = KillReason.WEDGED
+                log.warning("child.wedged", slot=slot_no, child_pid=child.pid,
+                            stalled_s=round(stalled, 1))
                 _killpg(child.pid)
 
     def _enforce_shutdown_deadline(self) -> None:

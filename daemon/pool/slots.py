@@ -2,7 +2,8 @@
 
 The record lives in shared memory created before the fork, so the master can see which
 job a child holds (to enforce the deadline and to re-queue the job the moment the child
-dies) without a round trip to Redis, and survives the child it describes.
+dies), whether its loop still turns, and which stored job it has not yet logged, without
+a round trip to Redis; and it survives the child it describes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import multiprocessing
 import signal
 import time
 from multiprocessing.sharedctypes import SynchronizedArray
+
+from daemon.pool.summary import JobSummary
+from daemon.store import JobState
 
 # --- named exit codes ------------------------------------------------------------------
 EXIT_OK = 0
@@ -28,6 +32,15 @@ class KillReason(enum.IntEnum):
     DEADLINE = 1
     MEMORY = 2
     SHUTDOWN = 3
+    WEDGED = 4  # idle, and its loop stopped turning
+
+
+class SummaryPhase(enum.IntEnum):
+    """How far a job's finishing got: what the master may log if the child dies."""
+
+    NONE = 0
+    SENT = 1  # FINISH sent, its answer not seen: Redis knows whether it landed
+    STORED = 2  # FINISH wrote the result; the summary line is still to be logged
 
 
 class SlotState(ctypes.Structure):
@@ -41,6 +54,21 @@ class SlotState(ctypes.Structure):
         ("failed", ctypes.c_long),
         ("retried", ctypes.c_long),
         ("rss_mb", ctypes.c_double),
+        # time.monotonic() (one clock for every process on the host) at the child loop's
+        # last turn: an idle child whose loop has not turned for long is wedged.
+        ("turned_at", ctypes.c_double),
+        # The summary line of the job being finished, from just before FINISH until the
+        # child has logged it: if the child dies in between, the master logs it.
+        ("summary_phase", ctypes.c_int),  # a SummaryPhase
+        ("finish_sent_at", ctypes.c_double),  # time.time() just before FINISH was sent
+        ("summary_job_id", ctypes.c_char * 40),
+        ("summary_state", ctypes.c_char * 12),
+        ("summary_format", ctypes.c_char * 16),
+        ("summary_bytes", ctypes.c_long),  # -1: None
+        ("summary_attempt", ctypes.c_int),
+        ("summary_duration_ms", ctypes.c_double),
+        ("summary_chars", ctypes.c_long),  # -1: None
+        ("summary_error_code", ctypes.c_char * 40),
     ]
 
     def begin(self, job_id: str, entry_id: str, family: str) -> None:
@@ -54,9 +82,70 @@ class SlotState(ctypes.Structure):
         self.job_id = b""
         self.entry_id = b""
 
+    def reset(self) -> None:
+        """Make the slot ready for a new child."""
+        self.clear()
+        self.kill_reason = KillReason.NONE
+        self.turned_at = 0.0
+        self.forget()
+
     @property
     def busy(self) -> bool:
         return self.started_at > 0
+
+    # --- the loop's pulse ---------------------------------------------------------------
+    def turned(self) -> None:
+        """Stamped by the child at each turn of its loop (and before it clears a job, so
+        the slot never reads idle with an old stamp)."""
+        self.turned_at = time.monotonic()
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds an idle child's loop has not turned (0 while busy or not yet started:
+        a job has its own deadline)."""
+        if self.busy or not self.turned_at:
+            return 0.0
+        return max(0.0, now - self.turned_at)
+
+    # --- a finished job's summary until it is logged --------------------------------------
+    def remember(self, job_id: str, summary: JobSummary) -> None:
+        """Called just before FINISH is sent: the summary line the job will have."""
+        self.summary_phase = SummaryPhase.NONE  # while the fields change
+        self.summary_job_id = job_id.encode()
+        self.summary_state = summary.state.encode()
+        self.summary_format = (summary.format or "").encode()[:15]
+        self.summary_bytes = summary.bytes if summary.bytes is not None else -1
+        self.summary_attempt = summary.attempt or 0
+        self.summary_duration_ms = summary.duration_ms or 0.0
+        self.summary_chars = summary.chars if summary.chars is not None else -1
+        self.summary_error_code = (summary.error_code or "").encode()[:39]
+        self.finish_sent_at = time.time()
+        self.summary_phase = SummaryPhase.SENT  # last: the record is whole once set
+
+    def stored(self) -> None:
+        """Called once FINISH answered that it wrote the result."""
+        self.summary_phase = SummaryPhase.STORED
+
+    def unlogged(self) -> tuple[str, JobSummary] | None:
+        """(job id, summary) of a job whose FINISH was sent and whose line is not yet
+        logged (`summary_phase` says whether the result is known to be stored)."""
+        if self.summary_phase == SummaryPhase.NONE:
+            return None
+        return self.summary_job_id.decode(), JobSummary(
+            state=self.summary_state.decode(), format=self.summary_format.decode() or None,
+            bytes=self.summary_bytes if self.summary_bytes >= 0 else None,
+            attempt=self.summary_attempt,
+            duration_ms=self.summary_duration_ms or None,
+            chars=self.summary_chars if self.summary_chars >= 0 else None,
+            error_code=self.summary_error_code.decode() or None)
+
+    def count(self, state: str) -> None:
+        """Count a logged job in the tally the master writes at shutdown."""
+        self.done += state == JobState.DONE
+        self.failed += state == JobState.FAILED
+
+    def forget(self) -> None:
+        """Called once the summary is logged (or FINISH wrote nothing)."""
+        self.summary_phase = SummaryPhase.NONE
 
 
 def make_slots(count: int) -> SynchronizedArray:
@@ -73,6 +162,8 @@ def exit_reason(exitcode: int | None, kill_reason: int) -> str:
         return "memory"
     if kill_reason == KillReason.SHUTDOWN:
         return "shutdown"
+    if kill_reason == KillReason.WEDGED:
+        return "wedged"
     if exitcode == EXIT_RECYCLE_JOBS:
         return "recycle-jobs"
     if exitcode == EXIT_RECYCLE_MEMORY:

@@ -1,0 +1,40 @@
+"""Faults a test injects into a real pool child: TEXTRACTD_TEST_FAULT in its environment.
+
+Never set in a deployment. Each names a moment no test can reach from outside the
+process (a signal stops every thread, not just the loop; a kill cannot be aimed between
+two statements):
+  wedge-idle:<path>   once <path> exists, the loop blocks for good between jobs, while
+                      the watch thread runs on
+  kill-after-store    the child SIGKILLs itself right after FINISH stored a result
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import structlog
+
+ENV = "TEXTRACTD_TEST_FAULT"
+
+log = structlog.get_logger()
+
+
+def _asked(name: str) -> str | None:
+    """The fault's argument ("" if none) when the environment asks for `name`."""
+    asked, _, argument = os.environ.get(ENV, "").partition(":")
+    return argument if asked == name else None
+
+
+def wedge_if_asked() -> None:
+    path = _asked("wedge-idle")
+    if path and os.path.exists(path):
+        log.warning("fault.wedge", fault=ENV)
+        while True:
+            time.sleep(3600)
+
+
+def die_if_asked_after_store() -> None:
+    if _asked("kill-after-store") is not None:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,42 @@
+"""A job's one summary line: the same fields whichever way the job's turn ended.
+
+`job.done`, `job.failed`, `job.retry`, `job.deferred`, `job.duplicate`: one event per
+delivery a child settled, with one set of fields, so a program reading the logs needs no
+case per event. Written by the child; by the master when the child died after storing
+the result and before logging it (then with `logged_by: master`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import structlog
+
+from daemon.store import JobState
+
+log = structlog.get_logger()
+
+
+class JobSummary(NamedTuple):
+    state: str  # the job's state after this delivery: done | failed | queued
+    format: str | None  # None when the job never ran (its breaker, its attempts)
+    bytes: int | None
+    attempt: int
+    duration_ms: float | None
+    chars: int | None = None
+    error_code: str | None = None
+    rss_mb: float | None = None  # the child with its tools, once the result was out
+
+
+# Events a reader should look at: a retry is a failure that did not end the job.
+_WARNINGS = frozenset({"job.retry"})
+
+
+def finished_event(state: str) -> str:
+    """The summary event of a job this delivery finished."""
+    return "job.done" if state == JobState.DONE else "job.failed"
+
+
+def log_summary(event: str, summary: JobSummary, **extra: object) -> None:
+    """The summary line of one delivery; `extra` adds what only that event has."""
+    log.log(30 if event in _WARNINGS else 20, event, **summary._asdict(), **extra)

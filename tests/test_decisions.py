@@ -1,0 +1,473 @@
+"""The pool's and the child's decisions, in-process against a throwaway redis-server.
+
+No supervisord, no textract run: each test builds the pool's own objects (Pool, Child,
+Watchdog, a shared slot), puts a job in Redis with the api's SUBMIT script, asks one
+decision of them and reads what it did in Redis and in the captured log events. Each
+runs in milliseconds; the whole-stack tests (test_faults, test_breaker, ...) show the
+same rules with real processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from structlog.testing import capture_logs
+
+from daemon.breaker import Outcome, death_outcome, outcome_of
+from daemon.config import Settings
+from daemon.errors import (
+    CorruptDocument,
+    DocumentTooComplex,
+    ExtractionTimeout,
+    MachineryError,
+    MemoryLimit,
+    SpoolFull,
+)
+from daemon.pool.child import Attempt, Child, Settlement, settlement
+from daemon.pool.master import Pool
+from daemon.pool.slots import (
+    EXIT_BOOT_FAILED,
+    EXIT_OK,
+    EXIT_RECYCLE_JOBS,
+    EXIT_RECYCLE_MEMORY,
+    KillReason,
+    exit_reason,
+    make_slots,
+)
+from daemon.pool.summary import JobSummary
+from daemon.pool.watchdog import Watchdog, loop_quiet_max, loop_stall_limit
+from daemon.store import (
+    DEAD_LETTERS,
+    DEFERRED,
+    GROUP,
+    STREAM,
+    Begun,
+    Delivery,
+    JobStore,
+    breaker_key,
+    consumer_name,
+    ensure_group,
+    heartbeat_key,
+    history_key,
+    job_key,
+    master_consumer_name,
+    text_key,
+)
+from devtools.stack import wait_for
+from tests.conftest import RedisServer, queue_job
+
+MAX_ATTEMPTS = 3
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    root = Path(tempfile.mkdtemp(prefix="txr-decisions-"))
+    server = RedisServer(root).start()
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def settings(server: RedisServer, tmp_path: Path) -> Settings:
+    client = server.client()
+    client.flushall()
+    ensure_group(client)
+    return dataclasses.replace(Settings(), redis_url=server.url, home=tmp_path,
+                               consumer_prefix="test", max_attempts=MAX_ATTEMPTS,
+                               worker_processes=1, job_timeout=5.0)
+
+
+@pytest.fixture
+def store(settings: Settings, server: RedisServer) -> JobStore:
+    return JobStore(server.client(), settings)
+
+
+@pytest.fixture
+def child(settings: Settings, store: JobStore) -> Child:
+    child = Child(settings, 0, make_slots(1)[0], os.getpid())
+    child.store = store
+    return child
+
+
+@pytest.fixture
+def pool(settings: Settings) -> Iterator[Pool]:
+    pool = Pool(settings)
+    yield pool
+    for process in pool.children.values():  # what a test started and did not reap
+        if process.is_alive():
+            process.kill()
+        process.join()
+
+
+def taken(store: JobStore, consumer: str, family: str = "pdf") -> tuple[Delivery, Begun]:
+    """Queue a job and take it up as `consumer`, as a child's TAKE does."""
+    queue_job(store, family)
+    found = store.take(consumer)
+    assert found is not None and found[1].verdict == "run"
+    return found
+
+
+def record(store: JobStore, job_id: str) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in store.client.hgetall(job_key(job_id)).items()}
+
+
+def breaker(store: JobStore, family: str = "pdf") -> dict[str, str]:
+    return {k.decode(): v.decode()
+            for k, v in store.client.hgetall(breaker_key(family)).items()}
+
+
+def queued_again(store: JobStore, job_id: str) -> bool:
+    """The job is on the stream again, not yet delivered (as RETRY or a requeue puts it)."""
+    [group] = store.client.xinfo_groups(STREAM)
+    last_delivered = group["last-delivered-id"].decode()
+    return any(fields[b"job"].decode() == job_id
+               for _id, fields in store.client.xrange(STREAM, min=f"({last_delivered}"))
+
+
+def one(events: list[dict], name: str) -> dict:
+    found = [e for e in events if e["event"] == name]
+    assert len(found) == 1, events
+    return found[0]
+
+
+# --- the breaker's outcome rule ------------------------------------------------------------
+@pytest.mark.parametrize(("error", "outcome"), [
+    (None, Outcome.SUCCESS),
+    (MachineryError("the tool exited 1"), Outcome.FAILURE),
+    (ExtractionTimeout("past JOB_TIMEOUT"), Outcome.FAILURE),
+    (MemoryLimit("past the hard limit"), Outcome.FAILURE),
+    (SpoolFull("no space left"), Outcome.NONE),  # the host's disk, not the extractor
+    (CorruptDocument("not a PDF"), Outcome.NONE),  # the document's fault
+    (DocumentTooComplex("too many pages"), Outcome.NONE),
+])
+def test_only_the_extractors_own_failures_count_against_its_breaker(error, outcome) -> None:
+    assert outcome_of(error) is outcome
+
+
+@pytest.mark.parametrize(("reason", "outcome"), [
+    ("deadline", Outcome.FAILURE), ("memory", Outcome.FAILURE),
+    ("killed", Outcome.FAILURE), ("crashed", Outcome.FAILURE),
+    ("shutdown", Outcome.NONE),
+])
+def test_a_child_dying_mid_job_counts_against_the_breaker_unless_we_stopped_it(
+        reason, outcome) -> None:
+    assert death_outcome(reason) is outcome
+
+
+# --- how a child's exit is read ------------------------------------------------------------
+@pytest.mark.parametrize(("exitcode", "kill_reason", "reason"), [
+    (-signal.SIGKILL, KillReason.DEADLINE, "deadline"),
+    (-signal.SIGKILL, KillReason.MEMORY, "memory"),
+    (-signal.SIGKILL, KillReason.SHUTDOWN, "shutdown"),
+    (-signal.SIGKILL, KillReason.WEDGED, "wedged"),
+    (EXIT_OK, KillReason.SHUTDOWN, "shutdown"),  # our reason wins over how it ended
+    (EXIT_RECYCLE_JOBS, KillReason.NONE, "recycle-jobs"),
+    (EXIT_RECYCLE_MEMORY, KillReason.NONE, "recycle-memory"),
+    (EXIT_BOOT_FAILED, KillReason.NONE, "boot-failed"),
+    (EXIT_OK, KillReason.NONE, "stopped"),
+    (-signal.SIGKILL, KillReason.NONE, "killed"),  # not by us: perhaps the OOM killer
+    (-signal.SIGSEGV, KillReason.NONE, "crashed"),
+    (1, KillReason.NONE, "crashed"),  # an exception out of the child's loop
+])
+def test_a_childs_exit_is_named_by_our_kill_reason_first_then_its_exit_code(
+        exitcode, kill_reason, reason) -> None:
+    assert exit_reason(exitcode, kill_reason) == reason
+
+
+def _die_by_sigkill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _exit_to_recycle() -> None:
+    os._exit(EXIT_RECYCLE_JOBS)
+
+
+@pytest.mark.parametrize(("target", "reason"), [
+    (_die_by_sigkill, "killed"), (_exit_to_recycle, "recycle-jobs")])
+def test_a_real_forked_childs_exit_code_reads_as_its_reason(target, reason) -> None:
+    process = multiprocessing.get_context("fork").Process(target=target)
+    process.start()
+    process.join(5)
+    assert exit_reason(process.exitcode, KillReason.NONE) == reason
+
+
+# --- settling an attempt: finish, retry or give up -----------------------------------------
+@pytest.mark.parametrize(("error", "attempt", "decided"), [
+    (None, 1, Settlement.DONE),
+    (None, MAX_ATTEMPTS, Settlement.DONE),
+    (CorruptDocument("x"), 1, Settlement.FAILED),  # retrying a bad document cannot help
+    (MachineryError("x"), 1, Settlement.RETRY),
+    (MachineryError("x"), MAX_ATTEMPTS - 1, Settlement.RETRY),
+    (MachineryError("x"), MAX_ATTEMPTS, Settlement.GIVE_UP),
+    (SpoolFull("x"), 1, Settlement.RETRY),
+])
+def test_a_machinery_fault_is_retried_until_the_last_attempt_a_document_fault_never(
+        error, attempt, decided) -> None:
+    assert settlement(error, attempt, MAX_ATTEMPTS) is decided
+
+
+def test_a_successful_attempt_stores_the_text_and_logs_job_done(child, store) -> None:
+    delivery, begun = taken(store, child.consumer)
+    with capture_logs() as events:
+        child._settle(delivery, begun, Attempt("the text", None, 12.5))
+
+    job = record(store, delivery.job_id)
+    assert job["state"] == "done" and job["chars"] == "8"
+    assert store.client.get(text_key(delivery.job_id)) == b"the text"
+    assert store.client.xpending(STREAM, GROUP)["pending"] == 0
+    done = one(events, "job.done")
+    assert (done["state"], done["chars"], done["attempt"], done["duration_ms"]) == (
+        "done", 8, 1, 12.5)
+    assert child.slot.done == 1 and child.slot.unlogged() is None
+
+
+def test_a_document_fault_fails_the_job_at_once_without_moving_the_breaker(
+        child, store) -> None:
+    delivery, begun = taken(store, child.consumer)
+    with capture_logs() as events:
+        child._settle(delivery, begun, Attempt(None, CorruptDocument("not a PDF"), 3.0))
+
+    job = record(store, delivery.job_id)
+    assert (job["state"], job["error_code"]) == ("failed", "corrupt_document")
+    assert store.client.xlen(DEAD_LETTERS) == 0 and not queued_again(store, delivery.job_id)
+    assert "total_failures" not in breaker(store)
+    assert one(events, "job.failed")["error_code"] == "corrupt_document"
+
+
+def test_a_machinery_fault_before_the_last_attempt_queues_the_job_again(
+        child, store) -> None:
+    delivery, begun = taken(store, child.consumer)
+    with capture_logs() as events:
+        child._settle(delivery, begun, Attempt(None, MachineryError("exit 1"), 3.0))
+
+    job = record(store, delivery.job_id)
+    assert (job["state"], job["error_code"]) == ("queued", "extractor_failed")
+    assert queued_again(store, delivery.job_id)
+    assert breaker(store)["consecutive_failures"] == "1"
+    retry = one(events, "job.retry")
+    assert (retry["state"], retry["attempt"], retry["error_code"]) == (
+        "queued", 1, "extractor_failed")
+    assert child.slot.retried == 1
+
+
+def test_a_full_spool_is_retried_later_and_never_moves_the_breaker(child, store) -> None:
+    delivery, begun = taken(store, child.consumer)
+    child._settle(delivery, begun, Attempt(None, SpoolFull("no space left"), 1.0))
+
+    assert record(store, delivery.job_id)["state"] == "queued"
+    assert not queued_again(store, delivery.job_id)  # deferred, not on the stream
+    [(member, ready_at)] = store.client.zrange(DEFERRED, 0, -1, withscores=True)
+    assert member.decode() == f"pdf|{delivery.job_id}" and ready_at > time.time() + 3
+    assert "consecutive_failures" not in breaker(store)
+
+
+def test_a_machinery_fault_on_the_last_attempt_fails_and_dead_letters_the_job(
+        child, store) -> None:
+    queue_job(store)
+    for _ in range(MAX_ATTEMPTS - 1):  # earlier attempts, each re-queued
+        delivery, begun = store.take(child.consumer)
+        store.retry(delivery, consumer=child.consumer, error_code="extractor_failed",
+                    error_message="exit 1")
+    delivery, begun = store.take(child.consumer)
+    assert begun.attempts == MAX_ATTEMPTS
+    with capture_logs() as events:
+        child._settle(delivery, begun, Attempt(None, MachineryError("exit 1"), 3.0))
+
+    job = record(store, delivery.job_id)
+    assert (job["state"], job["error_code"]) == ("failed", "extractor_failed")
+    [(_id, letter)] = store.client.xrange(DEAD_LETTERS)
+    assert letter[b"job"].decode() == delivery.job_id
+    failed = one(events, "job.failed")
+    assert failed["dead_letter"] is True and failed["attempt"] == MAX_ATTEMPTS
+
+
+def test_a_job_delivered_past_its_attempts_is_given_up_with_its_last_error(
+        child, store) -> None:
+    queue_job(store)
+    for _ in range(MAX_ATTEMPTS):  # every attempt died with the child, say
+        delivery, _begun = store.take(child.consumer)
+        store.retry(delivery, consumer="test-master", error_code="memory_limit",
+                    error_message="killed")
+    delivery, begun = store.take(child.consumer)
+    assert begun.verdict == "exhausted"
+    with capture_logs() as events:
+        child.handle(delivery, begun)
+
+    job = record(store, delivery.job_id)
+    assert (job["state"], job["error_code"]) == ("failed", "memory_limit")
+    assert store.client.xlen(DEAD_LETTERS) == 1
+    failed = one(events, "job.failed")
+    assert set(failed) >= set(JobSummary._fields) and failed["dead_letter"] is True
+
+
+def test_every_summary_line_carries_the_same_fields(child, store) -> None:
+    """job.done, job.failed, job.retry: one shape, so a log reader needs no case each."""
+    with capture_logs() as events:
+        for attempt in (Attempt("text", None, 1.0), Attempt(None, CorruptDocument("x"), 1.0),
+                        Attempt(None, MachineryError("x"), 1.0)):
+            child._settle(*taken(store, child.consumer), attempt)
+
+    summaries = [e for e in events if e["event"] in ("job.done", "job.failed", "job.retry")]
+    assert [e["event"] for e in summaries] == ["job.done", "job.failed", "job.retry"]
+    for summary in summaries:
+        assert set(JobSummary._fields) <= set(summary), summary
+
+
+# --- the master: re-queue on death, the summary a dead child did not log ---------------------
+def test_the_job_of_a_child_killed_mid_job_is_requeued_at_once_and_fails_its_breaker(
+        pool, store, settings) -> None:
+    delivery, _begun = taken(store, consumer_name(settings, 0))
+    pool.slots[0].begin(delivery.job_id, delivery.entry_id, delivery.family)
+    with capture_logs() as events:
+        pool._requeue(0, "deadline")
+
+    job = record(store, delivery.job_id)
+    assert (job["state"], job["error_code"]) == ("queued", "extraction_timeout")
+    assert queued_again(store, delivery.job_id)
+    assert breaker(store)["consecutive_failures"] == "1"
+    history = store.client.lrange(history_key(delivery.job_id), 0, -1)
+    assert master_consumer_name(settings).encode() in history[-1]
+    assert one(events, "job.requeued")["reason"] == "deadline"
+    assert not pool.slots[0].busy and pool.requeued == 1
+
+
+def test_the_job_of_a_child_stopped_by_shutdown_stays_pending_for_the_slots_next_child(
+        pool, store, settings) -> None:
+    delivery, _begun = taken(store, consumer_name(settings, 0))
+    pool.slots[0].begin(delivery.job_id, delivery.entry_id, delivery.family)
+    pool._requeue(0, "shutdown")
+
+    assert record(store, delivery.job_id)["state"] == "processing"
+    assert not queued_again(store, delivery.job_id)
+    [entry] = store.read(consumer_name(settings, 0), 0, own_pending=True)
+    assert entry.job_id == delivery.job_id
+    assert "total_failures" not in breaker(store)
+
+
+def test_a_job_the_child_finished_before_it_died_is_not_requeued(pool, store,
+                                                                 settings) -> None:
+    delivery, _begun = taken(store, consumer_name(settings, 0))
+    pool.slots[0].begin(delivery.job_id, delivery.entry_id, delivery.family)
+    store.finish(delivery, {"state": "done", "chars": 1, "text": "x"})
+    with capture_logs() as events:
+        pool._requeue(0, "killed")
+
+    assert record(store, delivery.job_id)["state"] == "done"
+    assert not queued_again(store, delivery.job_id)
+    assert not [e for e in events if e["event"] == "job.requeued"] and pool.requeued == 0
+
+
+def reap_after_sigkill(pool: Pool, slot_no: int = 0) -> list[dict]:
+    """Reap a real forked child of `slot_no` that SIGKILLed itself; the master's events."""
+    process = multiprocessing.get_context("fork").Process(target=_die_by_sigkill)
+    process.start()
+    pool.children[slot_no] = process
+    process.join(5)
+    with capture_logs() as events:
+        assert pool._reap({process.sentinel}) is None
+    assert one(events, "child.exited")["reason"] == "killed"
+    return events
+
+
+SUMMARY = JobSummary(state="done", format="pdf", bytes=5, attempt=1, duration_ms=7.0, chars=4)
+
+
+@pytest.mark.parametrize("answer_seen", [True, False], ids=["stored", "answer-lost"])
+def test_reaping_a_child_that_died_after_its_finish_landed_logs_the_summary_for_it(
+        pool, store, settings, answer_seen) -> None:
+    delivery, _begun = taken(store, consumer_name(settings, 0))
+    slot = pool.slots[0]
+    slot.begin(delivery.job_id, delivery.entry_id, delivery.family)
+    slot.remember(delivery.job_id, SUMMARY)  # as the child does just before FINISH
+    store.finish(delivery, {"state": "done", "chars": 4, "text": "text"})
+    if answer_seen:
+        slot.stored()
+    events = reap_after_sigkill(pool)
+
+    done = one(events, "job.done")
+    assert (done["job_id"], done["logged_by"], done["chars"], done["bytes"]) == (
+        delivery.job_id, "master", 4, 5)
+    assert not [e for e in events if e["event"].startswith("job.requeue")]
+    assert slot.unlogged() is None and not slot.busy and slot.done == 1
+
+
+def test_reaping_a_child_that_died_before_its_finish_landed_requeues_and_logs_no_summary(
+        pool, store, settings) -> None:
+    delivery, _begun = taken(store, consumer_name(settings, 0))
+    slot = pool.slots[0]
+    slot.begin(delivery.job_id, delivery.entry_id, delivery.family)
+    slot.remember(delivery.job_id, SUMMARY)  # killed before FINISH reached Redis
+    events = reap_after_sigkill(pool)
+
+    assert not [e for e in events if e["event"] == "job.done"]
+    assert one(events, "job.requeued")["job_id"] == delivery.job_id
+    assert record(store, delivery.job_id)["state"] == "queued"
+    assert slot.unlogged() is None and slot.done == 0
+
+
+# --- a loop that stops turning ---------------------------------------------------------------
+def _sleep_in_own_group() -> None:
+    os.setpgid(0, 0)  # as a pool child does, so the master's killpg reaches it
+    time.sleep(30)
+
+
+def test_the_master_kills_an_idle_child_whose_loop_stopped_turning(pool,
+                                                                   settings) -> None:
+    slot = pool.slots[0]
+    process = multiprocessing.get_context("fork").Process(target=_sleep_in_own_group)
+    process.start()
+    pool.children[0] = process
+    wait_for(lambda: os.getpgid(process.pid) == process.pid, 2, "the child's own group")
+    slot.turned_at = time.monotonic() - loop_stall_limit(settings) + 1
+    pool._enforce_deadlines()
+    assert process.is_alive() and slot.kill_reason == KillReason.NONE  # not yet
+
+    slot.turned_at = time.monotonic() - loop_stall_limit(settings) - 1
+    with capture_logs() as events:
+        pool._enforce_deadlines()
+    process.join(5)
+    assert slot.kill_reason == KillReason.WEDGED and process.exitcode == -signal.SIGKILL
+    assert one(events, "child.wedged")["child_pid"] == process.pid
+    assert exit_reason(process.exitcode, slot.kill_reason) == "wedged"
+
+
+def test_a_busy_child_whose_loop_waits_on_its_job_is_not_taken_for_wedged(settings) -> None:
+    slot = make_slots(1)[0]
+    slot.turned_at = time.monotonic() - 1000
+    slot.begin("job", "1-0", "pdf")  # a job has its own deadline
+    assert slot.stalled_for(time.monotonic()) == 0
+    slot.clear()
+    assert slot.stalled_for(time.monotonic()) > 999
+
+
+def test_the_heartbeat_is_withdrawn_while_an_idle_loop_is_quiet_and_returns_when_it_turns(
+        settings, server) -> None:
+    client: redis.Redis = server.client()
+    slot = make_slots(1)[0]
+    name = consumer_name(settings, 0)
+    watchdog = Watchdog(settings, 0, name, slot, lambda: 7)
+    slot.turned()
+    watchdog.check(client)
+    assert client.exists(heartbeat_key(name))
+
+    slot.turned_at = time.monotonic() - loop_quiet_max(settings) - 1
+    with capture_logs() as events:
+        watchdog.check(client)
+    assert not client.exists(heartbeat_key(name))
+    assert one(events, "child.loop_stalled")["stalled_s"] > loop_quiet_max(settings)
+    assert loop_quiet_max(settings) < loop_stall_limit(settings)  # health sees it first
+
+    slot.turned()
+    watchdog.check(client)
+    assert client.exists(heartbeat_key(name))
