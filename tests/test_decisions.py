@@ -28,9 +28,8 @@ from daemon.config import Settings
 from daemon.errors import (
     CorruptDocument,
     DocumentTooComplex,
-    ExtractionTimeout,
+    ExtractorUnavailable,
     MachineryError,
-    MemoryLimit,
     SpoolFull,
 )
 from daemon.pool.child import Attempt, Child, Settlement, settlement
@@ -145,8 +144,7 @@ def one(events: list[dict], name: str) -> dict:
 @pytest.mark.parametrize(("error", "outcome"), [
     (None, Outcome.SUCCESS),
     (MachineryError("the tool exited 1"), Outcome.FAILURE),
-    (ExtractionTimeout("past JOB_TIMEOUT"), Outcome.FAILURE),
-    (MemoryLimit("past the hard limit"), Outcome.FAILURE),
+    (ExtractorUnavailable("pdftotext is not installed"), Outcome.FAILURE),
     (SpoolFull("no space left"), Outcome.NONE),  # the host's disk, not the extractor
     (CorruptDocument("not a PDF"), Outcome.NONE),  # the document's fault
     (DocumentTooComplex("too many pages"), Outcome.NONE),
