@@ -135,7 +135,7 @@ def _pptx_ends(path: Path, text: str) -> list[int] | None:
     """
     try:
         with zipfile.ZipFile(path) as zf:
-            slides = [_slide_runs(zf, name) for name in _slide_parts(zf)]
+            slides = [_slide_runs(zf, name) for name in slide_parts(zf)]
     except (PartRefused, zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError,
             RuntimeError, NotImplementedError):
         return None
@@ -156,7 +156,7 @@ def _pptx_ends(path: Path, text: str) -> list[int] | None:
     return ends or None
 
 
-def _slide_parts(zf: zipfile.ZipFile) -> list[str]:
+def slide_parts(zf: zipfile.ZipFile) -> list[str]:
     """The slide part names in presentation order (p:sldIdLst through the rels)."""
     presentation = read_part(zf, "ppt/presentation.xml")
     rels = read_part(zf, "ppt/_rels/presentation.xml.rels")
