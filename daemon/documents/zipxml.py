@@ -8,6 +8,7 @@ bounded again here so that a part the text extractors never looked at cannot cos
 from __future__ import annotations
 
 import zipfile
+from xml.parsers import expat
 
 from lxml import etree
 
@@ -42,13 +43,42 @@ def read_part(zf: zipfile.ZipFile, name: str) -> etree._Element | None:
         data = f.read(MAX_PART_BYTES + 1)  # inflates at most this much, whatever it claims
     if len(data) > MAX_PART_BYTES:
         raise PartRefused(f"part {name!r} is larger than {MAX_PART_BYTES} bytes")
+    _refuse_dtd(data, name)
     try:
         root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError as exc:
         raise PartRefused(f"part {name!r} is not well-formed: {str(exc)[:100]}") from exc
-    if root is None or root.getroottree().docinfo.doctype:
-        raise PartRefused(f"part {name!r} declares a DTD")
+    if root is None:
+        raise PartRefused(f"part {name!r} has no root element")
     return root
+
+
+class _RootReached(Exception):
+    pass
+
+
+def _refuse_dtd(data: bytes, name: str) -> None:
+    """PartRefused when the prolog has a DOCTYPE: checked before lxml sees any of it.
+
+    expat reads only the prolog (the first start tag stops it) and calls the doctype
+    handler before it reads the internal subset, so no entity is even declared.
+    """
+    parser = expat.ParserCreate()
+
+    def doctype(*_: object) -> None:
+        raise PartRefused(f"part {name!r} declares a DTD")
+
+    def root(*_: object) -> None:
+        raise _RootReached
+
+    parser.StartDoctypeDeclHandler = doctype
+    parser.StartElementHandler = root
+    try:
+        parser.Parse(data, True)
+    except _RootReached:
+        return
+    except expat.ExpatError as exc:
+        raise PartRefused(f"part {name!r} is not well-formed: {exc}") from exc
 
 
 def local_name(element: etree._Element) -> str:
