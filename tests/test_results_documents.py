@@ -187,6 +187,45 @@ def test_a_pdf_pdfminer_cannot_open_is_read_through_pdfinfo(tmp_path: Path) -> N
     assert meta.values["created"] == "2010-05-25T03:08:57Z"
 
 
+def loop_pdf() -> bytes:
+    """A one-page PDF whose /Info is `4 0 obj 4 0 R endobj`, with a correct xref table."""
+    bodies = [b"<< /Type /Catalog /Pages 2 0 R >>",
+              b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+              b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] >>", b"4 0 R"]
+    out, offsets = b"%PDF-1.4\n", []
+    for number, body in enumerate(bodies, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 5\n0000000000 65535 f \n" + b"".join(b"%010d 00000 n \n" % o
+                                                        for o in offsets)
+    return out + b"trailer\n<< /Size 5 /Root 1 0 R /Info 4 0 R >>\nstartxref\n%d\n%%%%EOF\n" % xref
+
+
+def test_a_pdf_whose_info_refers_to_itself_is_read_without_spinning(tmp_path: Path) -> None:
+    from pdfminer import pdftypes
+
+    doc = tmp_path / "loop.pdf"
+    doc.write_bytes(loop_pdf())
+    text = extract_text(doc, "pdf")  # pdftotext reads it: the job has its text
+    started = time.monotonic()
+    meta = read_metadata(doc, FORMATS["pdf"], text)
+    assert time.monotonic() - started < 5
+    assert meta.values["pages"] == int(pdfinfo(doc)["Pages"]) == 1
+    assert pdftypes.resolve1.__module__ == "pdfminer.pdftypes"  # pdfminer's own again
+
+
+@pytest.mark.parametrize("doc", PDFS, ids=[d.id for d in PDFS])
+def test_the_guards_pdfinfo_output_gives_the_values_reading_the_pdf_gives(doc: CorpusDoc
+                                                                          ) -> None:
+    output = subprocess.run(["pdfinfo", "-rawdates", "-enc", "UTF-8", str(doc.path)],
+                            capture_output=True, check=True, timeout=30).stdout
+    read = read_metadata(doc.path, FORMATS["pdf"], "x")
+    given = read_metadata(doc.path, FORMATS["pdf"], "x", pdfinfo_output=output)
+    assert given.values == {k: v for k, v in read.values.items() if k != "language"}
+    assert given.dropped == read.dropped
+
+
 # --- PPTX --------------------------------------------------------------------------------
 @pytest.mark.parametrize("doc_id", ["textract-tests/pptx/raw_text.pptx",
                                     "textract-tests/pptx/standardized_text.pptx"])

@@ -61,12 +61,21 @@ class Metadata(NamedTuple):
     error: str | None  # why the document's own metadata could not be read at all
 
 
-def read_metadata(path: Path, fmt: Format, text: str, *, sha256: str | None = None
-                  ) -> Metadata:
-    """The metadata of the document at `path` whose extracted text is `text`."""
+def read_metadata(path: Path, fmt: Format, text: str, *, sha256: str | None = None,
+                  pdfinfo_output: bytes | None = None) -> Metadata:
+    """The metadata of the document at `path` whose extracted text is `text`.
+
+    `sha256`: the document's hash when the caller has it already (not computed again).
+    `pdfinfo_output`: the stdout of `pdfinfo -rawdates -enc UTF-8` on this PDF when the
+    caller ran it already (the guards count pages with pdfinfo): read instead of opening
+    the PDF again, which makes a PDF's metadata free but for /Lang, which pdfinfo omits.
+    """
     found = _Found()
     error = None
     reader = _READERS.get(fmt.ext)
+    if fmt.ext == "pdf" and pdfinfo_output is not None:
+        def reader(_path: Path, found: _Found) -> None:
+            _parse_pdfinfo(pdfinfo_output, found)
     if reader is not None:
         try:
             reader(path, found)
@@ -164,22 +173,30 @@ def _read_pdf(path: Path, found: _Found) -> None:
     file in Python; pdfinfo (C, under the guards' timeout) reads those instead, as it does
     encrypted PDFs pdfminer cannot open.
     """
+    from pdfminer import pdftypes
     from pdfminer.pdfdocument import PDFDocument
     from pdfminer.pdfparser import PDFParser
-    from pdfminer.pdftypes import resolve1
     from pdfminer.utils import decode_text
 
+    # pdfminer's resolve1 follows references without a bound, and PDFDocument resolves the
+    # trailer's /Root and /Info through it: `4 0 obj 4 0 R endobj` as /Info spins until the
+    # job's deadline kills the worker, over metadata, on a PDF pdftotext read fine. Every
+    # pdfminer lookup goes through pdftypes.resolve1 at call time, so it is swapped for a
+    # bounded one for the length of this read (a worker child runs one job on one thread).
+    unbounded, pdftypes.resolve1 = pdftypes.resolve1, _resolve
     try:
         with open(path, "rb") as f:
             doc = PDFDocument(PDFParser(f), fallback=False)
             # info[0] is the newest trailer's (pdfminer follows /Prev back from the end).
-            info = {key: resolve1(value) for key, value in (doc.info[0] if doc.info
+            info = {key: _resolve(value) for key, value in (doc.info[0] if doc.info
                                                              else {}).items()}
-            pages = resolve1(resolve1(doc.catalog.get("Pages") or {}).get("Count"))
-            lang = resolve1(doc.catalog.get("Lang"))
+            pages = _resolve(_resolve(doc.catalog.get("Pages") or {}).get("Count"))
+            lang = _resolve(doc.catalog.get("Lang"))
     except Exception:
         _read_pdf_pdfinfo(path, found)
         return
+    finally:
+        pdftypes.resolve1 = unbounded
 
     def string(value: object) -> str | None:
         return decode_text(value) if isinstance(value, bytes) else None
@@ -196,15 +213,34 @@ def _read_pdf(path: Path, found: _Found) -> None:
         _read_pdf_pdfinfo(path, found)  # no /Count: pdfinfo walks the page tree
 
 
+_MAX_REFERENCE_HOPS = 32
+
+
+def _resolve(value: object, default: object = None) -> object:
+    """pdfminer's resolve1, giving up after _MAX_REFERENCE_HOPS references in a chain."""
+    from pdfminer.pdftypes import PDFObjRef
+
+    for _ in range(_MAX_REFERENCE_HOPS):
+        if not isinstance(value, PDFObjRef):
+            return value
+        value = value.resolve(default=default)
+    raise ValueError("a loop of indirect references")
+
+
 def _read_pdf_pdfinfo(path: Path, found: _Found) -> None:
     proc = subprocess.run(["pdfinfo", "-rawdates", "-enc", "UTF-8", str(path.resolve())],
                           capture_output=True, stdin=subprocess.DEVNULL,
                           timeout=PDFINFO_TIMEOUT, check=False)
     if proc.returncode != 0:
         raise ValueError(f"pdfinfo exited with {proc.returncode}")
+    _parse_pdfinfo(proc.stdout, found)
+
+
+def _parse_pdfinfo(output: bytes, found: _Found) -> None:
+    """The fields of `pdfinfo -rawdates -enc UTF-8` output, into `found`."""
     fields: dict[str, list[list[str]]] = {}
     current: list[str] | None = None
-    for line in proc.stdout.decode("utf-8", "replace").split("\n"):
+    for line in output.decode("utf-8", "replace").split("\n"):
         match = _PDFINFO_FIELD.fullmatch(line)
         if match:
             current = [match.group(2)]
