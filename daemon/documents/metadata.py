@@ -5,6 +5,12 @@ detected MIME type), pages, title, author, subject, description, keywords, creat
 modified (ISO 8601 UTC), creator (the application that made it), producer (PDF: what wrote
 the PDF), language (only when the document declares one), chars, words, sha256.
 
+`pages` is the document's page count where it has one: counted for PDF (the page tree's
+/Count, or pdfinfo's count) and PPTX (its slides, as pages.page_ends cuts them);
+declared by the writing application for docx, odt and doc (their last layout; those
+formats have no page boundaries in their text). `chars` is len(text), `words` the count
+of whitespace-separated tokens in it.
+
 It never raises. A value that cannot be read exactly (a malformed date, a page count that
 is not a number) is left out and named in `dropped` with a reason, for the caller to log;
 a source that cannot be read at all (a damaged container, pdfinfo failing) gives `error`
@@ -48,11 +54,15 @@ from daemon.documents import dates
 from daemon.documents.formats import Format
 from daemon.documents.guards import PDFINFO_TIMEOUT
 from daemon.documents.pages import slide_parts
-from daemon.documents.zipxml import local_name, read_part, text_of
+from daemon.documents.zipxml import PartRefused, local_name, read_part, text_of
 
 HEAD_BYTES = 256 * 1024  # how much of an EML, HTML or RTF file is read for its metadata
 MAX_VALUE_CHARS = 1000  # a title is a line, not a document: longer values are cut
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+class MetadataUnreadable(ValueError):
+    """Raised inside this module when a source cannot be read; its message is ours."""
 
 
 class Metadata(NamedTuple):
@@ -80,7 +90,9 @@ def read_metadata(path: Path, fmt: Format, text: str, *, sha256: str | None = No
         try:
             reader(path, found)
         except Exception as exc:  # a damaged document's metadata is optional; its text is not
-            error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            # Only messages we wrote: a parser's may quote the document.
+            error = (str(exc) if isinstance(exc, PartRefused | MetadataUnreadable)
+                     else f"{type(exc).__name__} while reading the {fmt.ext} metadata")
     values: dict[str, Any] = {"content_type": fmt.mime, **found.values,
                               "chars": len(text), "words": len(text.split())}
     try:
@@ -121,6 +133,8 @@ class _Found:
             return
         if isinstance(raw, datetime):
             value = dates.iso_utc(raw) if raw.year >= 1000 else None
+        elif not isinstance(raw, str):
+            value = None  # a parser's odd type for a damaged date field
         elif not raw.strip():
             return
         else:
@@ -224,7 +238,7 @@ def _resolve(value: object, default: object = None) -> object:
         if not isinstance(value, PDFObjRef):
             return value
         value = value.resolve(default=default)
-    raise ValueError("a loop of indirect references")
+    raise MetadataUnreadable("a loop of indirect references")
 
 
 def _read_pdf_pdfinfo(path: Path, found: _Found) -> None:
@@ -232,7 +246,7 @@ def _read_pdf_pdfinfo(path: Path, found: _Found) -> None:
                           capture_output=True, stdin=subprocess.DEVNULL,
                           timeout=PDFINFO_TIMEOUT, check=False)
     if proc.returncode != 0:
-        raise ValueError(f"pdfinfo exited with {proc.returncode}")
+        raise MetadataUnreadable(f"pdfinfo exited with {proc.returncode}")
     _parse_pdfinfo(proc.stdout, found)
 
 

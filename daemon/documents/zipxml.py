@@ -24,7 +24,15 @@ _PARSER = etree.XMLParser(remove_blank_text=True, resolve_entities=False, no_net
 
 
 class PartRefused(ValueError):
-    """Raised when a part is too large, declares a DTD or is not well-formed XML."""
+    """Raised when a part is too large, declares a DTD or is not well-formed XML.
+
+    The message names the part, never its content: it goes to logs.
+    """
+
+
+def _shown(name: str) -> str:
+    # An EPUB names its own package part: a document-controlled string in a log line.
+    return repr("".join(c if c.isprintable() else "_" for c in name)[:100])
 
 
 def read_part(zf: zipfile.ZipFile, name: str) -> etree._Element | None:
@@ -38,18 +46,18 @@ def read_part(zf: zipfile.ZipFile, name: str) -> etree._Element | None:
     except KeyError:
         return None
     if info.file_size > MAX_PART_BYTES:
-        raise PartRefused(f"part {name!r} declares {info.file_size} bytes")
+        raise PartRefused(f"part {_shown(name)} declares {info.file_size} bytes")
     with zf.open(info) as f:
         data = f.read(MAX_PART_BYTES + 1)  # inflates at most this much, whatever it claims
     if len(data) > MAX_PART_BYTES:
-        raise PartRefused(f"part {name!r} is larger than {MAX_PART_BYTES} bytes")
+        raise PartRefused(f"part {_shown(name)} is larger than {MAX_PART_BYTES} bytes")
     _refuse_dtd(data, name)
     try:
         root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError as exc:
-        raise PartRefused(f"part {name!r} is not well-formed: {str(exc)[:100]}") from exc
+        raise PartRefused(f"part {_shown(name)} is not well-formed XML") from exc
     if root is None:
-        raise PartRefused(f"part {name!r} has no root element")
+        raise PartRefused(f"part {_shown(name)} has no root element")
     return root
 
 
@@ -66,7 +74,7 @@ def _refuse_dtd(data: bytes, name: str) -> None:
     parser = expat.ParserCreate()
 
     def doctype(*_: object) -> None:
-        raise PartRefused(f"part {name!r} declares a DTD")
+        raise PartRefused(f"part {_shown(name)} declares a DTD")
 
     def root(*_: object) -> None:
         raise _RootReached
@@ -78,7 +86,7 @@ def _refuse_dtd(data: bytes, name: str) -> None:
     except _RootReached:
         return
     except expat.ExpatError as exc:
-        raise PartRefused(f"part {name!r} is not well-formed: {exc}") from exc
+        raise PartRefused(f"part {_shown(name)} is not well-formed XML") from exc
 
 
 def local_name(element: etree._Element) -> str:
