@@ -153,7 +153,7 @@ def test_ocr_of_a_scanned_pdf_gives_textracts_text_with_its_page_boundaries() ->
     doc = by_id("textract-tests/pdf/ocr_text.pdf")
     text, ends = pages.ocr_pdf(doc.path)
     assert text == text_of(doc.id, "tesseract")
-    assert len(ends) == int(pdfinfo(doc.path)["Pages"]) == 3
+    assert ends is not None and len(ends) == int(pdfinfo(doc.path)["Pages"]) == 3
     texts = pages.page_texts(text, ends)
     assert "".join(texts) == text and all(t.strip() for t in texts)
 

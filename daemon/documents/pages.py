@@ -91,7 +91,7 @@ def form_feed_ends(text: str) -> list[int]:
 
 
 # --- OCR of a PDF, keeping the page boundaries ------------------------------------------
-def ocr_pdf(path: Path, **kwargs: str) -> tuple[str, list[int]]:
+def ocr_pdf(path: Path, **kwargs: str) -> tuple[str, list[int] | None]:
     """A scanned PDF's text through OCR and where each page ends.
 
     Does what textract's `method=tesseract` does (pdftoppm renders each page, tesseract
@@ -112,15 +112,21 @@ def ocr_pdf(path: Path, **kwargs: str) -> tuple[str, list[int]]:
     finally:
         shutil.rmtree(temp_dir)
     decoder = BaseParser()
-    text = decoder.decode(b"".join(outputs))
+
+    def as_textract_gives(raw: bytes) -> str:
+        # textract.process encodes to UTF-8 ignoring what cannot be; extract_text decodes.
+        return decoder.decode(raw).encode("utf-8", "ignore").decode("utf-8")
+
+    text = as_textract_gives(b"".join(outputs))
+    pages = [as_textract_gives(out) for out in outputs]
+    if "".join(pages) != text:
+        # A page decoded alone came out otherwise than within the whole (chardet saw
+        # another encoding in it): the text stands, its pages cannot be placed.
+        return text, None
     ends, end = [], 0
-    for out in outputs:
-        end += len(decoder.decode(out)) if out else 0
+    for page in pages:
+        end += len(page)
         ends.append(end)
-    if "".join(page_texts(text, ends)) != text or (ends and ends[-1] != len(text)):
-        # One page's bytes decoded differently alone than within the whole (chardet saw
-        # another encoding): the text stands, its pages cannot be placed.
-        return text, []
     return text, ends
 
 
