@@ -289,6 +289,16 @@ def test_a_mails_subject_sender_and_date_are_read() -> None:
         .strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def test_a_postscript_files_header_comments_are_read() -> None:
+    doc = by_id("textract-tests/ps/standardized_text.ps")
+    header = doc.path.read_bytes()[:4096].decode("latin-1")
+    creator = re.search(r"^%%Creator: (.*)$", header, re.M).group(1).strip()
+    pages = int(re.search(r"^%%Pages: (\d+)", header, re.M).group(1))
+    values = read_metadata(doc.path, FORMATS["ps"], "").values
+    assert values["creator"] == creator and values["pages"] == pages
+    assert values["created"] == "2014-08-25T19:37:17Z"  # %%CreationDate: D:20140825193717Z00'00'
+
+
 # --- hostile and damaged containers -------------------------------------------------------
 BOMB_CORE = b"""<?xml version="1.0"?>
 <!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">

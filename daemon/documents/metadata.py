@@ -33,6 +33,8 @@ Sources, per format:
   doc, xls           the OLE SummaryInformation stream
   html, htm          <title>, <meta name=author|description|keywords>, <html lang>
   rtf                the {\\info} group
+  ps                 the DSC header comments (%%Title, %%Creator, %%For, %%Pages, ...)
+  ps                 the DSC header comments (%%Title, %%Creator, %%For, %%Pages, ...)
 """
 
 from __future__ import annotations
@@ -490,11 +492,32 @@ def _read_rtf(path: Path, found: _Found) -> None:
                    dates.rtf_date)
 
 
+_DSC = re.compile(rb"^%%(Title|Creator|For|CreationDate|Pages):[ \t]*(.*?)\r?$", re.M)
+
+
+def _read_ps(path: Path, found: _Found) -> None:
+    """The DSC header comments (%%Title, %%Creator, %%For, %%CreationDate, %%Pages)."""
+    with open(path, "rb") as f:
+        head = f.read(HEAD_BYTES)
+    end = head.find(b"%%EndComments")
+    for name, raw in _DSC.findall(head[:end] if end != -1 else head):
+        value = raw.decode("latin-1").strip()
+        if value.startswith("(") and value.endswith(")"):
+            value = value[1:-1]  # DSC text may be a PostScript string
+        if name == b"Pages":
+            if value != "atend":  # "(atend)": the count is in the trailer, not read here
+                found.count("pages", value)
+        elif name == b"CreationDate":
+            found.date("created", value, dates.pdf_date)  # ps2pdf/Ghostscript write PDF dates
+        else:
+            found.text({b"Title": "title", b"Creator": "creator", b"For": "author"}[name], value)
+
+
 _READERS: dict[str, Callable[[Path, _Found], None]] = {
     "pdf": _read_pdf, "docx": _read_ooxml, "xlsx": _read_ooxml, "pptx": _read_ooxml,
     "odt": _read_odf, "ods": _read_odf, "epub": _read_epub, "eml": _read_eml,
     "msg": _read_msg,
     "doc": lambda path, found: _read_ole_office(path, found, has_pages=True),
     "xls": lambda path, found: _read_ole_office(path, found, has_pages=False),
-    "html": _read_html, "htm": _read_html, "rtf": _read_rtf,
+    "html": _read_html, "htm": _read_html, "rtf": _read_rtf, "ps": _read_ps,
 }
