@@ -1,0 +1,201 @@
+"""The text of a document cut into its pages (PDF pages, PPTX slides).
+
+The contract: pages are consecutive slices of the one text a job already gives, stored as
+the offset where each page ends. So
+
+    "".join(page_texts(text, ends)) == text                    (always, by construction)
+    page_texts(text, ends)[n - 1] == text[ends[n - 2]:ends[n - 1]]  (page n, 1-based)
+
+and the text clients get today never changes; a page is only a view of it. The
+separator that ends a page belongs to that page: pdftotext and pdfminer end every PDF page
+with a form feed (`\\f`), so a PDF page's text ends with `\\f`; textract joins PPTX runs
+with a blank line, so a slide's text ends with the blank line that separates it from the
+next slide. A page without text is an empty slice (or just its `\\f`), so empty pages
+still count and page n is always the n-th page of the document.
+
+Where the text carries no boundary that can be trusted, `page_ends` answers None (no
+pages) rather than guess: a PDF whose form feeds do not match its page count, a PDF read
+through OCR by textract (it joins the per-page outputs with nothing between them; see
+`ocr_pdf`, which keeps the boundaries), a PPTX whose slides read here do not give back
+textract's text exactly. Formats without pages (docx, odt, spreadsheets, mail, HTML, plain
+text, images) give None as well.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+from daemon.documents.formats import Format
+from daemon.documents.zipxml import PartRefused, read_part
+
+FORM_FEED = "\f"
+PPTX_RUN_SEPARATOR = "\n\n"  # textract's pptx parser: "\n\n".join(every run of every slide)
+
+_P = "{http://schemas.openxmlformats.org/presentationml/2006/main}"
+_A = "{http://schemas.openxmlformats.org/drawingml/2006/main}"
+_R = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
+_PKG_RELS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
+
+
+def page_ends(path: Path, fmt: Format, method: str, text: str,
+              page_count: int | None = None) -> list[int] | None:
+    """Where each page of `text` ends (offsets into it), or None where pages are unknown.
+
+    `page_count` is the document's own page count when the caller has it (the metadata's
+    `pages`, from pdfinfo): a PDF whose form feeds disagree with it gets no pages.
+    """
+    if fmt.ext == "pdf":
+        if (method or fmt.default_method) == "tesseract":
+            return None  # textract's OCR output has no page boundary: see ocr_pdf
+        ends = form_feed_ends(text)
+        if page_count is not None and len(ends) != page_count:
+            return None
+        return ends
+    if fmt.ext == "pptx":
+        return _pptx_ends(path, text)
+    return None
+
+
+def page_texts(text: str, ends: list[int]) -> list[str]:
+    """The pages' texts: consecutive slices of `text` ending at `ends`."""
+    starts = [0, *ends[:-1]]
+    return [text[start:end] for start, end in zip(starts, ends, strict=True)]
+
+
+def pages_json(text: str, ends: list[int]) -> list[dict]:
+    """`[{"number": 1, "text": "..."}, ...]`, as a job's `pages` field gives them."""
+    return [{"number": n, "text": t} for n, t in enumerate(page_texts(text, ends), 1)]
+
+
+def page_text(text: str, ends: list[int], number: int) -> str | None:
+    """Page `number` (1-based) of `text`, None when there is no such page."""
+    if not 1 <= number <= len(ends):
+        return None
+    return text[ends[number - 2] if number > 1 else 0:ends[number - 1]]
+
+
+def form_feed_ends(text: str) -> list[int]:
+    """Pages that each end with a form feed; text after the last one is a last page."""
+    ends, at = [], text.find(FORM_FEED)
+    while at != -1:
+        ends.append(at + 1)
+        at = text.find(FORM_FEED, at + 1)
+    if not ends or ends[-1] != len(text):
+        ends.append(len(text))  # no form feed at all is one page, like any unpaged text
+    return ends
+
+
+# --- OCR of a PDF, keeping the page boundaries ------------------------------------------
+def ocr_pdf(path: Path, **kwargs: str) -> tuple[str, list[int] | None]:
+    """A scanned PDF's text through OCR and where each page ends.
+
+    Does what textract's `method=tesseract` does (pdftoppm renders each page, tesseract
+    reads each image in page order, the outputs are joined with nothing between them and
+    decoded as textract decodes them), so the text is the same; it only remembers where
+    each page's output ended. Raises what textract raises (ShellError for a failing tool),
+    so extract.extract_text's error sorting applies when it calls this instead of
+    textract.process(method="tesseract").
+    """
+    from textract.parsers.image import Parser as TesseractParser
+    from textract.parsers.utils import BaseParser
+
+    temp_dir = tempfile.mkdtemp()
+    try:
+        TesseractParser().run(["pdftoppm", os.fspath(path), os.path.join(temp_dir, "conv")])
+        outputs = [TesseractParser().extract(os.path.join(temp_dir, name), **kwargs)
+                   for name in sorted(os.listdir(temp_dir))]
+    finally:
+        shutil.rmtree(temp_dir)
+    decoder = BaseParser()
+
+    def as_textract_gives(raw: bytes) -> str:
+        # textract.process encodes to UTF-8 ignoring what cannot be; extract_text decodes.
+        return decoder.decode(raw).encode("utf-8", "ignore").decode("utf-8")
+
+    text = as_textract_gives(b"".join(outputs))
+    pages = [as_textract_gives(out) for out in outputs]
+    if "".join(pages) != text:
+        # A page decoded alone came out otherwise than within the whole (chardet saw
+        # another encoding in it): the text stands, its pages cannot be placed.
+        return text, None
+    ends, end = [], 0
+    for page in pages:
+        end += len(page)
+        ends.append(end)
+    return text, ends
+
+
+# --- PPTX slides ------------------------------------------------------------------------
+def _pptx_ends(path: Path, text: str) -> list[int] | None:
+    """Slide boundaries in textract's pptx text, from the slides' own XML.
+
+    textract walks slides in presentation order, top-level shapes with a text frame,
+    paragraphs, runs, and joins every run's text with a blank line. The same walk here
+    counts each slide's runs and their lengths; the result is used only if the runs
+    joined give back `text` exactly.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            slides = [_slide_runs(zf, name) for name in slide_parts(zf)]
+    except (PartRefused, zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError,
+            RuntimeError, NotImplementedError):
+        return None
+    runs = [run for slide in slides for run in slide]
+    if PPTX_RUN_SEPARATOR.join(runs) != text:
+        return None
+    starts, at = [], 0  # where each run starts in the text
+    for run in runs:
+        starts.append(at)
+        at += len(run) + len(PPTX_RUN_SEPARATOR)
+    # A slide ends where the next slide's first run starts (so the separator before it
+    # is the slide's last characters); the last slide, and empty slides after the last
+    # run, end at the end of the text.
+    ends, seen = [], 0
+    for slide in slides:
+        seen += len(slide)
+        ends.append(starts[seen] if seen < len(runs) else len(text))
+    return ends or None
+
+
+def slide_parts(zf: zipfile.ZipFile) -> list[str]:
+    """The slide part names in presentation order (p:sldIdLst through the rels)."""
+    presentation = read_part(zf, "ppt/presentation.xml")
+    rels = read_part(zf, "ppt/_rels/presentation.xml.rels")
+    if presentation is None or rels is None:
+        raise ValueError("not a presentation")
+    targets = {rel.get("Id"): rel.get("Target", "")
+               for rel in rels.iter(_PKG_RELS + "Relationship")}
+    names = []
+    for sld in presentation.iter(_P + "sldId"):
+        target = targets[sld.get(_R + "id")]
+        names.append(target.lstrip("/") if target.startswith("/")
+                     else posixpath.normpath(posixpath.join("ppt", target)))
+    return names
+
+
+def _slide_runs(zf: zipfile.ZipFile, name: str) -> list[str]:
+    slide = read_part(zf, name)
+    if slide is None:
+        raise ValueError(f"missing slide {name}")
+    tree = slide.find(f"{_P}cSld/{_P}spTree")
+    runs: list[str] = []
+    if tree is None:
+        return runs
+    for shape in tree:
+        # Top-level p:sp only: python-pptx gives groups, pictures, connectors and graphic
+        # frames (tables) no text frame, so textract skips their text.
+        if shape.tag != _P + "sp":
+            continue
+        body = shape.find(_P + "txBody")
+        if body is None:
+            continue
+        for paragraph in body.iterchildren(_A + "p"):
+            for run in paragraph.iterchildren(_A + "r"):
+                t = run.find(_A + "t")
+                runs.append((t.text or "") if t is not None else "")
+    return runs
