@@ -16,3 +16,21 @@ def png(width: int, height: int) -> bytes:
     return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR"
             + struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0) + b"\0\0\0\0"
             + b"\0\0\0\0IEND\xaeB`\x82")
+
+
+def gif_frames(width: int, height: int, frames: list[tuple[int, int, int, int]] = (),
+               colours: bool = True) -> bytes:
+    """A GIF89a whose logical screen is width x height, holding `frames`, each given as
+    (left, top, width, height) with a graphic control extension, a local colour table
+    and one tiny LZW stream (clear code, one pixel, end code), as real encoders write."""
+    packed = 0x80 if colours else 0  # a global colour table of 2 entries
+    out = bytearray(b"GIF89a" + struct.pack("<HHBBB", width, height, packed, 0, 0))
+    if colours:
+        out += b"\x00\x00\x00\xff\xff\xff"
+    out += b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"  # application extension
+    for left, top, w, h in frames:
+        out += b"\x21\xf9\x04\x00\x00\x00\x00\x00"  # graphic control extension
+        out += b"\x2c" + struct.pack("<HHHHB", left, top, w, h, 0x80)
+        out += b"\x00\x00\x00\xff\xff\xff"  # local colour table of 2 entries
+        out += b"\x02\x02\x44\x01\x00"  # LZW min code size 2, one sub-block, terminator
+    return bytes(out + b";")

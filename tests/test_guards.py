@@ -19,7 +19,7 @@ from daemon.documents import guards
 from daemon.documents.formats import FORMATS, detect_path
 from daemon.documents.guards import Limits, check_document, check_text_size
 from daemon.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
-from tests.bombs import LAUGHS, png
+from tests.bombs import LAUGHS, gif_frames, png
 from tests.conftest import CORPUS, manifest_params
 
 LIMITS = Limits.from_settings(Settings())
@@ -54,8 +54,9 @@ def jpeg(width: int, height: int, sof: int = 0xC0) -> bytes:
     return b"\xff\xd8" + app0 + frame + b"\xff\xda\x00\x08" + bytes(6) + b"\xff\xd9"
 
 
-def gif(width: int, height: int) -> bytes:
-    return b"GIF89a" + struct.pack("<HH", width, height) + b"\x00\x00\x00" + b";"
+def gif(width: int, height: int, frames: list[tuple[int, int, int, int]] = ()) -> bytes:
+    """A GIF whose screen is width x height, with frames (left, top, width, height)."""
+    return gif_frames(width, height, frames)
 
 
 def tiff(pages: list[tuple[int, int]], order: str = "<", kind: int = 4) -> bytes:
@@ -306,6 +307,38 @@ def test_corpus_images_are_measured_by_their_content_not_their_name() -> None:
     fake_tiff = CORPUS / "textract-tests" / "tiff" / "raw_text.tiff"  # a PNG inside
     with pytest.raises(DocumentTooComplex, match="650x300"):
         check_document(fake_tiff, FORMATS["tiff"], limits(max_image_pixels=1000))
+
+
+def test_a_gif_frame_larger_than_its_logical_screen_is_measured_by_the_frame(tmp_path) -> None:
+    path = write(tmp_path / "frame.gif", gif(1, 1, [(0, 0, 10, 10), (0, 0, 7500, 7500)]))
+    started = time.perf_counter()
+    with pytest.raises(DocumentTooComplex, match="7500x7500 = 56250000 pixels"):
+        check_document(path, FORMATS["gif"], LIMITS)
+    assert time.perf_counter() - started < 0.1  # the blocks are walked, nothing is decoded
+
+
+def test_a_gif_frame_is_measured_to_its_far_corner(tmp_path) -> None:
+    path = write(tmp_path / "offset.gif", gif(10, 10, [(0, 0, 10, 10), (60_000, 990, 10, 10)]))
+    with pytest.raises(DocumentTooComplex, match="60010x1000 = 60010000 pixels"):
+        check_document(path, FORMATS["gif"], LIMITS)
+
+
+def test_gif_frames_after_large_sub_blocks_and_extensions_are_found(tmp_path) -> None:
+    small = gif(10, 10, [(0, 0, 10, 10)])
+    comment = b"\x21\xfe" + (b"\xff" + b"c" * 255) * 400 + b"\x00"  # 100 KB of comment
+    huge = gif(10, 10, [(0, 0, 8000, 8000)])
+    frame_at = huge.index(b"\x21\xf9")
+    data = small[:-1] + comment + huge[frame_at:]
+    path = write(tmp_path / "late.gif", data)
+    with pytest.raises(DocumentTooComplex, match="8000x8000"):
+        check_document(path, FORMATS["gif"], LIMITS)
+
+
+def test_a_gif_with_more_frames_than_the_page_limit_is_refused(tmp_path) -> None:
+    path = write(tmp_path / "many.gif", gif(10, 10, [(0, 0, 10, 10)] * 3))
+    check_document(path, FORMATS["gif"], limits(max_pdf_pages=3))
+    with pytest.raises(DocumentTooComplex, match="more than 2 pages"):
+        check_document(path, FORMATS["gif"], limits(max_pdf_pages=2))
 
 
 def test_a_tiff_with_more_pages_than_the_limit_is_refused(tmp_path) -> None:

@@ -41,7 +41,7 @@ from daemon.documents.formats import FORMATS
 from daemon.errors import ERROR_CODES
 from daemon.store import STREAM, breaker_key, heartbeat_key
 from devtools.stack import BIN, Stack, wait_for
-from tests.bombs import LAUGHS, png
+from tests.bombs import LAUGHS, gif_frames, png
 from tests.client import Client, Reply, multipart
 from tests.conftest import CORPUS, corpus_documents, squash
 
@@ -524,6 +524,8 @@ BOMBS = {
     "pixels.png": lambda: png(100_000, 100_000),
     "pixels.jpg": lambda: jpeg(65_000, 65_000),
     "pixels.gif": lambda: b"GIF89a" + struct.pack("<HH", 65_535, 65_535) + bytes(20) + b";",
+    # A 1x1 logical screen holding a 7500x7500 frame: the frame is what a decoder allocates.
+    "frame_pixels.gif": lambda: gif_frames(1, 1, [(0, 0, 7500, 7500)]),
     "pages.pdf": FOUR_PAGES.read_bytes,  # 4 pages, MAX_PDF_PAGES is 3 here
     "text.txt": lambda: b"lorem ipsum dolor sit amet " * (MAX_TEXT // 10),
 }

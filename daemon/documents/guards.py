@@ -193,13 +193,55 @@ def _image_pages(f: BinaryIO, max_pages: int) -> list[tuple[int, int]] | None:
     if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
         return [struct.unpack_from(">II", head, 16)]
     if head.startswith((b"GIF87a", b"GIF89a")):
-        return [struct.unpack_from("<HH", head, 6)]
+        return _gif_frames(f, head, max_pages)
     if head.startswith(b"\xff\xd8"):
         size = _jpeg_size(f)
         return [size] if size else None
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         return _tiff_pages(f, head, max_pages)
     return None
+
+
+def _gif_frames(f: BinaryIO, head: bytes, max_frames: int) -> list[tuple[int, int]] | None:
+    """The canvas each GIF frame needs, walked through the blocks without decoding.
+
+    The logical screen is only a claim: decoders allocate each frame by its own image
+    descriptor, which may be far larger (a 1x1 screen with a 7500x7500 frame). A frame
+    is measured to its far corner (offset + size), and never smaller than the screen.
+    """
+    if len(head) < 13:
+        return None
+    screen_w, screen_h, packed = struct.unpack_from("<HHB", head, 6)
+    f.seek(13 + (3 << ((packed & 7) + 1) if packed & 0x80 else 13))
+    data = f.read()  # bounded by MAX_CONTENT_LENGTH; sub-blocks are walked by index
+    frames: list[tuple[int, int]] = []
+    at = 0
+    while at < len(data) and len(frames) <= max_frames:
+        kind = data[at]
+        if kind == 0x21:  # extension: label, then sub-blocks
+            at = _skip_sub_blocks(data, at + 2)
+        elif kind == 0x2C:  # image descriptor: left, top, width, height, packed
+            if at + 10 > len(data):
+                break
+            left, top, width, height, packed = struct.unpack_from("<HHHHB", data, at + 1)
+            frames.append((max(screen_w, left + width), max(screen_h, top + height)))
+            at += 10
+            if packed & 0x80:  # local colour table
+                at += 3 << ((packed & 7) + 1)
+            at = _skip_sub_blocks(data, at + 1)  # after the LZW minimum code size
+        else:  # the trailer, or a byte no decoder goes past
+            break
+    return frames or [(screen_w, screen_h)]
+
+
+def _skip_sub_blocks(data: bytes, at: int) -> int:
+    """The index after a chain of GIF data sub-blocks (a length byte, then that many)."""
+    while at < len(data):
+        size = data[at]
+        at += 1 + size
+        if size == 0:
+            break
+    return at
 
 
 _SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
