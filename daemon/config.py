@@ -104,6 +104,9 @@ class Settings:
     max_compression_ratio: int = _setting(200, "their compression ratio")
     max_image_pixels: int = _setting(50_000_000, "pixels in an image")
     max_pdf_pages: int = _setting(2_000, "pages in a PDF")
+    max_ocr_pixels: int = _setting(300_000_000, "pixels of all a PDF's pages rendered for "
+                                                "OCR (method=tesseract, 150 dpi; written "
+                                                "to the spool at 3 bytes a pixel)")
     max_text_bytes: int = _setting(64 * 1024 * 1024, "extracted text, bytes")
     # --- health thresholds -----------------------------------------------------------
     cpu_warn: float = _setting(70.0, "CPU % for WARNING")

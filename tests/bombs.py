@@ -34,3 +34,23 @@ def gif_frames(width: int, height: int, frames: list[tuple[int, int, int, int]] 
         out += b"\x00\x00\x00\xff\xff\xff"  # local colour table of 2 entries
         out += b"\x02\x02\x44\x01\x00"  # LZW min code size 2, one sub-block, terminator
     return bytes(out + b";")
+
+
+def minimal_pdf(pages: int, title: str = "t", box: str = "0 0 10 10") -> bytes:
+    """An uncompressed PDF with `pages` empty pages (its page objects are visible bytes)
+    whose MediaBox, in points, is `box`."""
+    kids = " ".join(f"{3 + i} 0 R" for i in range(pages))
+    bodies = ["<< /Type /Catalog /Pages 2 0 R >>",
+              f"<< /Type /Pages /Kids [{kids}] /Count {pages} >>",
+              *[f"<< /Type /Page /Parent 2 0 R /MediaBox [{box}] >>"] * pages,
+              f"<< /Title ({title}) >>"]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, body in enumerate(bodies, 1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n{body}\nendobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(bodies) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += (f"trailer\n<< /Size {len(bodies) + 1} /Root 1 0 R /Info {len(bodies)} 0 R >>\n"
+            f"startxref\n{xref}\n%%EOF\n").encode()
+    return bytes(out)

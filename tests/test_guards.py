@@ -19,7 +19,7 @@ from daemon.documents import guards
 from daemon.documents.formats import FORMATS, detect_path
 from daemon.documents.guards import Limits, check_document, check_text_size
 from daemon.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
-from tests.bombs import LAUGHS, gif_frames, png
+from tests.bombs import LAUGHS, gif_frames, minimal_pdf, png
 from tests.conftest import CORPUS, manifest_params
 
 LIMITS = Limits.from_settings(Settings())
@@ -76,25 +76,6 @@ def bigtiff(width: int, height: int) -> bytes:
     ifd = struct.pack("<Q", 2) + struct.pack("<HHQQ", 256, 16, 1, width)
     ifd += struct.pack("<HHQQ", 257, 16, 1, height) + struct.pack("<Q", 0)
     return b"II" + struct.pack("<HHHQ", 43, 8, 0, 16) + ifd
-
-
-def minimal_pdf(pages: int, title: str = "t") -> bytes:
-    """An uncompressed PDF with `pages` empty pages (its page objects are visible bytes)."""
-    kids = " ".join(f"{3 + i} 0 R" for i in range(pages))
-    bodies = ["<< /Type /Catalog /Pages 2 0 R >>",
-              f"<< /Type /Pages /Kids [{kids}] /Count {pages} >>",
-              *["<< /Type /Page /Parent 2 0 R /MediaBox [0 0 10 10] >>"] * pages,
-              f"<< /Title ({title}) >>"]
-    out, offsets = bytearray(b"%PDF-1.4\n"), []
-    for number, body in enumerate(bodies, 1):
-        offsets.append(len(out))
-        out += f"{number} 0 obj\n{body}\nendobj\n".encode()
-    xref = len(out)
-    out += f"xref\n0 {len(bodies) + 1}\n0000000000 65535 f \n".encode()
-    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
-    out += (f"trailer\n<< /Size {len(bodies) + 1} /Root 1 0 R /Info {len(bodies)} 0 R >>\n"
-            f"startxref\n{xref}\n%%EOF\n").encode()
-    return bytes(out)
 
 
 def write(path: Path, data: bytes) -> Path:
@@ -430,6 +411,62 @@ def test_a_hanging_pdfinfo_is_cut_off_by_its_timeout(tmp_path, monkeypatch) -> N
     with pytest.raises(DocumentTooComplex, match=r"took more than 0\.3 s"):
         check_document(FOUR_PAGES, FORMATS["pdf"], LIMITS)
     assert time.perf_counter() - started < 5
+
+
+# --- PDF pages rendered for OCR ----------------------------------------------------------
+INCHES_60 = "0 0 4320 4320"  # 60 x 60 inches: 9000 x 9000 pixels at 150 dpi
+
+
+def test_a_pdf_with_a_huge_page_is_refused_for_ocr_before_rendering(tmp_path) -> None:
+    path = write(tmp_path / "poster.pdf", minimal_pdf(1, box=INCHES_60))
+    started = time.perf_counter()
+    with pytest.raises(DocumentTooComplex,
+                       match=r"page 1 renders for OCR at 150 dpi as 9000x9000 = 81000000 "
+                             r"pixels; the limit is 50000000 \(MAX_IMAGE_PIXELS\)"):
+        check_document(path, FORMATS["pdf"], LIMITS, "tesseract")
+    assert time.perf_counter() - started < 1.0
+    for method in ("", "pdftotext", "pdfminer"):  # nothing is rendered: nothing to refuse
+        check_document(path, FORMATS["pdf"], LIMITS, method)
+
+
+def test_the_rendered_size_is_the_one_pdftoppm_makes(tmp_path) -> None:
+    # 100 x 50 points away from the origin: pdftoppm makes 209 x 105 = 21945 pixels.
+    path = write(tmp_path / "small.pdf", minimal_pdf(1, box="-20 -10 80 40"))
+    check_document(path, FORMATS["pdf"], limits(max_image_pixels=21_945), "tesseract")
+    with pytest.raises(DocumentTooComplex, match="209x105 = 21945 pixels"):
+        check_document(path, FORMATS["pdf"], limits(max_image_pixels=21_944), "tesseract")
+    out = tmp_path / "page"
+    subprocess.run(["pdftoppm", str(path), str(out)], check=True, timeout=30)
+    ppm = next(tmp_path.glob("page*.ppm")).read_bytes()
+    assert ppm.split(b"\n")[1] == b"209 105"
+
+
+def test_a_huge_mediabox_under_a_small_cropbox_is_measured_by_the_mediabox(tmp_path) -> None:
+    data = minimal_pdf(1, box=INCHES_60).replace(b"/MediaBox", b"/CropBox [0 0 72 72] /MediaBox")
+    path = write(tmp_path / "cropped.pdf", data)  # pdftoppm renders the MediaBox
+    with pytest.raises(DocumentTooComplex, match="9000x9000"):
+        check_document(path, FORMATS["pdf"], LIMITS, "tesseract")
+
+
+def test_the_pixels_of_all_pages_rendered_for_ocr_are_bounded(tmp_path) -> None:
+    path = write(tmp_path / "a4.pdf", minimal_pdf(40, box="0 0 595 842"))  # 1240x1755 each
+    check_document(path, FORMATS["pdf"], LIMITS, "tesseract")  # 87 M pixels in all
+    with pytest.raises(DocumentTooComplex, match=r"the limit is 80000000 \(MAX_OCR_PIXELS\)"):
+        check_document(path, FORMATS["pdf"], limits(max_ocr_pixels=80_000_000), "tesseract")
+
+
+def test_a_forged_page_line_in_the_title_does_not_hide_a_huge_page(tmp_path) -> None:
+    forged = "x\nPage    1 MediaBox:      0.00     0.00    10.00    10.00\nPages: 1\n"
+    path = write(tmp_path / "forged.pdf", minimal_pdf(2, title=forged, box=INCHES_60))
+    with pytest.raises(DocumentTooComplex, match="9000x9000"):
+        check_document(path, FORMATS["pdf"], LIMITS, "tesseract")
+
+
+def test_every_corpus_pdf_passes_the_ocr_checks() -> None:
+    pdfs = sorted(CORPUS.rglob("*.pdf"))
+    assert len(pdfs) >= 10
+    for path in pdfs:
+        check_document(path, FORMATS["pdf"], LIMITS, "tesseract")
 
 
 # --- formats without guards and the text size ----------------------------------------------

@@ -41,7 +41,7 @@ from daemon.documents.formats import FORMATS
 from daemon.errors import ERROR_CODES
 from daemon.store import STREAM, breaker_key, heartbeat_key
 from devtools.stack import BIN, Stack, wait_for
-from tests.bombs import LAUGHS, gif_frames, png
+from tests.bombs import LAUGHS, gif_frames, minimal_pdf, png
 from tests.client import Client, Reply, multipart
 from tests.conftest import CORPUS, corpus_documents, squash
 
@@ -545,6 +545,21 @@ def test_a_bomb_fails_its_job_quickly_as_too_complex(hostile: Hostile, name: str
     assert elapsed < BOMB_SECONDS, f"{name} took {elapsed:.2f} s"
     text = hostile.client.request("GET", f"/v1/jobs/{job['id']}/text")
     assert error_of(text, 409, "job_failed")["job_error"]["code"] == "document_too_complex"
+
+
+def test_a_pdf_of_huge_pages_sent_for_ocr_is_refused_before_anything_is_rendered(
+        hostile: Hostile) -> None:
+    # Three 60 x 60 inch pages: 9000 x 9000 pixels each at pdftoppm's 150 dpi, 729 MB of
+    # rendered pages in the spool before tesseract starts. Without method= it is fine.
+    data = minimal_pdf(3, box="0 0 4320 4320")
+    started = time.monotonic()
+    job = finished(hostile.client.upload("poster.pdf", data, method="tesseract", wait=30))
+    elapsed = time.monotonic() - started
+    assert (job["state"], job["error"]["code"]) == ("failed", "document_too_complex"), job
+    assert "MAX_IMAGE_PIXELS" in job["error"]["message"]
+    assert elapsed < BOMB_SECONDS, f"took {elapsed:.2f} s"
+    plain = finished(hostile.client.upload("poster.pdf", data, wait=30))
+    assert plain["state"] == "done", plain
 
 
 @pytest.mark.skipif(shutil.which("gs") is None, reason="ghostscript (gs) is not installed")
