@@ -208,6 +208,54 @@ def test_entity_declarations_in_utf16_xml_are_refused(tmp_path) -> None:
         check_document(path, FORMATS["docx"], LIMITS)
 
 
+def _ucs4(text: str, order: tuple[int, int, int, int]) -> bytes:
+    """`text` in UCS-4 with its bytes in `order` (1-based positions of a big-endian unit)."""
+    big = text.encode("utf-32-be")
+    return bytes(big[i + k - 1] for i in range(0, len(big), 4) for k in order)
+
+
+def _utf7_markup(text: str) -> bytes:
+    """UTF-7 where every '<' and '!' after the declaration is written base64-encoded, as
+    the RFC allows."""
+    declaration, _, rest = text.partition("\n")
+    return (declaration.encode() + b"\n"
+            + rest.encode("utf-7").replace(b"<", b"+ADw-").replace(b"!", b"+ACE-"))
+
+
+LAUGHS_TEXT = LAUGHS.decode()
+DECLARED = LAUGHS_TEXT.replace('version="1.0"', 'version="1.0" encoding="{}"')
+LAUGHS_ENCODED = {
+    "utf-32 with its BOM": LAUGHS_TEXT.encode("utf-32"),
+    "utf-32-le without a BOM": LAUGHS_TEXT.encode("utf-32-le"),
+    "utf-32-be without a BOM": LAUGHS_TEXT.encode("utf-32-be"),
+    "utf-32-be with its BOM": "\ufeff".encode("utf-32-be") + LAUGHS_TEXT.encode("utf-32-be"),
+    "ucs-4 order 2143": _ucs4(LAUGHS_TEXT, (2, 1, 4, 3)),
+    "ucs-4 order 3412": _ucs4(LAUGHS_TEXT, (3, 4, 1, 2)),
+    "utf-16-be without a declaration": LAUGHS_TEXT[22:].encode("utf-16-be"),
+    "utf-7": _utf7_markup(DECLARED.format("UTF-7")),
+    "ebcdic cp037": DECLARED.format("IBM037").encode("cp037"),
+    "ebcdic cp500": DECLARED.format("IBM500").encode("cp500"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAUGHS_ENCODED))
+def test_entity_declarations_in_any_encoding_a_parser_detects_are_refused(name,
+                                                                          tmp_path) -> None:
+    data = LAUGHS_ENCODED[name]
+    assert b"<!ENTITY" not in data  # the guard must read the encoding to see the DTD
+    path = docx_with(tmp_path / "laughs.docx", data)
+    with pytest.raises(DocumentTooComplex, match="XML entity declarations"):
+        check_document(path, FORMATS["docx"], LIMITS)
+
+
+@pytest.mark.parametrize("encoding", ["utf-32", "utf-32-le", "utf-16-be", "cp037"])
+def test_xml_without_a_dtd_in_those_encodings_is_accepted(encoding, tmp_path) -> None:
+    text = (f'<?xml version="1.0" encoding="{encoding}"?>\n'
+            f'<w:document>{"text " * 5000}</w:document>')
+    path = docx_with(tmp_path / "plain.docx", text.encode(encoding))
+    check_document(path, FORMATS["docx"], LIMITS)
+
+
 def test_a_dtd_pushed_past_64_kb_by_a_long_comment_is_refused(tmp_path) -> None:
     padded = b'<?xml version="1.0"?>\n<!--' + b"x" * 70_000 + b"-->\n" + LAUGHS[22:]
     path = docx_with(tmp_path / "padded.docx", padded)

@@ -6,6 +6,7 @@ takes milliseconds and never allocates in proportion to what a document claims t
 
 from __future__ import annotations
 
+import codecs
 import math
 import os
 import re
@@ -155,10 +156,9 @@ _SUBSET_END = re.compile(rb"\]\s*>")
 
 def _xml_verdict(buf: bytes, complete: bool) -> str | None:
     """A reason to refuse this start of an XML document, None, or _MORE to read further."""
-    if buf.startswith((b"\xff\xfe", b"\xfe\xff")) or buf[:4] in (b"<\0?\0", b"\0<\0?"):
-        encoding = "utf-16" if buf[:2] in (b"\xff\xfe", b"\xfe\xff") else (
-            "utf-16-le" if buf[:1] == b"<" else "utf-16-be")
-        buf = buf.decode(encoding, "replace").encode("utf-8", "replace")
+    encoding = _xml_encoding(buf)
+    if encoding != "utf-8":
+        buf = _decoded(buf, encoding).encode("utf-8", "replace")
     text = buf.removeprefix(b"\xef\xbb\xbf")
     rest = text[_PROLOG.match(text).end():]
     if not rest.startswith(b"<!DOCTYPE"):
@@ -170,6 +170,68 @@ def _xml_verdict(buf: bytes, complete: bool) -> str | None:
     if subset != -1 and (close == -1 or subset < close) and not _SUBSET_END.search(rest):
         return None if complete else _MORE  # an internal DTD subset still open
     return None
+
+
+# The start of an XML document by the byte patterns of XML 1.0 appendix F: a BOM, or the
+# first character '<' in each code unit width and byte order. UTF-32 comes before UTF-16,
+# whose little-endian BOM begins UTF-32's. EBCDIC code pages differ on '!' and '[', so
+# an EBCDIC document is read in the code page its declaration names (cp037 without one).
+_XML_STARTS = (
+    (b"\x00\x00\xfe\xff", "utf-32-be"), (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xff\xfe", "ucs-4-2143"), (b"\xfe\xff\x00\x00", "ucs-4-3412"),
+    (b"\x00\x00\x00<", "utf-32-be"), (b"<\x00\x00\x00", "utf-32-le"),
+    (b"\x00\x00<\x00", "ucs-4-2143"), (b"\x00<\x00\x00", "ucs-4-3412"),
+    (b"\xfe\xff", "utf-16-be"), (b"\xff\xfe", "utf-16-le"),
+    (b"\x00<", "utf-16-be"), (b"<\x00", "utf-16-le"),
+    (b"\x4c\x6f\xa7\x94", "cp037"),
+)
+_DECLARED = re.compile(rb"^<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._-]{1,40})[\"']")
+# Encodings Python knows in which '<!DOCTYPE' is not written in ASCII bytes.
+_MARKUP_NOT_ASCII = frozenset({"utf-7", "cp037", "cp273", "cp424", "cp500", "cp875",
+                               "cp1026", "cp1140"})
+
+
+def _xml_encoding(buf: bytes) -> str:
+    """How to read this start of an XML document: a codec name, or a UCS-4 order."""
+    for start, encoding in _XML_STARTS:
+        if buf.startswith(start):
+            if encoding == "cp037":  # its declaration is legible in any EBCDIC page
+                return _declared(buf[:200].decode("cp037").encode("ascii", "replace"),
+                                 "cp037")
+            return encoding
+    # ASCII-compatible bytes: the declaration may still name an encoding in which markup
+    # is not ASCII (UTF-7 writes '<' as '+ADw-'), and libxml2 follows it.
+    return _declared(buf.removeprefix(b"\xef\xbb\xbf"), "utf-8")
+
+
+def _declared(start: bytes, default: str) -> str:
+    """The encoding the XML declaration at `start` names, if it writes markup other than
+    in ASCII; else `default`."""
+    declared = _DECLARED.match(start)
+    if declared:
+        try:
+            name = codecs.lookup(declared.group(1).decode("ascii")).name
+        except LookupError:
+            return default  # a name Python does not know: read the bytes as they are
+        if name in _MARKUP_NOT_ASCII:
+            return name
+    return default
+
+
+def _decoded(buf: bytes, encoding: str) -> str:
+    """`buf` as text, whole code units only (a cut mid-unit must not shift what follows);
+    a BOM stays as U+FEFF, which the UTF-8 BOM strip in _xml_verdict removes."""
+    width = 4 if encoding.startswith(("utf-32", "ucs-4")) else (
+        2 if encoding.startswith("utf-16") else 1)
+    units = bytearray(buf[:len(buf) - len(buf) % width])
+    if encoding == "ucs-4-2143":  # bytes 2 1 4 3 of each big-endian unit: swap pairs
+        units[0::2], units[1::2] = units[1::2], units[0::2]
+        encoding = "utf-32-be"
+    elif encoding == "ucs-4-3412":  # bytes 3 4 1 2: swap the halves
+        units[0::4], units[1::4], units[2::4], units[3::4] = (
+            units[2::4], units[3::4], units[0::4], units[1::4])
+        encoding = "utf-32-be"
+    return bytes(units).decode(encoding, "replace")
 
 
 # --- images ----------------------------------------------------------------------------
