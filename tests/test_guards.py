@@ -363,6 +363,13 @@ def test_gif_frames_after_large_sub_blocks_and_extensions_are_found(tmp_path) ->
         check_document(path, FORMATS["gif"], LIMITS)
 
 
+def test_the_frames_of_a_gif_are_counted_together(tmp_path) -> None:
+    path = write(tmp_path / "animated.gif", gif(100, 100, [(0, 0, 100, 100)] * 5))
+    check_document(path, FORMATS["gif"], limits(max_image_pixels=50_000))
+    with pytest.raises(DocumentTooComplex, match="5 frames are 50000 pixels together"):
+        check_document(path, FORMATS["gif"], limits(max_image_pixels=49_999))
+
+
 def test_a_gif_with_more_frames_than_the_page_limit_is_refused(tmp_path) -> None:
     path = write(tmp_path / "many.gif", gif(10, 10, [(0, 0, 10, 10)] * 3))
     check_document(path, FORMATS["gif"], limits(max_pdf_pages=3))
@@ -538,3 +545,4 @@ def test_a_large_text_is_measured_in_slices_and_refused() -> None:
     check_text_size(text, limits(max_text_bytes=5_000_000))
     with pytest.raises(DocumentTooComplex, match="5000000 bytes"):
         check_text_size(text, limits(max_text_bytes=4_999_999))
+

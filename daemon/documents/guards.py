@@ -237,9 +237,16 @@ def _decoded(buf: bytes, encoding: str) -> str:
 # --- images ----------------------------------------------------------------------------
 def _check_image(path: Path, limits: Limits) -> None:
     # tesseract decodes the whole image: its size must be known before it gets the file.
+    together = 0  # pixels decoded at once: a GIF's frames are all decoded first
     with open(path, "rb") as f:
         try:
-            pages = _image_pages(f, limits.max_pdf_pages)
+            if f.read(6) in (b"GIF87a", b"GIF89a"):
+                frames = _gif_frames(f, limits.max_pdf_pages)
+                pages = [canvas for canvas, _ in frames] if frames else None
+                together = sum(raster for _, raster in frames or ())
+            else:
+                f.seek(0)
+                pages = _image_pages(f, limits.max_pdf_pages)
         except struct.error:
             pages = None
     if not pages:
@@ -252,6 +259,11 @@ def _check_image(path: Path, limits: Limits) -> None:
         raise DocumentTooComplex(
             f"the image is {width}x{height} = {width * height} pixels; the limit is "
             f"{limits.max_image_pixels} (MAX_IMAGE_PIXELS)")
+    if together > limits.max_image_pixels:
+        # giflib's DGifSlurp, under leptonica's reader, holds every frame in memory.
+        raise DocumentTooComplex(
+            f"the image's {len(pages)} frames are {together} pixels together; the limit is "
+            f"{limits.max_image_pixels} (MAX_IMAGE_PIXELS)")
 
 
 def _image_pages(f: BinaryIO, max_pages: int) -> list[tuple[int, int]] | None:
@@ -259,8 +271,6 @@ def _image_pages(f: BinaryIO, max_pages: int) -> list[tuple[int, int]] | None:
     head = f.read(32)
     if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
         return [struct.unpack_from(">II", head, 16)]
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return _gif_frames(f, head, max_pages)
     if head.startswith(b"\xff\xd8"):
         size = _jpeg_size(f)
         return [size] if size else None
@@ -269,19 +279,22 @@ def _image_pages(f: BinaryIO, max_pages: int) -> list[tuple[int, int]] | None:
     return None
 
 
-def _gif_frames(f: BinaryIO, head: bytes, max_frames: int) -> list[tuple[int, int]] | None:
-    """The canvas each GIF frame needs, walked through the blocks without decoding.
+def _gif_frames(f: BinaryIO, max_frames: int) -> list[tuple[tuple[int, int], int]] | None:
+    """Each GIF frame's canvas and own pixels, walked through the blocks without decoding.
 
-    The logical screen is only a claim: decoders allocate each frame by its own image
-    descriptor, which may be far larger (a 1x1 screen with a 7500x7500 frame). A frame
-    is measured to its far corner (offset + size), and never smaller than the screen.
+    `f` is just past the signature. The logical screen is only a claim: decoders allocate
+    each frame by its own image descriptor, which may be far larger (a 1x1 screen with a
+    7500x7500 frame). A canvas reaches the frame's far corner (offset + size) and is never
+    smaller than the screen. None when the header is cut short.
     """
-    if len(head) < 13:
+    head = f.read(7)
+    if len(head) < 7:
         return None
-    screen_w, screen_h, packed = struct.unpack_from("<HHB", head, 6)
-    f.seek(13 + (3 << ((packed & 7) + 1) if packed & 0x80 else 13))
+    screen_w, screen_h, packed = struct.unpack_from("<HHB", head)
+    if packed & 0x80:  # a global colour table
+        f.seek(3 << ((packed & 7) + 1), os.SEEK_CUR)
     data = f.read()  # bounded by MAX_CONTENT_LENGTH; sub-blocks are walked by index
-    frames: list[tuple[int, int]] = []
+    frames: list[tuple[tuple[int, int], int]] = []
     at = 0
     while at < len(data) and len(frames) <= max_frames:
         kind = data[at]
@@ -291,14 +304,15 @@ def _gif_frames(f: BinaryIO, head: bytes, max_frames: int) -> list[tuple[int, in
             if at + 10 > len(data):
                 break
             left, top, width, height, packed = struct.unpack_from("<HHHHB", data, at + 1)
-            frames.append((max(screen_w, left + width), max(screen_h, top + height)))
+            canvas = (max(screen_w, left + width), max(screen_h, top + height))
+            frames.append((canvas, width * height))
             at += 10
-            if packed & 0x80:  # local colour table
+            if packed & 0x80:  # a local colour table
                 at += 3 << ((packed & 7) + 1)
             at = _skip_sub_blocks(data, at + 1)  # after the LZW minimum code size
         else:  # the trailer, or a byte no decoder goes past
             break
-    return frames or [(screen_w, screen_h)]
+    return frames or [((screen_w, screen_h), 0)]
 
 
 def _skip_sub_blocks(data: bytes, at: int) -> int:
