@@ -16,8 +16,10 @@ import pytest
 
 from daemon.config import Settings
 from daemon.documents import guards
+from daemon.documents.extract import extract_text
 from daemon.documents.formats import FORMATS, detect_path
 from daemon.documents.guards import Limits, check_document, check_text_size
+from daemon.documents.redact import without_paths
 from daemon.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
 from tests.bombs import LAUGHS, gif_frames, minimal_pdf, png
 from tests.conftest import CORPUS, manifest_params
@@ -546,3 +548,67 @@ def test_a_large_text_is_measured_in_slices_and_refused() -> None:
     with pytest.raises(DocumentTooComplex, match="5000000 bytes"):
         check_text_size(text, limits(max_text_bytes=4_999_999))
 
+
+# --- no path in a message or a text --------------------------------------------------------
+# A PostScript program printing the name of a temporary file Ghostscript makes for it in
+# TMPDIR, which -dSAFER allows: on the page and on stdout, both of which ps2ascii returns.
+PS_TEMPFILE = (b"%!PS\n/Courier findfont 12 scalefont setfont 72 700 moveto\n"
+               b"null (w) .tempfile pop dup = show showpage\n")
+
+
+@pytest.fixture
+def spool(tmp_path, monkeypatch) -> Path:
+    """A folder laid out like a worker's: TMPDIR inside it, as the child sets it."""
+    folder = tmp_path / "install" / "var" / "spool" / "slot-1"
+    (folder / "tmp").mkdir(parents=True)
+    monkeypatch.setenv("TMPDIR", str(folder / "tmp"))
+    monkeypatch.setattr("tempfile.tempdir", None)  # read TMPDIR again
+    return folder
+
+
+def test_an_error_message_names_the_document_not_its_path(spool) -> None:
+    path = write(spool / "0123abcd.gif", gif(10, 10) + b"garbage" * 10)
+    check_document(path, FORMATS["gif"], LIMITS)  # the header is fine: the decoder fails
+    with pytest.raises(CorruptDocument) as caught:
+        extract_text(path, "gif")
+    assert "the document" in str(caught.value)
+    assert "/" not in str(caught.value), str(caught.value)
+
+
+def test_a_pdfinfo_error_names_no_path(spool, tmp_path, monkeypatch) -> None:
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "pdfinfo").write_text('#!/bin/sh\necho "I/O Error: Couldn\'t open file \'$1\'" >&2\n'
+                                   "exit 1\n")
+    (tools / "pdfinfo").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    path = write(spool / "0123abcd.pdf", minimal_pdf(1))
+    with pytest.raises(CorruptDocument,
+                       match=r"^the PDF cannot be read: I/O Error: Couldn't open file "
+                             r"the document$"):
+        check_document(path, FORMATS["pdf"], LIMITS)
+
+
+@pytest.mark.parametrize(("message", "expected"), [
+    ("cannot identify image file '/srv/t/var/spool/slot-1/ab.gif'",
+     "cannot identify image file the document"),
+    ("cannot open /srv/t/var/spool/slot-1/tmp/tmpx/conv-1.ppm: no such file",
+     "cannot open a temporary file: no such file"),
+    ("missing module at /usr/lib/python3/dist-packages/x.py", "missing module at a file"),
+    ("I/O error in </w:body> of application/pdf", "I/O error in </w:body> of application/pdf"),
+])
+def test_paths_in_messages_are_said_by_their_role(message, expected) -> None:
+    assert without_paths(message, "/srv/t/var/spool/slot-1/ab.gif") == expected
+
+
+@pytest.mark.skipif(shutil.which("ps2ascii") is None, reason="ghostscript is not installed")
+def test_postscript_cannot_print_the_spool_path_into_its_text(spool) -> None:
+    path = write(spool / "0123abcd.ps", PS_TEMPFILE)
+    text = extract_text(path, "ps")
+    assert "temporary file" in text  # the program ran and printed a name
+    assert str(spool) not in text and "install" not in text, text
+
+
+def test_a_text_naming_shared_folders_is_left_as_it_is(spool) -> None:
+    path = write(spool / "0123abcd.txt", b"see /tmp/x and /var/tmp/y and /usr/share/z\n")
+    assert extract_text(path, "txt") == "see /tmp/x and /var/tmp/y and /usr/share/z\n"

@@ -630,6 +630,23 @@ def test_a_truncated_document_of_each_format_ends_as_a_document_error(hostile: H
     outcome = job["state"] if job["state"] == "done" else job["error"]["code"]
     assert outcome == TRUNCATED[fmt], job
     assert job["attempts"] == 1
+    # The parsers' messages name their file: the client is told "the document" instead.
+    assert str(hostile.stack.root) not in orjson.dumps(job).decode(), job
+
+
+def test_a_job_error_and_a_postscript_text_never_name_the_installation(
+        hostile: Hostile) -> None:
+    root = str(hostile.stack.root)
+    gif = b"GIF89a" + struct.pack("<HH", 10, 10) + b"\0\0\0" + b"garbage" * 10
+    job = finished(hostile.client.upload("broken.gif", gif, wait=30))
+    assert (job["state"], job["error"]["code"]) == ("failed", "corrupt_document"), job
+    assert "the document" in job["error"]["message"] and root not in job["error"]["message"]
+    # Ghostscript's -dSAFER lets a program make a file in TMPDIR and print its name.
+    program = (b"%!PS\n/Courier findfont 12 scalefont setfont 72 700 moveto\n"
+               b"null (w) .tempfile pop dup = show showpage\n")
+    job = finished(hostile.client.upload("where.ps", program, wait=30))
+    assert job["state"] == "done", job
+    assert "temporary file" in job["text"] and root not in job["text"], job["text"]
 
 
 def test_a_truncated_outlook_message_fails_as_corrupt_without_moving_a_breaker(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import os
 import re
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import textract
 from textract import exceptions as tx
 
 from daemon.documents import legacy_doc
+from daemon.documents.redact import without_paths, without_service_paths
 from daemon.errors import (
     CorruptDocument,
     EncryptedDocument,
@@ -56,9 +58,9 @@ def extract_text(path: Path, ext: str, method: str = "", *, fast_doc: bool = Tru
     except tx.UnknownMethod as exc:
         raise UnsupportedFormat(f"method {method!r} is not available for .{ext}") from exc
     except tx.ShellError as exc:
-        raise _classify_shell_error(exc) from exc
+        raise _classify_shell_error(exc, path) from exc
     except (tx.LibreOfficeNotFound, tx.MissingModuleError) as exc:
-        raise ExtractorUnavailable(str(exc).strip().splitlines()[0]) from exc
+        raise ExtractorUnavailable(without_paths(str(exc).strip().splitlines()[0])) from exc
     except tx.MissingFileError as exc:
         raise MachineryError("the spooled file vanished before extraction") from exc
     except MemoryError as exc:
@@ -67,19 +69,18 @@ def extract_text(path: Path, ext: str, method: str = "", *, fast_doc: bool = Tru
         if exc.errno is None:
             # Parsers' own errors that subclass OSError (olefile's OleFileError for a
             # damaged .msg/.xls) carry no errno: they are about the bytes, not the machine.
-            raise CorruptDocument(_describe(exc)) from exc
+            raise CorruptDocument(_describe(exc, path)) from exc
         if exc.errno == errno.ENOSPC:
             raise SpoolFull("no space left for the extractor's temporary files") from exc
-        raise MachineryError(f"{type(exc).__name__}: {exc}") from exc
+        raise MachineryError(_describe(exc, path)) from exc
     except Exception as exc:
-        raise CorruptDocument(_describe(exc)) from exc
-    if isinstance(raw, bytes):
-        return raw.decode("utf-8", "replace")
-    return str(raw)
+        raise CorruptDocument(_describe(exc, path)) from exc
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return without_service_paths(text, path)
 
 
-def _classify_shell_error(exc: tx.ShellError) -> Exception:
-    tool = exc.command.split()[0] if exc.command else "tool"
+def _classify_shell_error(exc: tx.ShellError, path: Path) -> Exception:
+    tool = os.path.basename(exc.command.split()[0]) if exc.command else "tool"
     if exc.is_not_installed():
         return ExtractorUnavailable(f"{tool} is not installed")
     if exc.exit_code < 0 or exc.exit_code in _TOOL_BROKEN_EXIT:
@@ -88,9 +89,12 @@ def _classify_shell_error(exc: tx.ShellError) -> Exception:
     if _PASSWORD.search(stderr):
         return EncryptedDocument(f"{tool}: the document is password-protected")
     first = stderr.decode("utf-8", "replace").strip().splitlines()[:1]
-    return CorruptDocument(f"{tool} rejected the document: {first[0] if first else exc.exit_code}")
+    reason = without_paths(first[0], path)[:200] if first else exc.exit_code
+    return CorruptDocument(f"{tool} rejected the document: {reason}")
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: Exception, path: Path) -> str:
+    """The exception's type and first line, with no path in it (see redact)."""
     text = str(exc).strip().splitlines()[:1]
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+    return (f"{type(exc).__name__}: {without_paths(text[0], path)[:200]}" if text
+            else type(exc).__name__)

@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 from daemon.config import Settings
 from daemon.documents.formats import IMAGE_EXTS, ZIP_EXTS, Format
+from daemon.documents.redact import without_paths
 from daemon.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
 
 PDFINFO_TIMEOUT = 10.0
@@ -97,7 +98,8 @@ def _check_zip(path: Path, limits: Limits) -> None:
         raise EncryptedDocument("the archive has password-protected entries") from exc
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError,
             NotImplementedError, ValueError) as exc:
-        raise CorruptDocument(f"the ZIP container cannot be read: {exc}") from exc
+        raise CorruptDocument(f"the ZIP container cannot be read: "
+                              f"{without_paths(str(exc), path)}") from exc
 
 
 def _central_records(path: Path) -> int:
@@ -418,7 +420,7 @@ def _check_pdf(path: Path, limits: Limits, ocr: bool = False) -> None:
             if "Incorrect password" in err:
                 raise EncryptedDocument("the PDF needs a password; send it decrypted")
             reason = (err.strip().splitlines() or ["unknown error"])[-1][:200]
-            raise CorruptDocument(f"the PDF cannot be read: {reason}")
+            raise CorruptDocument(f"the PDF cannot be read: {without_paths(reason, path)}")
         info = proc.stdout.decode("utf-8", "replace")
         # The last match: a Title printed earlier could carry a forged "Pages:" line.
         found = _PAGES_LINE.findall(info)
