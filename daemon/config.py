@@ -108,6 +108,11 @@ class Settings:
                                                 "OCR (method=tesseract, 150 dpi; written "
                                                 "to the spool at 3 bytes a pixel)")
     max_text_bytes: int = _setting(64 * 1024 * 1024, "extracted text, bytes")
+    max_nesting_depth: int = _setting(256, "elements open at once in an HTML document "
+                                           "(libxml2's own bound for XML)")
+    max_nesting_work: int = _setting(4_000_000, "an HTML document's elements, each counted "
+                                                "once per element enclosing it: textract's "
+                                                "HTML reader takes time in proportion")
     # --- health thresholds -----------------------------------------------------------
     cpu_warn: float = _setting(70.0, "CPU % for WARNING")
     cpu_crit: float = _setting(90.0, "CPU % for CRITICAL")

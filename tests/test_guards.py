@@ -470,6 +470,58 @@ def test_a_hanging_pdfinfo_is_cut_off_by_its_timeout(tmp_path, monkeypatch) -> N
     assert time.perf_counter() - started < 5
 
 
+# --- HTML nesting -------------------------------------------------------------------------
+def deep_html(depth: int, tag: str = "div") -> bytes:
+    return (b"<html><body>" + f"<{tag}>".encode() * depth + b"x"
+            + f"</{tag}>".encode() * depth + b"</body></html>")
+
+
+def test_an_html_of_100000_nested_divs_is_refused_at_once(tmp_path) -> None:
+    path = write(tmp_path / "deep.html", deep_html(100_000))  # 1.1 MB; textract: hours
+    started = time.perf_counter()
+    with pytest.raises(DocumentTooComplex, match=r"more than 256 elements deep; the limit "
+                                                 r"is 256 \(MAX_NESTING_DEPTH\)"):
+        check_document(path, FORMATS["html"], LIMITS)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_the_nesting_depth_limit_is_the_configured_figure(tmp_path) -> None:
+    path = write(tmp_path / "deep.htm", deep_html(40, tag="span"))
+    check_document(path, FORMATS["htm"], limits(max_nesting_depth=40))
+    with pytest.raises(DocumentTooComplex, match="MAX_NESTING_DEPTH"):
+        check_document(path, FORMATS["htm"], limits(max_nesting_depth=39))
+
+
+def test_many_towers_of_nested_elements_are_refused_by_their_total(tmp_path) -> None:
+    # 130 towers of 250 <div>: never past the depth limit, 4.08 M element-ancestor pairs.
+    tower = b"<div>" * 250 + b"x" + b"</div>" * 250
+    path = write(tmp_path / "towers.html", b"<html><body>" + tower * 130 + b"</body></html>")
+    with pytest.raises(DocumentTooComplex, match=r"the limit is 4000000 \(MAX_NESTING_WORK\)"):
+        check_document(path, FORMATS["html"], LIMITS)
+    check_document(write(tmp_path / "fewer.html", tower * 120), FORMATS["html"], LIMITS)
+
+
+def test_deep_html_in_utf16_is_measured_too(tmp_path) -> None:
+    path = write(tmp_path / "deep.html", deep_html(1000).decode().encode("utf-16"))
+    with pytest.raises(DocumentTooComplex, match="MAX_NESTING_DEPTH"):
+        check_document(path, FORMATS["html"], LIMITS)
+
+
+@pytest.mark.parametrize("body", [
+    b"<p>para" * 100_000,  # a parser closes each <p> when the next opens
+    b"<ul>" + b"<li>item" * 100_000 + b"</ul>",
+    b"<br><img src=x><hr/>" * 50_000,  # void elements hold nothing
+    b"<div/>" * 50_000,  # self-closed
+    b"<script>" + b"<div>" * 10_000 + b"</script>",  # markup in a script is text
+    b"<!--" + b"<div>" * 10_000 + b"-->",
+    b"<div>" + b"<b>bold</B>" * 10_000 + b"</div>",  # end tags in any case
+    b"<div><span>x</div>" * 10_000,  # an end tag closes what it encloses
+])
+def test_html_that_does_not_nest_passes_whatever_its_size(body, tmp_path) -> None:
+    check_document(write(tmp_path / "flat.html", b"<html><body>" + body),
+                   FORMATS["html"], LIMITS)
+
+
 # --- PDF pages rendered for OCR ----------------------------------------------------------
 INCHES_60 = "0 0 4320 4320"  # 60 x 60 inches: 9000 x 9000 pixels at 150 dpi
 

@@ -526,6 +526,8 @@ BOMBS = {
     "pixels.gif": lambda: b"GIF89a" + struct.pack("<HH", 65_535, 65_535) + bytes(20) + b";",
     # A 1x1 logical screen holding a 7500x7500 frame: the frame is what a decoder allocates.
     "frame_pixels.gif": lambda: gif_frames(1, 1, [(0, 0, 7500, 7500)]),
+    # 100,000 nested <div> in 1.1 MB: textract's HTML reader is quadratic in the depth.
+    "nested.html": lambda: b"<html><body>" + b"<div>" * 100_000 + b"</div>" * 100_000,
     "pages.pdf": FOUR_PAGES.read_bytes,  # 4 pages, MAX_PDF_PAGES is 3 here
     "text.txt": lambda: b"lorem ipsum dolor sit amet " * (MAX_TEXT // 10),
 }

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from daemon.config import Settings
+from daemon.documents import markup
 from daemon.documents.formats import IMAGE_EXTS, ZIP_EXTS, Format
 from daemon.documents.redact import without_paths
 from daemon.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
@@ -28,6 +29,7 @@ XML_SCAN_BYTES = 64 * 1024  # how far into each ZIP entry the DTD check looks
 RATIO_FLOOR = 1024 * 1024  # smaller entries cannot hurt, whatever their ratio
 _MAX_JPEG_SEGMENTS = 4096
 _MORE = "more"  # _xml_verdict: needs more bytes to decide
+HTML_EXTS = frozenset({"html", "htm"})
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class Limits:
     max_pdf_pages: int  # also bounds the pages of a multi-page TIFF and GIF frames
     max_ocr_pixels: int
     max_text_bytes: int
+    max_nesting_depth: int
+    max_nesting_work: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -57,6 +61,8 @@ def check_document(path: Path, fmt: Format, limits: Limits, method: str = "") ->
         _check_image(path, limits)
     elif fmt.ext == "pdf":
         _check_pdf(path, limits, ocr=method == "tesseract")
+    elif fmt.ext in HTML_EXTS:
+        _check_html(path, limits)
 
 
 def check_text_size(text: str, limits: Limits) -> None:
@@ -234,6 +240,24 @@ def _decoded(buf: bytes, encoding: str) -> str:
             units[2::4], units[3::4], units[0::4], units[1::4])
         encoding = "utf-32-be"
     return bytes(units).decode(encoding, "replace")
+
+
+# --- HTML ------------------------------------------------------------------------------
+def _check_html(path: Path, limits: Limits) -> None:
+    data = path.read_bytes()  # bounded by MAX_CONTENT_LENGTH
+    encoding = _xml_encoding(data)  # a BOM or NULs: UTF-16/32, which textract detects too
+    # Any other encoding writes tags in ASCII bytes: latin-1 maps each byte to one char.
+    text = _decoded(data, encoding) if encoding != "utf-8" else data.decode("latin-1")
+    found = markup.measure(text, limits.max_nesting_depth, limits.max_nesting_work)
+    if found.deepest > limits.max_nesting_depth:
+        raise DocumentTooComplex(
+            f"the HTML nests more than {limits.max_nesting_depth} elements deep; the limit "
+            f"is {limits.max_nesting_depth} (MAX_NESTING_DEPTH)")
+    if found.work > limits.max_nesting_work:
+        raise DocumentTooComplex(
+            f"the HTML's elements, each counted once per element around it, come to more "
+            f"than {limits.max_nesting_work}; the limit is {limits.max_nesting_work} "
+            f"(MAX_NESTING_WORK)")
 
 
 # --- images ----------------------------------------------------------------------------
