@@ -113,6 +113,12 @@ class Settings:
     max_nesting_work: int = _setting(4_000_000, "an HTML document's elements, each counted "
                                                 "once per element enclosing it: textract's "
                                                 "HTML reader takes time in proportion")
+    max_pdf_content_bytes: int = _setting(128 * 1024 * 1024, "a PDF's drawing "
+                                                             "instructions, inflated")
+    max_pdf_state_depth: int = _setting(10_000, "graphics states a PDF saves (q) without "
+                                                "restoring them (Q): ~1 KB each to a reader")
+    max_pdf_path_segments: int = _setting(2_000_000, "segments of one PDF path before it "
+                                                     "is painted: ~200 bytes each")
     # --- health thresholds -----------------------------------------------------------
     cpu_warn: float = _setting(70.0, "CPU % for WARNING")
     cpu_crit: float = _setting(90.0, "CPU % for CRITICAL")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import zlib
 
 # "Billion laughs": nine levels of ten-fold entity expansion in a few hundred bytes.
 LAUGHS = (b'<?xml version="1.0"?>\n<!DOCTYPE lolz [\n <!ENTITY lol "lol">\n'
@@ -53,4 +54,32 @@ def minimal_pdf(pages: int, title: str = "t", box: str = "0 0 10 10") -> bytes:
     out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
     out += (f"trailer\n<< /Size {len(bodies) + 1} /Root 1 0 R /Info {len(bodies)} 0 R >>\n"
             f"startxref\n{xref}\n%%EOF\n").encode()
+    return bytes(out)
+
+
+def drawing_pdf(*contents: bytes, layers: int = 1) -> bytes:
+    """A one-page PDF whose /Contents are `contents`, each Flate-compressed `layers` times
+    (filters chain: each layer multiplies the ratio)."""
+    streams = []
+    for content in contents:
+        data = content
+        for _ in range(layers):
+            data = zlib.compress(data, 9)
+        filters = b" ".join([b"/FlateDecode"] * layers)
+        streams.append(b"<< /Length %d /Filter [%s] >>\nstream\n%s\nendstream"
+                       % (len(data), filters, data))
+    refs = b" ".join(b"%d 0 R" % (4 + i) for i in range(len(contents)))
+    bodies = [b"<< /Type /Catalog /Pages 2 0 R >>",
+              b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+              b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents [%s] >>" % refs,
+              *streams]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, body in enumerate(bodies, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(bodies) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(bodies) + 1, xref)
     return bytes(out)

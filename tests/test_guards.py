@@ -21,7 +21,7 @@ from daemon.documents.formats import FORMATS, detect_path
 from daemon.documents.guards import Limits, check_document, check_text_size
 from daemon.documents.redact import without_paths
 from daemon.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
-from tests.bombs import LAUGHS, gif_frames, minimal_pdf, png
+from tests.bombs import LAUGHS, drawing_pdf, gif_frames, minimal_pdf, png
 from tests.conftest import CORPUS, manifest_params
 
 LIMITS = Limits.from_settings(Settings())
@@ -520,6 +520,69 @@ def test_deep_html_in_utf16_is_measured_too(tmp_path) -> None:
 def test_html_that_does_not_nest_passes_whatever_its_size(body, tmp_path) -> None:
     check_document(write(tmp_path / "flat.html", b"<html><body>" + body),
                    FORMATS["html"], LIMITS)
+
+
+# --- PDF drawing instructions ----------------------------------------------------------------
+def noisy(operator: bytes, count: int) -> bytes:
+    """`count` operators, each followed by a random comment: compresses like real content."""
+    return b"".join(operator + b" %" + os.urandom(6).hex().encode() + b"\n"
+                    for _ in range(count))
+
+
+def test_a_tiny_pdf_of_millions_of_operators_is_refused_by_its_inflation(tmp_path) -> None:
+    # 5 M `q` in two Flate layers: 570 bytes; pdftotext took 4.7 GB and 13 s on it.
+    path = write(tmp_path / "bomb.pdf", drawing_pdf(b"q " * 5_000_000, layers=2))
+    assert path.stat().st_size < 1000
+    started = time.perf_counter()
+    with pytest.raises(DocumentTooComplex, match=r"inflates more than 200 times "
+                                                 r"\(MAX_COMPRESSION_RATIO\)"):
+        check_document(path, FORMATS["pdf"], LIMITS)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_graphics_states_saved_without_restoring_are_bounded(tmp_path) -> None:
+    path = write(tmp_path / "states.pdf", drawing_pdf(noisy(b"q", 10_001)))
+    with pytest.raises(DocumentTooComplex, match=r"saves its graphics state 10001 times "
+                                                 r"without restoring it; the limit is 10000 "
+                                                 r"\(MAX_PDF_STATE_DEPTH\)"):
+        check_document(path, FORMATS["pdf"], LIMITS)
+    balanced = noisy(b"q", 200) + noisy(b"Q", 200)
+    check_document(write(tmp_path / "ok.pdf", drawing_pdf(balanced * 50)), FORMATS["pdf"],
+                   limits(max_pdf_state_depth=200))
+
+
+def test_saved_states_are_counted_across_a_pages_content_streams(tmp_path) -> None:
+    path = write(tmp_path / "split.pdf", drawing_pdf(noisy(b"q", 60), noisy(b"q", 60)))
+    check_document(path, FORMATS["pdf"], limits(max_pdf_state_depth=120))
+    with pytest.raises(DocumentTooComplex, match="120 times"):
+        check_document(path, FORMATS["pdf"], limits(max_pdf_state_depth=119))
+
+
+def test_a_path_of_too_many_segments_before_painting_is_refused(tmp_path) -> None:
+    segments = noisy(b"0 0 m", 1) + noisy(b"1 1 l", 999) + b"S\n"
+    path = write(tmp_path / "path.pdf", drawing_pdf(segments * 20))  # 20 paths, painted
+    check_document(path, FORMATS["pdf"], limits(max_pdf_path_segments=1000))
+    with pytest.raises(DocumentTooComplex, match=r"a path of 1000 segments; the limit is 999 "
+                                                 r"\(MAX_PDF_PATH_SEGMENTS\)"):
+        check_document(path, FORMATS["pdf"], limits(max_pdf_path_segments=999))
+
+
+def test_the_inflated_drawing_instructions_are_bounded(tmp_path) -> None:
+    path = write(tmp_path / "big.pdf", drawing_pdf(noisy(b"0 0 m 1 1 l S", 100_000)))
+    with pytest.raises(DocumentTooComplex, match=r"inflate to more than 1000000 bytes "
+                                                 r"\(MAX_PDF_CONTENT_BYTES\)"):
+        check_document(path, FORMATS["pdf"], limits(max_pdf_content_bytes=1_000_000))
+    check_document(path, FORMATS["pdf"], LIMITS)
+
+
+def test_names_and_image_pixels_are_not_counted_as_drawing_instructions(tmp_path) -> None:
+    text = b"BT /q 12 Tf (q) Tj /Q1 gs /b 1 Tf ET\n" * 1000
+    path = write(tmp_path / "text.pdf", drawing_pdf(text))
+    check_document(path, FORMATS["pdf"], limits(max_pdf_state_depth=1))
+    image = drawing_pdf(b"q " * 5_000_000).replace(b"<< /Length",
+                                                   b"<< /Subtype /Image /Length", 1)
+    path = write(tmp_path / "image.pdf", image)  # an image's pixels are not instructions
+    check_document(path, FORMATS["pdf"], LIMITS)
 
 
 # --- PDF pages rendered for OCR ----------------------------------------------------------

@@ -41,7 +41,7 @@ from daemon.documents.formats import FORMATS
 from daemon.errors import ERROR_CODES
 from daemon.store import STREAM, breaker_key, heartbeat_key
 from devtools.stack import BIN, Stack, wait_for
-from tests.bombs import LAUGHS, gif_frames, minimal_pdf, png
+from tests.bombs import LAUGHS, drawing_pdf, gif_frames, minimal_pdf, png
 from tests.client import Client, Reply, multipart
 from tests.conftest import CORPUS, corpus_documents, squash
 
@@ -529,6 +529,11 @@ BOMBS = {
     # 100,000 nested <div> in 1.1 MB: textract's HTML reader is quadratic in the depth.
     "nested.html": lambda: b"<html><body>" + b"<div>" * 100_000 + b"</div>" * 100_000,
     "pages.pdf": FOUR_PAGES.read_bytes,  # 4 pages, MAX_PDF_PAGES is 3 here
+    # 5 M `q` (save the graphics state) in two Flate layers, 570 bytes: pdftotext held
+    # 4.7 GB. Then 10,001 of them with a random comment each, which compress like text.
+    "drawing.pdf": lambda: drawing_pdf(b"q " * 5_000_000, layers=2),
+    "saved_states.pdf": lambda: drawing_pdf(b"".join(
+        b"q %" + os.urandom(6).hex().encode() + b"\n" for _ in range(10_001))),
     "text.txt": lambda: b"lorem ipsum dolor sit amet " * (MAX_TEXT // 10),
 }
 

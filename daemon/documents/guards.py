@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from daemon.config import Settings
-from daemon.documents import markup
+from daemon.documents import markup, pdf_content
 from daemon.documents.formats import IMAGE_EXTS, ZIP_EXTS, Format
 from daemon.documents.redact import without_paths
 from daemon.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
@@ -43,6 +43,9 @@ class Limits:
     max_text_bytes: int
     max_nesting_depth: int
     max_nesting_work: int
+    max_pdf_content_bytes: int
+    max_pdf_state_depth: int
+    max_pdf_path_segments: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -456,6 +459,24 @@ def _check_pdf(path: Path, limits: Limits, ocr: bool = False) -> None:
                                  f"{limits.max_pdf_pages} (MAX_PDF_PAGES)")
     if ocr and info:
         _check_rendered_pages(info, limits)
+    _check_drawing(path, limits)
+
+
+def _check_drawing(path: Path, limits: Limits) -> None:
+    """Refuse a PDF whose drawing instructions would make its reader hold too much."""
+    try:
+        content = pdf_content.measure(path.read_bytes(), limits.max_pdf_content_bytes,
+                                      limits.max_compression_ratio)
+    except pdf_content.ContentTooLarge as exc:
+        raise DocumentTooComplex(f"{exc} ({exc.setting})") from exc
+    if content.deepest_state > limits.max_pdf_state_depth:
+        raise DocumentTooComplex(
+            f"the PDF saves its graphics state {content.deepest_state} times without "
+            f"restoring it; the limit is {limits.max_pdf_state_depth} (MAX_PDF_STATE_DEPTH)")
+    if content.longest_path > limits.max_pdf_path_segments:
+        raise DocumentTooComplex(
+            f"the PDF draws a path of {content.longest_path} segments; the limit is "
+            f"{limits.max_pdf_path_segments} (MAX_PDF_PATH_SEGMENTS)")
 
 
 def _check_rendered_pages(info: str, limits: Limits) -> None:
