@@ -119,6 +119,9 @@ class Settings:
                                                 "restoring them (Q): ~1 KB each to a reader")
     max_pdf_path_segments: int = _setting(2_000_000, "segments of one PDF path before it "
                                                      "is painted: ~200 bytes each")
+    max_postscript_seconds: int = _setting(30, "CPU seconds Ghostscript may run a PostScript "
+                                               "document (RLIMIT_CPU); keep it below "
+                                               "JOB_TIMEOUT")
     # --- health thresholds -----------------------------------------------------------
     cpu_warn: float = _setting(70.0, "CPU % for WARNING")
     cpu_crit: float = _setting(90.0, "CPU % for CRITICAL")

@@ -20,7 +20,12 @@ from daemon.documents.extract import extract_text
 from daemon.documents.formats import FORMATS, detect_path
 from daemon.documents.guards import Limits, check_document, check_text_size
 from daemon.documents.redact import without_paths
-from daemon.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
+from daemon.errors import (
+    CorruptDocument,
+    DocumentTooComplex,
+    EncryptedDocument,
+    ExtractorUnavailable,
+)
 from tests.bombs import LAUGHS, drawing_pdf, gif_frames, minimal_pdf, png
 from tests.conftest import CORPUS, manifest_params
 
@@ -717,11 +722,48 @@ def test_paths_in_messages_are_said_by_their_role(message, expected) -> None:
 
 
 @pytest.mark.skipif(shutil.which("ps2ascii") is None, reason="ghostscript is not installed")
-def test_postscript_cannot_print_the_spool_path_into_its_text(spool) -> None:
+@pytest.mark.parametrize("seconds", [None, 30])  # through textract, and under a CPU limit
+def test_postscript_cannot_print_the_spool_path_into_its_text(spool, seconds) -> None:
     path = write(spool / "0123abcd.ps", PS_TEMPFILE)
-    text = extract_text(path, "ps")
+    text = extract_text(path, "ps", postscript_seconds=seconds)
     assert "temporary file" in text  # the program ran and printed a name
     assert str(spool) not in text and "install" not in text, text
+
+
+# --- PostScript under a CPU limit ------------------------------------------------------------
+needs_gs = pytest.mark.skipif(shutil.which("gs") is None, reason="ghostscript is not installed")
+
+
+@needs_gs
+def test_a_postscript_program_that_never_ends_is_stopped_by_its_cpu_limit(tmp_path) -> None:
+    path = write(tmp_path / "loop.ps", b"%!PS\n{ } loop\n")  # 16 bytes
+    started = time.perf_counter()
+    with pytest.raises(DocumentTooComplex, match=r"ran for more than 1 s of CPU; the limit "
+                                                 r"is 1 \(MAX_POSTSCRIPT_SECONDS\)"):
+        extract_text(path, "ps", postscript_seconds=1)
+    assert time.perf_counter() - started < 10  # CPU seconds, on a busy machine
+
+
+@needs_gs
+@pytest.mark.parametrize("name", ["raw_text.ps", "standardized_text.ps"])
+def test_postscript_under_the_cpu_limit_reads_as_textract_reads_it(name) -> None:
+    path = CORPUS / "textract-tests" / "ps" / name
+    assert extract_text(path, "ps", postscript_seconds=30) == extract_text(path, "ps")
+
+
+@needs_gs
+def test_a_broken_postscript_program_is_a_corrupt_document(tmp_path) -> None:
+    path = write(tmp_path / "broken.ps", b"%!PS\n(unclosed string\n")
+    with pytest.raises(CorruptDocument, match=r"^gs rejected the document"):
+        extract_text(path, "ps", postscript_seconds=30)
+
+
+def test_without_ghostscript_postscript_is_an_unavailable_extractor(tmp_path,
+                                                                    monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    path = write(tmp_path / "a.ps", b"%!PS\nshowpage\n")
+    with pytest.raises(ExtractorUnavailable, match="gs is not installed"):
+        extract_text(path, "ps", postscript_seconds=30)
 
 
 def test_a_text_naming_shared_folders_is_left_as_it_is(spool) -> None:

@@ -59,6 +59,7 @@ MAX_TEXT = 4096
 MAX_PAGES = 3
 UPLOAD_TIMEOUT = 2
 BOMB_SECONDS = 5.0  # a bomb must be refused this quickly, end to end
+PS_SECONDS = 2  # CPU seconds a PostScript program may run
 DOCX = CORPUS / "textract-tests/docx/standardized_text.docx"
 PDF = CORPUS / "textract-tests/pdf/standardized_text.pdf"
 FOUR_PAGES = CORPUS / "py-pdf-sample-files/004-pdflatex-4-pages/pdflatex-4-pages.pdf"
@@ -234,6 +235,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
         "WORKER_PROCESSES": "2", "JOB_TIMEOUT": "20", "RESULT_TTL": "600",
         "MAX_CONTENT_LENGTH": str(LIMIT), "MAX_PDF_PAGES": str(MAX_PAGES),
         "MAX_TEXT_BYTES": str(MAX_TEXT), "UPLOAD_TIMEOUT": str(UPLOAD_TIMEOUT),
+        "MAX_POSTSCRIPT_SECONDS": str(PS_SECONDS),
         "PDFTOTEXT_RECORD": str(notes),
         "PATH": os.pathsep.join([str(tools), str(BIN), os.environ.get("PATH", "")]),
     }).start()
@@ -552,6 +554,23 @@ def test_a_bomb_fails_its_job_quickly_as_too_complex(hostile: Hostile, name: str
     assert elapsed < BOMB_SECONDS, f"{name} took {elapsed:.2f} s"
     text = hostile.client.request("GET", f"/v1/jobs/{job['id']}/text")
     assert error_of(text, 409, "job_failed")["job_error"]["code"] == "document_too_complex"
+
+
+@pytest.mark.skipif(shutil.which("gs") is None, reason="ghostscript (gs) is not installed")
+def test_a_postscript_program_that_never_ends_fails_as_too_complex_before_the_deadline(
+        hostile: Hostile) -> None:
+    started = time.monotonic()
+    job = finished(hostile.client.upload("loop.ps", b"%!PS\n{ } loop\n", wait=30))
+    elapsed = time.monotonic() - started
+    # The deadline (JOB_TIMEOUT=20) would have said extraction_timeout, and retried it.
+    assert (job["state"], job["error"]["code"], job["attempts"]) == (
+        "failed", "document_too_complex", 1), job
+    assert "MAX_POSTSCRIPT_SECONDS" in job["error"]["message"]
+    assert elapsed < 15, f"took {elapsed:.2f} s"
+    with hostile.stack.redis() as r:
+        breaker = {k.decode(): v.decode() for k, v in r.hgetall(
+            breaker_key("postscript")).items()}
+    assert int(breaker.get("total_failures", 0)) == 0, breaker
 
 
 def test_a_pdf_of_huge_pages_sent_for_ocr_is_refused_before_anything_is_rendered(

@@ -10,8 +10,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import math
 import os
 import re
+import resource
+import signal
+import subprocess
 from pathlib import Path
 
 import structlog
@@ -22,6 +26,7 @@ from daemon.documents import legacy_doc
 from daemon.documents.redact import without_paths, without_service_paths
 from daemon.errors import (
     CorruptDocument,
+    DocumentTooComplex,
     EncryptedDocument,
     ExtractorUnavailable,
     MachineryError,
@@ -36,8 +41,12 @@ _PASSWORD = re.compile(rb"password|encrypt", re.IGNORECASE)
 _TOOL_BROKEN_EXIT = {126, 127}
 
 
-def extract_text(path: Path, ext: str, method: str = "", *, fast_doc: bool = True) -> str:
-    """The document's text, or a DocumentError / MachineryError saying why not."""
+def extract_text(path: Path, ext: str, method: str = "", *, fast_doc: bool = True,
+                 postscript_seconds: int | None = None) -> str:
+    """The document's text, or a DocumentError / MachineryError saying why not.
+
+    `postscript_seconds` bounds the CPU time of a PostScript program (None: no bound).
+    """
     if fast_doc and ext == "doc" and not method:
         # Milliseconds instead of a LibreOffice start; None when it cannot vouch for the
         # text, and textract's own path below runs as before.
@@ -45,6 +54,8 @@ def extract_text(path: Path, ext: str, method: str = "", *, fast_doc: bool = Tru
         if text is not None:
             return text
     try:
+        if ext == "ps" and postscript_seconds is not None:
+            return without_service_paths(_postscript(path, postscript_seconds), path)
         kwargs = {"method": method} if method else {}
         # Some parsers print to stdout (xlrd: "WARNING *** file size ..."), which is this
         # process's JSON log: catch it and log it as one field instead.
@@ -59,6 +70,8 @@ def extract_text(path: Path, ext: str, method: str = "", *, fast_doc: bool = Tru
         raise UnsupportedFormat(f"method {method!r} is not available for .{ext}") from exc
     except tx.ShellError as exc:
         raise _classify_shell_error(exc, path) from exc
+    except DocumentTooComplex:
+        raise
     except (tx.LibreOfficeNotFound, tx.MissingModuleError) as exc:
         raise ExtractorUnavailable(without_paths(str(exc).strip().splitlines()[0])) from exc
     except tx.MissingFileError as exc:
@@ -77,6 +90,51 @@ def extract_text(path: Path, ext: str, method: str = "", *, fast_doc: bool = Tru
         raise CorruptDocument(_describe(exc, path)) from exc
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
     return without_service_paths(text, path)
+
+
+# ps2ascii's own command (ps2ascii is a shell script around it), run here rather than
+# through textract so that the program's CPU time can be bounded.
+_GHOSTSCRIPT = ("gs", "-q", "-dSAFER", "-sDEVICE=txtwrite", "-o", "-")
+
+
+def _postscript(path: Path, cpu_seconds: int) -> str:
+    """ps2ascii's text of `path`, Ghostscript running under RLIMIT_CPU.
+
+    A PostScript document is a program: `{ } loop` is 16 bytes that never end, and only
+    the job's deadline would stop it, as a failure of the extractor. Under the limit it
+    ends as the document's own error. The limit is set on the running process (prlimit)
+    rather than in a preexec_fn, which is unsafe in a process with threads; CPU time
+    counts from the start either way.
+    """
+    args = [*_GHOSTSCRIPT, str(path)]
+    before = _children_cpu()
+    try:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    except FileNotFoundError:
+        raise tx.ShellError(" ".join(args), 127, b"", b"") from None
+    with proc:
+        try:
+            # SIGXCPU at the soft limit; SIGKILL a second later if it is ignored.
+            resource.prlimit(proc.pid, resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+        except ProcessLookupError:
+            pass  # it has ended already
+        stdout, stderr = proc.communicate()
+    spent = math.inf if proc.returncode == -signal.SIGXCPU else _children_cpu() - before
+    if proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL) and spent >= cpu_seconds:
+        raise DocumentTooComplex(f"the PostScript program ran for more than {cpu_seconds} s "
+                                 f"of CPU; the limit is {cpu_seconds} "
+                                 f"(MAX_POSTSCRIPT_SECONDS)")
+    if proc.returncode != 0:
+        raise tx.ShellError(" ".join(args), proc.returncode, stdout, stderr)
+    return stdout.decode("utf-8", "replace")
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's ended children: the difference across one run is
+    that run's (only the CPU limit sends SIGXCPU; SIGKILL may come from elsewhere)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _classify_shell_error(exc: tx.ShellError, path: Path) -> Exception:
