@@ -1,12 +1,13 @@
 """Hostile input through a real stack: every bad request gets a documented JSON answer.
 
 One stack takes the whole barrage: two workers, low document limits (MAX_PDF_PAGES=3,
-MAX_TEXT_BYTES=4096, MAX_CONTENT_LENGTH=4 MiB, UPLOAD_TIMEOUT=2) and a recording
-`pdftotext` first on the workers' PATH (a real process: it notes the path and mode of the
-file textract hands it, then runs the real tool). Every answer is recorded; the last tests
-check the invariants over all of them (no 5xx but 503 with Retry-After, every error is
-JSON with a code from ERROR_CODES) and the stack's health afterwards (workers alive and
-never restarted, breakers untouched, spool empty, a normal upload still works).
+MAX_TEXT_BYTES=4096, MAX_CONTENT_LENGTH=4 MiB, UPLOAD_TIMEOUT=2, MAX_POSTSCRIPT_SECONDS=2)
+and a recording `pdftotext` first on the workers' PATH (a real process: it notes the path
+and mode of the file textract hands it, then runs the real tool). Every answer is
+recorded; the last tests check the invariants over all of them (no 5xx but 503 with
+Retry-After, every error is JSON with a code from ERROR_CODES) and the stack's health
+afterwards (workers alive and never restarted, breakers untouched, spool empty, a normal
+upload still works).
 
 Bugs found in code this suite does not own are marked `xfail(strict=True)` with the fix in
 the reason; the two whole-suite invariants list those cases and xfail while any remains.
