@@ -1,7 +1,10 @@
 """Bomb guards: cheap checks a worker runs before textract sees a document.
 
-Each reads only headers (ZIP central directory, image header, pdfinfo's summary), so it
-takes milliseconds and never allocates in proportion to what a document claims to hold.
+Most read only headers (ZIP central directory, image headers and GIF block lengths,
+pdfinfo's summary and page boxes), so they take milliseconds and never allocate in
+proportion to what a document claims to hold. Two read the document through, at C speed
+and with early exits, because the danger is in the body: HTML's nesting (markup.py) and
+a PDF's drawing instructions (pdf_content.py, inflating a megabyte at a time).
 """
 
 from __future__ import annotations
