@@ -107,7 +107,24 @@ class Settings:
     max_compression_ratio: int = _setting(200, "their compression ratio")
     max_image_pixels: int = _setting(50_000_000, "pixels in an image")
     max_pdf_pages: int = _setting(2_000, "pages in a PDF")
+    max_ocr_pixels: int = _setting(300_000_000, "pixels of all a PDF's pages rendered for "
+                                                "OCR (method=tesseract, 150 dpi; written "
+                                                "to the spool at 3 bytes a pixel)")
     max_text_bytes: int = _setting(64 * 1024 * 1024, "extracted text, bytes")
+    max_nesting_depth: int = _setting(256, "elements open at once in an HTML document "
+                                           "(libxml2's own bound for XML)")
+    max_nesting_work: int = _setting(4_000_000, "an HTML document's elements, each counted "
+                                                "once per element enclosing it: textract's "
+                                                "HTML reader takes time in proportion")
+    max_pdf_content_bytes: int = _setting(128 * 1024 * 1024, "a PDF's drawing "
+                                                             "instructions, inflated")
+    max_pdf_state_depth: int = _setting(10_000, "graphics states a PDF saves (q) without "
+                                                "restoring them (Q): ~1 KB each to a reader")
+    max_pdf_path_segments: int = _setting(2_000_000, "segments of one PDF path before it "
+                                                     "is painted: ~200 bytes each")
+    max_postscript_seconds: int = _setting(30, "CPU seconds Ghostscript may run a PostScript "
+                                               "document (RLIMIT_CPU); keep it below "
+                                               "JOB_TIMEOUT")
     # --- health thresholds -----------------------------------------------------------
     cpu_warn: float = _setting(70.0, "host CPU % over the last minute for WARNING")
     cpu_crit: float = _setting(90.0, "CPU % for CRITICAL while the queue lags (a job waits "

@@ -16,10 +16,17 @@ import pytest
 
 from daemon.config import Settings
 from daemon.documents import guards
+from daemon.documents.extract import extract_text
 from daemon.documents.formats import FORMATS, detect_bytes
 from daemon.documents.guards import Limits, check_document, check_text_size
-from daemon.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
-from tests.bombs import LAUGHS, png
+from daemon.documents.redact import without_paths
+from daemon.errors import (
+    CorruptDocument,
+    DocumentTooComplex,
+    EncryptedDocument,
+    ExtractorUnavailable,
+)
+from tests.bombs import LAUGHS, drawing_pdf, gif_frames, minimal_pdf, png
 from tests.conftest import CORPUS, manifest_params
 
 LIMITS = Limits.from_settings(Settings())
@@ -54,8 +61,9 @@ def jpeg(width: int, height: int, sof: int = 0xC0) -> bytes:
     return b"\xff\xd8" + app0 + frame + b"\xff\xda\x00\x08" + bytes(6) + b"\xff\xd9"
 
 
-def gif(width: int, height: int) -> bytes:
-    return b"GIF89a" + struct.pack("<HH", width, height) + b"\x00\x00\x00" + b";"
+def gif(width: int, height: int, frames: list[tuple[int, int, int, int]] = ()) -> bytes:
+    """A GIF whose screen is width x height, with frames (left, top, width, height)."""
+    return gif_frames(width, height, frames)
 
 
 def tiff(pages: list[tuple[int, int]], order: str = "<", kind: int = 4) -> bytes:
@@ -75,25 +83,6 @@ def bigtiff(width: int, height: int) -> bytes:
     ifd = struct.pack("<Q", 2) + struct.pack("<HHQQ", 256, 16, 1, width)
     ifd += struct.pack("<HHQQ", 257, 16, 1, height) + struct.pack("<Q", 0)
     return b"II" + struct.pack("<HHHQ", 43, 8, 0, 16) + ifd
-
-
-def minimal_pdf(pages: int, title: str = "t") -> bytes:
-    """An uncompressed PDF with `pages` empty pages (its page objects are visible bytes)."""
-    kids = " ".join(f"{3 + i} 0 R" for i in range(pages))
-    bodies = ["<< /Type /Catalog /Pages 2 0 R >>",
-              f"<< /Type /Pages /Kids [{kids}] /Count {pages} >>",
-              *["<< /Type /Page /Parent 2 0 R /MediaBox [0 0 10 10] >>"] * pages,
-              f"<< /Title ({title}) >>"]
-    out, offsets = bytearray(b"%PDF-1.4\n"), []
-    for number, body in enumerate(bodies, 1):
-        offsets.append(len(out))
-        out += f"{number} 0 obj\n{body}\nendobj\n".encode()
-    xref = len(out)
-    out += f"xref\n0 {len(bodies) + 1}\n0000000000 65535 f \n".encode()
-    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
-    out += (f"trailer\n<< /Size {len(bodies) + 1} /Root 1 0 R /Info {len(bodies)} 0 R >>\n"
-            f"startxref\n{xref}\n%%EOF\n").encode()
-    return bytes(out)
 
 
 def write(path: Path, data: bytes) -> Path:
@@ -226,6 +215,54 @@ def test_entity_declarations_in_utf16_xml_are_refused(tmp_path) -> None:
         check_document(path, FORMATS["docx"], LIMITS)
 
 
+def _ucs4(text: str, order: tuple[int, int, int, int]) -> bytes:
+    """`text` in UCS-4 with its bytes in `order` (1-based positions of a big-endian unit)."""
+    big = text.encode("utf-32-be")
+    return bytes(big[i + k - 1] for i in range(0, len(big), 4) for k in order)
+
+
+def _utf7_markup(text: str) -> bytes:
+    """UTF-7 where every '<' and '!' after the declaration is written base64-encoded, as
+    the RFC allows."""
+    declaration, _, rest = text.partition("\n")
+    return (declaration.encode() + b"\n"
+            + rest.encode("utf-7").replace(b"<", b"+ADw-").replace(b"!", b"+ACE-"))
+
+
+LAUGHS_TEXT = LAUGHS.decode()
+DECLARED = LAUGHS_TEXT.replace('version="1.0"', 'version="1.0" encoding="{}"')
+LAUGHS_ENCODED = {
+    "utf-32 with its BOM": LAUGHS_TEXT.encode("utf-32"),
+    "utf-32-le without a BOM": LAUGHS_TEXT.encode("utf-32-le"),
+    "utf-32-be without a BOM": LAUGHS_TEXT.encode("utf-32-be"),
+    "utf-32-be with its BOM": "\ufeff".encode("utf-32-be") + LAUGHS_TEXT.encode("utf-32-be"),
+    "ucs-4 order 2143": _ucs4(LAUGHS_TEXT, (2, 1, 4, 3)),
+    "ucs-4 order 3412": _ucs4(LAUGHS_TEXT, (3, 4, 1, 2)),
+    "utf-16-be without a declaration": LAUGHS_TEXT[22:].encode("utf-16-be"),
+    "utf-7": _utf7_markup(DECLARED.format("UTF-7")),
+    "ebcdic cp037": DECLARED.format("IBM037").encode("cp037"),
+    "ebcdic cp500": DECLARED.format("IBM500").encode("cp500"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAUGHS_ENCODED))
+def test_entity_declarations_in_any_encoding_a_parser_detects_are_refused(name,
+                                                                          tmp_path) -> None:
+    data = LAUGHS_ENCODED[name]
+    assert b"<!ENTITY" not in data  # the guard must read the encoding to see the DTD
+    path = docx_with(tmp_path / "laughs.docx", data)
+    with pytest.raises(DocumentTooComplex, match="XML entity declarations"):
+        check_document(path, FORMATS["docx"], LIMITS)
+
+
+@pytest.mark.parametrize("encoding", ["utf-32", "utf-32-le", "utf-16-be", "cp037"])
+def test_xml_without_a_dtd_in_those_encodings_is_accepted(encoding, tmp_path) -> None:
+    text = (f'<?xml version="1.0" encoding="{encoding}"?>\n'
+            f'<w:document>{"text " * 5000}</w:document>')
+    path = docx_with(tmp_path / "plain.docx", text.encode(encoding))
+    check_document(path, FORMATS["docx"], LIMITS)
+
+
 def test_a_dtd_pushed_past_64_kb_by_a_long_comment_is_refused(tmp_path) -> None:
     padded = b'<?xml version="1.0"?>\n<!--' + b"x" * 70_000 + b"-->\n" + LAUGHS[22:]
     path = docx_with(tmp_path / "padded.docx", padded)
@@ -306,6 +343,45 @@ def test_corpus_images_are_measured_by_their_content_not_their_name() -> None:
     fake_tiff = CORPUS / "textract-tests" / "tiff" / "raw_text.tiff"  # a PNG inside
     with pytest.raises(DocumentTooComplex, match="650x300"):
         check_document(fake_tiff, FORMATS["tiff"], limits(max_image_pixels=1000))
+
+
+def test_a_gif_frame_larger_than_its_logical_screen_is_measured_by_the_frame(tmp_path) -> None:
+    path = write(tmp_path / "frame.gif", gif(1, 1, [(0, 0, 10, 10), (0, 0, 7500, 7500)]))
+    started = time.perf_counter()
+    with pytest.raises(DocumentTooComplex, match="7500x7500 = 56250000 pixels"):
+        check_document(path, FORMATS["gif"], LIMITS)
+    assert time.perf_counter() - started < 0.1  # the blocks are walked, nothing is decoded
+
+
+def test_a_gif_frame_is_measured_to_its_far_corner(tmp_path) -> None:
+    path = write(tmp_path / "offset.gif", gif(10, 10, [(0, 0, 10, 10), (60_000, 990, 10, 10)]))
+    with pytest.raises(DocumentTooComplex, match="60010x1000 = 60010000 pixels"):
+        check_document(path, FORMATS["gif"], LIMITS)
+
+
+def test_gif_frames_after_large_sub_blocks_and_extensions_are_found(tmp_path) -> None:
+    small = gif(10, 10, [(0, 0, 10, 10)])
+    comment = b"\x21\xfe" + (b"\xff" + b"c" * 255) * 400 + b"\x00"  # 100 KB of comment
+    huge = gif(10, 10, [(0, 0, 8000, 8000)])
+    frame_at = huge.index(b"\x21\xf9")
+    data = small[:-1] + comment + huge[frame_at:]
+    path = write(tmp_path / "late.gif", data)
+    with pytest.raises(DocumentTooComplex, match="8000x8000"):
+        check_document(path, FORMATS["gif"], LIMITS)
+
+
+def test_the_frames_of_a_gif_are_counted_together(tmp_path) -> None:
+    path = write(tmp_path / "animated.gif", gif(100, 100, [(0, 0, 100, 100)] * 5))
+    check_document(path, FORMATS["gif"], limits(max_image_pixels=50_000))
+    with pytest.raises(DocumentTooComplex, match="5 frames are 50000 pixels together"):
+        check_document(path, FORMATS["gif"], limits(max_image_pixels=49_999))
+
+
+def test_a_gif_with_more_frames_than_the_page_limit_is_refused(tmp_path) -> None:
+    path = write(tmp_path / "many.gif", gif(10, 10, [(0, 0, 10, 10)] * 3))
+    check_document(path, FORMATS["gif"], limits(max_pdf_pages=3))
+    with pytest.raises(DocumentTooComplex, match="more than 2 pages"):
+        check_document(path, FORMATS["gif"], limits(max_pdf_pages=2))
 
 
 def test_a_tiff_with_more_pages_than_the_limit_is_refused(tmp_path) -> None:
@@ -399,6 +475,177 @@ def test_a_hanging_pdfinfo_is_cut_off_by_its_timeout(tmp_path, monkeypatch) -> N
     assert time.perf_counter() - started < 5
 
 
+# --- HTML nesting -------------------------------------------------------------------------
+def deep_html(depth: int, tag: str = "div") -> bytes:
+    return (b"<html><body>" + f"<{tag}>".encode() * depth + b"x"
+            + f"</{tag}>".encode() * depth + b"</body></html>")
+
+
+def test_an_html_of_100000_nested_divs_is_refused_at_once(tmp_path) -> None:
+    path = write(tmp_path / "deep.html", deep_html(100_000))  # 1.1 MB; textract: hours
+    started = time.perf_counter()
+    with pytest.raises(DocumentTooComplex, match=r"more than 256 elements deep; the limit "
+                                                 r"is 256 \(MAX_NESTING_DEPTH\)"):
+        check_document(path, FORMATS["html"], LIMITS)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_the_nesting_depth_limit_is_the_configured_figure(tmp_path) -> None:
+    path = write(tmp_path / "deep.htm", deep_html(40, tag="span"))
+    check_document(path, FORMATS["htm"], limits(max_nesting_depth=40))
+    with pytest.raises(DocumentTooComplex, match="MAX_NESTING_DEPTH"):
+        check_document(path, FORMATS["htm"], limits(max_nesting_depth=39))
+
+
+def test_many_towers_of_nested_elements_are_refused_by_their_total(tmp_path) -> None:
+    # 130 towers of 250 <div>: never past the depth limit, 4.08 M element-ancestor pairs.
+    tower = b"<div>" * 250 + b"x" + b"</div>" * 250
+    path = write(tmp_path / "towers.html", b"<html><body>" + tower * 130 + b"</body></html>")
+    with pytest.raises(DocumentTooComplex, match=r"the limit is 4000000 \(MAX_NESTING_WORK\)"):
+        check_document(path, FORMATS["html"], LIMITS)
+    check_document(write(tmp_path / "fewer.html", tower * 120), FORMATS["html"], LIMITS)
+
+
+def test_deep_html_in_utf16_is_measured_too(tmp_path) -> None:
+    path = write(tmp_path / "deep.html", deep_html(1000).decode().encode("utf-16"))
+    with pytest.raises(DocumentTooComplex, match="MAX_NESTING_DEPTH"):
+        check_document(path, FORMATS["html"], LIMITS)
+
+
+@pytest.mark.parametrize("body", [
+    b"<p>para" * 100_000,  # a parser closes each <p> when the next opens
+    b"<ul>" + b"<li>item" * 100_000 + b"</ul>",
+    b"<br><img src=x><hr/>" * 50_000,  # void elements hold nothing
+    b"<div/>" * 50_000,  # self-closed
+    b"<script>" + b"<div>" * 10_000 + b"</script>",  # markup in a script is text
+    b"<!--" + b"<div>" * 10_000 + b"-->",
+    b"<div>" + b"<b>bold</B>" * 10_000 + b"</div>",  # end tags in any case
+    b"<div><span>x</div>" * 10_000,  # an end tag closes what it encloses
+])
+def test_html_that_does_not_nest_passes_whatever_its_size(body, tmp_path) -> None:
+    check_document(write(tmp_path / "flat.html", b"<html><body>" + body),
+                   FORMATS["html"], LIMITS)
+
+
+# --- PDF drawing instructions ----------------------------------------------------------------
+def noisy(operator: bytes, count: int) -> bytes:
+    """`count` operators, each followed by a random comment: compresses like real content."""
+    return b"".join(operator + b" %" + os.urandom(6).hex().encode() + b"\n"
+                    for _ in range(count))
+
+
+def test_a_tiny_pdf_of_millions_of_operators_is_refused_by_its_inflation(tmp_path) -> None:
+    # 5 M `q` in two Flate layers: 570 bytes; pdftotext took 4.7 GB and 13 s on it.
+    path = write(tmp_path / "bomb.pdf", drawing_pdf(b"q " * 5_000_000, layers=2))
+    assert path.stat().st_size < 1000
+    started = time.perf_counter()
+    with pytest.raises(DocumentTooComplex, match=r"inflates more than 200 times "
+                                                 r"\(MAX_COMPRESSION_RATIO\)"):
+        check_document(path, FORMATS["pdf"], LIMITS)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_graphics_states_saved_without_restoring_are_bounded(tmp_path) -> None:
+    path = write(tmp_path / "states.pdf", drawing_pdf(noisy(b"q", 10_001)))
+    with pytest.raises(DocumentTooComplex, match=r"saves its graphics state 10001 times "
+                                                 r"without restoring it; the limit is 10000 "
+                                                 r"\(MAX_PDF_STATE_DEPTH\)"):
+        check_document(path, FORMATS["pdf"], LIMITS)
+    balanced = noisy(b"q", 200) + noisy(b"Q", 200)
+    check_document(write(tmp_path / "ok.pdf", drawing_pdf(balanced * 50)), FORMATS["pdf"],
+                   limits(max_pdf_state_depth=200))
+
+
+def test_saved_states_are_counted_across_a_pages_content_streams(tmp_path) -> None:
+    path = write(tmp_path / "split.pdf", drawing_pdf(noisy(b"q", 60), noisy(b"q", 60)))
+    check_document(path, FORMATS["pdf"], limits(max_pdf_state_depth=120))
+    with pytest.raises(DocumentTooComplex, match="120 times"):
+        check_document(path, FORMATS["pdf"], limits(max_pdf_state_depth=119))
+
+
+def test_a_path_of_too_many_segments_before_painting_is_refused(tmp_path) -> None:
+    segments = noisy(b"0 0 m", 1) + noisy(b"1 1 l", 999) + b"S\n"
+    path = write(tmp_path / "path.pdf", drawing_pdf(segments * 20))  # 20 paths, painted
+    check_document(path, FORMATS["pdf"], limits(max_pdf_path_segments=1000))
+    with pytest.raises(DocumentTooComplex, match=r"a path of 1000 segments; the limit is 999 "
+                                                 r"\(MAX_PDF_PATH_SEGMENTS\)"):
+        check_document(path, FORMATS["pdf"], limits(max_pdf_path_segments=999))
+
+
+def test_the_inflated_drawing_instructions_are_bounded(tmp_path) -> None:
+    path = write(tmp_path / "big.pdf", drawing_pdf(noisy(b"0 0 m 1 1 l S", 100_000)))
+    with pytest.raises(DocumentTooComplex, match=r"inflate to more than 1000000 bytes "
+                                                 r"\(MAX_PDF_CONTENT_BYTES\)"):
+        check_document(path, FORMATS["pdf"], limits(max_pdf_content_bytes=1_000_000))
+    check_document(path, FORMATS["pdf"], LIMITS)
+
+
+def test_names_and_image_pixels_are_not_counted_as_drawing_instructions(tmp_path) -> None:
+    text = b"BT /q 12 Tf (q) Tj /Q1 gs /b 1 Tf ET\n" * 1000
+    path = write(tmp_path / "text.pdf", drawing_pdf(text))
+    check_document(path, FORMATS["pdf"], limits(max_pdf_state_depth=1))
+    image = drawing_pdf(b"q " * 5_000_000).replace(b"<< /Length",
+                                                   b"<< /Subtype /Image /Length", 1)
+    path = write(tmp_path / "image.pdf", image)  # an image's pixels are not instructions
+    check_document(path, FORMATS["pdf"], LIMITS)
+
+
+# --- PDF pages rendered for OCR ----------------------------------------------------------
+INCHES_60 = "0 0 4320 4320"  # 60 x 60 inches: 9000 x 9000 pixels at 150 dpi
+
+
+def test_a_pdf_with_a_huge_page_is_refused_for_ocr_before_rendering(tmp_path) -> None:
+    path = write(tmp_path / "poster.pdf", minimal_pdf(1, box=INCHES_60))
+    started = time.perf_counter()
+    with pytest.raises(DocumentTooComplex,
+                       match=r"page 1 renders for OCR at 150 dpi as 9000x9000 = 81000000 "
+                             r"pixels; the limit is 50000000 \(MAX_IMAGE_PIXELS\)"):
+        check_document(path, FORMATS["pdf"], LIMITS, "tesseract")
+    assert time.perf_counter() - started < 1.0
+    for method in ("", "pdftotext", "pdfminer"):  # nothing is rendered: nothing to refuse
+        check_document(path, FORMATS["pdf"], LIMITS, method)
+
+
+def test_the_rendered_size_is_the_one_pdftoppm_makes(tmp_path) -> None:
+    # 100 x 50 points away from the origin: pdftoppm makes 209 x 105 = 21945 pixels.
+    path = write(tmp_path / "small.pdf", minimal_pdf(1, box="-20 -10 80 40"))
+    check_document(path, FORMATS["pdf"], limits(max_image_pixels=21_945), "tesseract")
+    with pytest.raises(DocumentTooComplex, match="209x105 = 21945 pixels"):
+        check_document(path, FORMATS["pdf"], limits(max_image_pixels=21_944), "tesseract")
+    out = tmp_path / "page"
+    subprocess.run(["pdftoppm", str(path), str(out)], check=True, timeout=30)
+    ppm = next(tmp_path.glob("page*.ppm")).read_bytes()
+    assert ppm.split(b"\n")[1] == b"209 105"
+
+
+def test_a_huge_mediabox_under_a_small_cropbox_is_measured_by_the_mediabox(tmp_path) -> None:
+    data = minimal_pdf(1, box=INCHES_60).replace(b"/MediaBox", b"/CropBox [0 0 72 72] /MediaBox")
+    path = write(tmp_path / "cropped.pdf", data)  # pdftoppm renders the MediaBox
+    with pytest.raises(DocumentTooComplex, match="9000x9000"):
+        check_document(path, FORMATS["pdf"], LIMITS, "tesseract")
+
+
+def test_the_pixels_of_all_pages_rendered_for_ocr_are_bounded(tmp_path) -> None:
+    path = write(tmp_path / "a4.pdf", minimal_pdf(40, box="0 0 595 842"))  # 1240x1755 each
+    check_document(path, FORMATS["pdf"], LIMITS, "tesseract")  # 87 M pixels in all
+    with pytest.raises(DocumentTooComplex, match=r"the limit is 80000000 \(MAX_OCR_PIXELS\)"):
+        check_document(path, FORMATS["pdf"], limits(max_ocr_pixels=80_000_000), "tesseract")
+
+
+def test_a_forged_page_line_in_the_title_does_not_hide_a_huge_page(tmp_path) -> None:
+    forged = "x\nPage    1 MediaBox:      0.00     0.00    10.00    10.00\nPages: 1\n"
+    path = write(tmp_path / "forged.pdf", minimal_pdf(2, title=forged, box=INCHES_60))
+    with pytest.raises(DocumentTooComplex, match="9000x9000"):
+        check_document(path, FORMATS["pdf"], LIMITS, "tesseract")
+
+
+def test_every_corpus_pdf_passes_the_ocr_checks() -> None:
+    pdfs = sorted(CORPUS.rglob("*.pdf"))
+    assert len(pdfs) >= 10
+    for path in pdfs:
+        check_document(path, FORMATS["pdf"], LIMITS, "tesseract")
+
+
 # --- formats without guards and the text size ----------------------------------------------
 def test_formats_without_a_container_pass_untouched(tmp_path) -> None:
     path = write(tmp_path / "a.csv", b"\x00" * 100)  # content is detect_bytes()'s business
@@ -420,3 +667,105 @@ def test_a_large_text_is_measured_in_slices_and_refused() -> None:
     check_text_size(text, limits(max_text_bytes=5_000_000))
     with pytest.raises(DocumentTooComplex, match="5000000 bytes"):
         check_text_size(text, limits(max_text_bytes=4_999_999))
+
+
+# --- no path in a message or a text --------------------------------------------------------
+# A PostScript program printing the name of a temporary file Ghostscript makes for it in
+# TMPDIR, which -dSAFER allows: on the page and on stdout, both of which ps2ascii returns.
+PS_TEMPFILE = (b"%!PS\n/Courier findfont 12 scalefont setfont 72 700 moveto\n"
+               b"null (w) .tempfile pop dup = show showpage\n")
+
+
+@pytest.fixture
+def spool(tmp_path, monkeypatch) -> Path:
+    """A folder laid out like a worker's: TMPDIR inside it, as the child sets it."""
+    folder = tmp_path / "install" / "var" / "spool" / "slot-1"
+    (folder / "tmp").mkdir(parents=True)
+    monkeypatch.setenv("TMPDIR", str(folder / "tmp"))
+    monkeypatch.setattr("tempfile.tempdir", None)  # read TMPDIR again
+    return folder
+
+
+def test_an_error_message_names_the_document_not_its_path(spool) -> None:
+    path = write(spool / "0123abcd.gif", gif(10, 10) + b"garbage" * 10)
+    check_document(path, FORMATS["gif"], LIMITS)  # the header is fine: the decoder fails
+    with pytest.raises(CorruptDocument) as caught:
+        extract_text(path, "gif")
+    assert "the document" in str(caught.value)
+    assert "/" not in str(caught.value), str(caught.value)
+
+
+def test_a_pdfinfo_error_names_no_path(spool, tmp_path, monkeypatch) -> None:
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "pdfinfo").write_text('#!/bin/sh\necho "I/O Error: Couldn\'t open file \'$1\'" >&2\n'
+                                   "exit 1\n")
+    (tools / "pdfinfo").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    path = write(spool / "0123abcd.pdf", minimal_pdf(1))
+    with pytest.raises(CorruptDocument,
+                       match=r"^the PDF cannot be read: I/O Error: Couldn't open file "
+                             r"the document$"):
+        check_document(path, FORMATS["pdf"], LIMITS)
+
+
+@pytest.mark.parametrize(("message", "expected"), [
+    ("cannot identify image file '/srv/t/var/spool/slot-1/ab.gif'",
+     "cannot identify image file the document"),
+    ("cannot open /srv/t/var/spool/slot-1/tmp/tmpx/conv-1.ppm: no such file",
+     "cannot open a temporary file: no such file"),
+    ("missing module at /usr/lib/python3/dist-packages/x.py", "missing module at a file"),
+    ("I/O error in </w:body> of application/pdf", "I/O error in </w:body> of application/pdf"),
+])
+def test_paths_in_messages_are_said_by_their_role(message, expected) -> None:
+    assert without_paths(message, "/srv/t/var/spool/slot-1/ab.gif") == expected
+
+
+@pytest.mark.skipif(shutil.which("ps2ascii") is None, reason="ghostscript is not installed")
+@pytest.mark.parametrize("seconds", [None, 30])  # through textract, and under a CPU limit
+def test_postscript_cannot_print_the_spool_path_into_its_text(spool, seconds) -> None:
+    path = write(spool / "0123abcd.ps", PS_TEMPFILE)
+    text = extract_text(path, "ps", postscript_seconds=seconds)
+    assert "temporary file" in text  # the program ran and printed a name
+    assert str(spool) not in text and "install" not in text, text
+
+
+# --- PostScript under a CPU limit ------------------------------------------------------------
+needs_gs = pytest.mark.skipif(shutil.which("gs") is None, reason="ghostscript is not installed")
+
+
+@needs_gs
+def test_a_postscript_program_that_never_ends_is_stopped_by_its_cpu_limit(tmp_path) -> None:
+    path = write(tmp_path / "loop.ps", b"%!PS\n{ } loop\n")  # 16 bytes
+    started = time.perf_counter()
+    with pytest.raises(DocumentTooComplex, match=r"ran for more than 1 s of CPU; the limit "
+                                                 r"is 1 \(MAX_POSTSCRIPT_SECONDS\)"):
+        extract_text(path, "ps", postscript_seconds=1)
+    assert time.perf_counter() - started < 10  # CPU seconds, on a busy machine
+
+
+@needs_gs
+@pytest.mark.parametrize("name", ["raw_text.ps", "standardized_text.ps"])
+def test_postscript_under_the_cpu_limit_reads_as_textract_reads_it(name) -> None:
+    path = CORPUS / "textract-tests" / "ps" / name
+    assert extract_text(path, "ps", postscript_seconds=30) == extract_text(path, "ps")
+
+
+@needs_gs
+def test_a_broken_postscript_program_is_a_corrupt_document(tmp_path) -> None:
+    path = write(tmp_path / "broken.ps", b"%!PS\n(unclosed string\n")
+    with pytest.raises(CorruptDocument, match=r"^gs rejected the document"):
+        extract_text(path, "ps", postscript_seconds=30)
+
+
+def test_without_ghostscript_postscript_is_an_unavailable_extractor(tmp_path,
+                                                                    monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    path = write(tmp_path / "a.ps", b"%!PS\nshowpage\n")
+    with pytest.raises(ExtractorUnavailable, match="gs is not installed"):
+        extract_text(path, "ps", postscript_seconds=30)
+
+
+def test_a_text_naming_shared_folders_is_left_as_it_is(spool) -> None:
+    path = write(spool / "0123abcd.txt", b"see /tmp/x and /var/tmp/y and /usr/share/z\n")
+    assert extract_text(path, "txt") == "see /tmp/x and /var/tmp/y and /usr/share/z\n"

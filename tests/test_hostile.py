@@ -1,12 +1,13 @@
 """Hostile input through a real stack: every bad request gets a documented JSON answer.
 
 One stack takes the whole barrage: two workers, low document limits (MAX_PDF_PAGES=3,
-MAX_TEXT_BYTES=4096, MAX_CONTENT_LENGTH=4 MiB, UPLOAD_TIMEOUT=2) and a recording
-`pdftotext` first on the workers' PATH (a real process: it notes the path and mode of the
-file textract hands it, then runs the real tool). Every answer is recorded; the last tests
-check the invariants over all of them (no 5xx but 503 with Retry-After, every error is
-JSON with a code from ERROR_CODES) and the stack's health afterwards (workers alive and
-never restarted, breakers untouched, spool empty, a normal upload still works).
+MAX_TEXT_BYTES=4096, MAX_CONTENT_LENGTH=4 MiB, UPLOAD_TIMEOUT=2, MAX_POSTSCRIPT_SECONDS=2)
+and a recording `pdftotext` first on the workers' PATH (a real process: it notes the path
+and mode of the file textract hands it, then runs the real tool). Every answer is
+recorded; the last tests check the invariants over all of them (no 5xx but 503 with
+Retry-After, every error is JSON with a code from ERROR_CODES) and the stack's health
+afterwards (workers alive and never restarted, breakers untouched, spool empty, a normal
+upload still works).
 
 Bugs found in code this suite does not own are marked `xfail(strict=True)` with the fix in
 the reason; the two whole-suite invariants list those cases and xfail while any remains.
@@ -42,7 +43,7 @@ from daemon.errors import ERROR_CODES
 from daemon.store import STREAM, breaker_key, heartbeat_key
 from devtools.multipart import multipart_body
 from devtools.stack import BIN, Stack, wait_for
-from tests.bombs import LAUGHS, png
+from tests.bombs import LAUGHS, drawing_pdf, gif_frames, minimal_pdf, png
 from tests.client import Client, Reply
 from tests.conftest import CORPUS, corpus_documents, squash
 
@@ -60,6 +61,7 @@ MAX_TEXT = 4096
 MAX_PAGES = 3
 UPLOAD_TIMEOUT = 2
 BOMB_SECONDS = 5.0  # a bomb must be refused this quickly, end to end
+PS_SECONDS = 2  # CPU seconds a PostScript program may run
 DOCX = CORPUS / "textract-tests/docx/standardized_text.docx"
 PDF = CORPUS / "textract-tests/pdf/standardized_text.pdf"
 FOUR_PAGES = CORPUS / "py-pdf-sample-files/004-pdflatex-4-pages/pdflatex-4-pages.pdf"
@@ -235,6 +237,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
         "WORKER_PROCESSES": "2", "JOB_TIMEOUT": "20", "RESULT_TTL": "600",
         "MAX_CONTENT_LENGTH": str(LIMIT), "MAX_PDF_PAGES": str(MAX_PAGES),
         "MAX_TEXT_BYTES": str(MAX_TEXT), "UPLOAD_TIMEOUT": str(UPLOAD_TIMEOUT),
+        "MAX_POSTSCRIPT_SECONDS": str(PS_SECONDS),
         "PDFTOTEXT_RECORD": str(notes),
         "PATH": os.pathsep.join([str(tools), str(BIN), os.environ.get("PATH", "")]),
     }).start()
@@ -525,7 +528,16 @@ BOMBS = {
     "pixels.png": lambda: png(100_000, 100_000),
     "pixels.jpg": lambda: jpeg(65_000, 65_000),
     "pixels.gif": lambda: b"GIF89a" + struct.pack("<HH", 65_535, 65_535) + bytes(20) + b";",
+    # A 1x1 logical screen holding a 7500x7500 frame: the frame is what a decoder allocates.
+    "frame_pixels.gif": lambda: gif_frames(1, 1, [(0, 0, 7500, 7500)]),
+    # 100,000 nested <div> in 1.1 MB: textract's HTML reader is quadratic in the depth.
+    "nested.html": lambda: b"<html><body>" + b"<div>" * 100_000 + b"</div>" * 100_000,
     "pages.pdf": FOUR_PAGES.read_bytes,  # 4 pages, MAX_PDF_PAGES is 3 here
+    # 5 M `q` (save the graphics state) in two Flate layers, 570 bytes: pdftotext held
+    # 4.7 GB. Then 10,001 of them with a random comment each, which compress like text.
+    "drawing.pdf": lambda: drawing_pdf(b"q " * 5_000_000, layers=2),
+    "saved_states.pdf": lambda: drawing_pdf(b"".join(
+        b"q %" + os.urandom(6).hex().encode() + b"\n" for _ in range(10_001))),
     "text.txt": lambda: b"lorem ipsum dolor sit amet " * (MAX_TEXT // 10),
 }
 
@@ -544,6 +556,38 @@ def test_a_bomb_fails_its_job_quickly_as_too_complex(hostile: Hostile, name: str
     assert elapsed < BOMB_SECONDS, f"{name} took {elapsed:.2f} s"
     text = hostile.client.request("GET", f"/v1/jobs/{job['id']}/text")
     assert error_of(text, 409, "job_failed")["job_error"]["code"] == "document_too_complex"
+
+
+@pytest.mark.skipif(shutil.which("gs") is None, reason="ghostscript (gs) is not installed")
+def test_a_postscript_program_that_never_ends_fails_as_too_complex_before_the_deadline(
+        hostile: Hostile) -> None:
+    started = time.monotonic()
+    job = finished(hostile.client.upload("loop.ps", b"%!PS\n{ } loop\n", wait=30))
+    elapsed = time.monotonic() - started
+    # The deadline (JOB_TIMEOUT=20) would have said extraction_timeout, and retried it.
+    assert (job["state"], job["error"]["code"], job["attempts"]) == (
+        "failed", "document_too_complex", 1), job
+    assert "MAX_POSTSCRIPT_SECONDS" in job["error"]["message"]
+    assert elapsed < 15, f"took {elapsed:.2f} s"
+    with hostile.stack.redis() as r:
+        breaker = {k.decode(): v.decode() for k, v in r.hgetall(
+            breaker_key("postscript")).items()}
+    assert int(breaker.get("total_failures", 0)) == 0, breaker
+
+
+def test_a_pdf_of_huge_pages_sent_for_ocr_is_refused_before_anything_is_rendered(
+        hostile: Hostile) -> None:
+    # Three 60 x 60 inch pages: 9000 x 9000 pixels each at pdftoppm's 150 dpi, 729 MB of
+    # rendered pages in the spool before tesseract starts. Without method= it is fine.
+    data = minimal_pdf(3, box="0 0 4320 4320")
+    started = time.monotonic()
+    job = finished(hostile.client.upload("poster.pdf", data, method="tesseract", wait=30))
+    elapsed = time.monotonic() - started
+    assert (job["state"], job["error"]["code"]) == ("failed", "document_too_complex"), job
+    assert "MAX_IMAGE_PIXELS" in job["error"]["message"]
+    assert elapsed < BOMB_SECONDS, f"took {elapsed:.2f} s"
+    plain = finished(hostile.client.upload("poster.pdf", data, wait=30))
+    assert plain["state"] == "done", plain
 
 
 @pytest.mark.skipif(shutil.which("gs") is None, reason="ghostscript (gs) is not installed")
@@ -579,11 +623,13 @@ def test_a_password_protected_docx_is_refused_as_encrypted(hostile: Hostile) -> 
 
 # --- every corpus format, cut in half ------------------------------------------------------
 # What half of the first corpus document of each format comes to (exact, with
-# MAX_TEXT_BYTES=4096: a text format's half is often still over it). msg has its own test.
+# MAX_TEXT_BYTES=4096: a text format's half is often still over it; the GIF keeps 8 of its
+# 16 frames, over MAX_PDF_PAGES=3). msg has its own test.
 TRUNCATED = {
     "csv": "document_too_complex", "doc": "corrupt_document", "docx": "corrupt_document",
-    "eml": "done", "gif": "done", "html": "document_too_complex", "jpg": "corrupt_document",
-    "json": "corrupt_document", "pdf": "corrupt_document", "png": "corrupt_document",
+    "eml": "done", "gif": "document_too_complex", "html": "document_too_complex",
+    "jpg": "corrupt_document", "json": "corrupt_document", "pdf": "corrupt_document",
+    "png": "corrupt_document",
     "pptx": "corrupt_document", "ps": "done", "psv": "document_too_complex", "rtf": "done",
     "tiff": "corrupt_document", "tsv": "document_too_complex", "txt": "done",
     "xls": "corrupt_document", "xlsx": "corrupt_document",
@@ -612,6 +658,23 @@ def test_a_truncated_document_of_each_format_ends_as_a_document_error(hostile: H
     outcome = job["state"] if job["state"] == "done" else job["error"]["code"]
     assert outcome == TRUNCATED[fmt], job
     assert job["attempts"] == 1
+    # The parsers' messages name their file: the client is told "the document" instead.
+    assert str(hostile.stack.root) not in orjson.dumps(job).decode(), job
+
+
+def test_a_job_error_and_a_postscript_text_never_name_the_installation(
+        hostile: Hostile) -> None:
+    root = str(hostile.stack.root)
+    gif = b"GIF89a" + struct.pack("<HH", 10, 10) + b"\0\0\0" + b"garbage" * 10
+    job = finished(hostile.client.upload("broken.gif", gif, wait=30))
+    assert (job["state"], job["error"]["code"]) == ("failed", "corrupt_document"), job
+    assert "the document" in job["error"]["message"] and root not in job["error"]["message"]
+    # Ghostscript's -dSAFER lets a program make a file in TMPDIR and print its name.
+    program = (b"%!PS\n/Courier findfont 12 scalefont setfont 72 700 moveto\n"
+               b"null (w) .tempfile pop dup = show showpage\n")
+    job = finished(hostile.client.upload("where.ps", program, wait=30))
+    assert job["state"] == "done", job
+    assert "temporary file" in job["text"] and root not in job["text"], job["text"]
 
 
 def test_a_truncated_outlook_message_fails_as_corrupt_without_moving_a_breaker(

@@ -10,7 +10,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import math
+import os
 import re
+import resource
+import signal
+import subprocess
 from pathlib import Path
 
 import structlog
@@ -18,8 +23,10 @@ import textract
 from textract import exceptions as tx
 
 from daemon.documents import legacy_doc
+from daemon.documents.redact import without_paths, without_service_paths
 from daemon.errors import (
     CorruptDocument,
+    DocumentTooComplex,
     EncryptedDocument,
     ExtractorUnavailable,
     MachineryError,
@@ -34,8 +41,12 @@ _PASSWORD = re.compile(rb"password|encrypt", re.IGNORECASE)
 _TOOL_BROKEN_EXIT = {126, 127}
 
 
-def extract_text(path: Path, ext: str, method: str = "", *, fast_doc: bool = True) -> str:
-    """The document's text, or a DocumentError / MachineryError saying why not."""
+def extract_text(path: Path, ext: str, method: str = "", *, fast_doc: bool = True,
+                 postscript_seconds: int | None = None) -> str:
+    """The document's text, or a DocumentError / MachineryError saying why not.
+
+    `postscript_seconds` bounds the CPU time of a PostScript program (None: no bound).
+    """
     if fast_doc and ext == "doc" and not method:
         # Milliseconds instead of a LibreOffice start; None when it cannot vouch for the
         # text, and textract's own path below runs as before.
@@ -43,6 +54,8 @@ def extract_text(path: Path, ext: str, method: str = "", *, fast_doc: bool = Tru
         if text is not None:
             return text
     try:
+        if ext == "ps" and postscript_seconds is not None:
+            return without_service_paths(_postscript(path, postscript_seconds), path)
         kwargs = {"method": method} if method else {}
         # Some parsers print to stdout (xlrd: "WARNING *** file size ..."), which is this
         # process's JSON log: catch it and log it as one field instead.
@@ -56,9 +69,11 @@ def extract_text(path: Path, ext: str, method: str = "", *, fast_doc: bool = Tru
     except tx.UnknownMethod as exc:
         raise UnsupportedFormat(f"method {method!r} is not available for .{ext}") from exc
     except tx.ShellError as exc:
-        raise _classify_shell_error(exc) from exc
+        raise _classify_shell_error(exc, path) from exc
+    except DocumentTooComplex:
+        raise
     except (tx.LibreOfficeNotFound, tx.MissingModuleError) as exc:
-        raise ExtractorUnavailable(str(exc).strip().splitlines()[0]) from exc
+        raise ExtractorUnavailable(without_paths(str(exc).strip().splitlines()[0])) from exc
     except tx.MissingFileError as exc:
         raise MachineryError("the spooled file vanished before extraction") from exc
     except MemoryError as exc:
@@ -67,19 +82,63 @@ def extract_text(path: Path, ext: str, method: str = "", *, fast_doc: bool = Tru
         if exc.errno is None:
             # Parsers' own errors that subclass OSError (olefile's OleFileError for a
             # damaged .msg/.xls) carry no errno: they are about the bytes, not the machine.
-            raise CorruptDocument(_describe(exc)) from exc
+            raise CorruptDocument(_describe(exc, path)) from exc
         if exc.errno == errno.ENOSPC:
             raise SpoolFull("no space left for the extractor's temporary files") from exc
-        raise MachineryError(f"{type(exc).__name__}: {exc}") from exc
+        raise MachineryError(_describe(exc, path)) from exc
     except Exception as exc:
-        raise CorruptDocument(_describe(exc)) from exc
-    if isinstance(raw, bytes):
-        return raw.decode("utf-8", "replace")
-    return str(raw)
+        raise CorruptDocument(_describe(exc, path)) from exc
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return without_service_paths(text, path)
 
 
-def _classify_shell_error(exc: tx.ShellError) -> Exception:
-    tool = exc.command.split()[0] if exc.command else "tool"
+# ps2ascii's own command (ps2ascii is a shell script around it), run here rather than
+# through textract so that the program's CPU time can be bounded.
+_GHOSTSCRIPT = ("gs", "-q", "-dSAFER", "-sDEVICE=txtwrite", "-o", "-")
+
+
+def _postscript(path: Path, cpu_seconds: int) -> str:
+    """ps2ascii's text of `path`, Ghostscript running under RLIMIT_CPU.
+
+    A PostScript document is a program: `{ } loop` is 16 bytes that never end, and only
+    the job's deadline would stop it, as a failure of the extractor. Under the limit it
+    ends as the document's own error. The limit is set on the running process (prlimit)
+    rather than in a preexec_fn, which is unsafe in a process with threads; CPU time
+    counts from the start either way.
+    """
+    args = [*_GHOSTSCRIPT, str(path)]
+    before = _children_cpu()
+    try:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    except FileNotFoundError:
+        raise tx.ShellError(" ".join(args), 127, b"", b"") from None
+    with proc:
+        try:
+            # SIGXCPU at the soft limit; SIGKILL a second later if it is ignored.
+            resource.prlimit(proc.pid, resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+        except ProcessLookupError:
+            pass  # it has ended already
+        stdout, stderr = proc.communicate()
+    spent = math.inf if proc.returncode == -signal.SIGXCPU else _children_cpu() - before
+    if proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL) and spent >= cpu_seconds:
+        raise DocumentTooComplex(f"the PostScript program ran for more than {cpu_seconds} s "
+                                 f"of CPU; the limit is {cpu_seconds} "
+                                 f"(MAX_POSTSCRIPT_SECONDS)")
+    if proc.returncode != 0:
+        raise tx.ShellError(" ".join(args), proc.returncode, stdout, stderr)
+    return stdout.decode("utf-8", "replace")
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's ended children: the difference across one run is
+    that run's (only the CPU limit sends SIGXCPU; SIGKILL may come from elsewhere)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _classify_shell_error(exc: tx.ShellError, path: Path) -> Exception:
+    tool = os.path.basename(exc.command.split()[0]) if exc.command else "tool"
     if exc.is_not_installed():
         return ExtractorUnavailable(f"{tool} is not installed")
     if exc.exit_code < 0 or exc.exit_code in _TOOL_BROKEN_EXIT:
@@ -88,9 +147,12 @@ def _classify_shell_error(exc: tx.ShellError) -> Exception:
     if _PASSWORD.search(stderr):
         return EncryptedDocument(f"{tool}: the document is password-protected")
     first = stderr.decode("utf-8", "replace").strip().splitlines()[:1]
-    return CorruptDocument(f"{tool} rejected the document: {first[0] if first else exc.exit_code}")
+    reason = without_paths(first[0], path)[:200] if first else exc.exit_code
+    return CorruptDocument(f"{tool} rejected the document: {reason}")
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: Exception, path: Path) -> str:
+    """The exception's type and first line, with no path in it (see redact)."""
     text = str(exc).strip().splitlines()[:1]
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+    return (f"{type(exc).__name__}: {without_paths(text[0], path)[:200]}" if text
+            else type(exc).__name__)

@@ -1,11 +1,16 @@
 """Bomb guards: cheap checks a worker runs before textract sees a document.
 
-Each reads only headers (ZIP central directory, image header, pdfinfo's summary), so it
-takes milliseconds and never allocates in proportion to what a document claims to hold.
+Most read only headers (ZIP central directory, image headers and GIF block lengths,
+pdfinfo's summary and page boxes), so they take milliseconds and never allocate in
+proportion to what a document claims to hold. Two read the document through, at C speed
+and with early exits, because the danger is in the body: HTML's nesting (markup.py) and
+a PDF's drawing instructions (pdf_content.py, inflating a megabyte at a time).
 """
 
 from __future__ import annotations
 
+import codecs
+import math
 import os
 import re
 import struct
@@ -17,7 +22,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from daemon.config import Settings
+from daemon.documents import markup, pdf_content
 from daemon.documents.formats import IMAGE_EXTS, ZIP_EXTS, Format
+from daemon.documents.redact import without_paths
 from daemon.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
 
 PDFINFO_TIMEOUT = 10.0
@@ -25,6 +32,7 @@ XML_SCAN_BYTES = 64 * 1024  # how far into each ZIP entry the DTD check looks
 RATIO_FLOOR = 1024 * 1024  # smaller entries cannot hurt, whatever their ratio
 _MAX_JPEG_SEGMENTS = 4096
 _MORE = "more"  # _xml_verdict: needs more bytes to decide
+HTML_EXTS = frozenset({"html", "htm"})
 
 
 @dataclass(frozen=True)
@@ -33,8 +41,14 @@ class Limits:
     max_unzipped_bytes: int
     max_compression_ratio: int
     max_image_pixels: int
-    max_pdf_pages: int  # also bounds the pages of a multi-page TIFF
+    max_pdf_pages: int  # also bounds the pages of a multi-page TIFF and GIF frames
+    max_ocr_pixels: int
     max_text_bytes: int
+    max_nesting_depth: int
+    max_nesting_work: int
+    max_pdf_content_bytes: int
+    max_pdf_state_depth: int
+    max_pdf_path_segments: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -42,14 +56,19 @@ class Limits:
         return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
-def check_document(path: Path, fmt: Format, limits: Limits) -> None:
-    """Raise DocumentTooComplex, CorruptDocument or EncryptedDocument before extraction."""
+def check_document(path: Path, fmt: Format, limits: Limits, method: str = "") -> None:
+    """Raise DocumentTooComplex, CorruptDocument or EncryptedDocument before extraction.
+
+    `method` is the extraction method asked for: OCR of a PDF renders every page first.
+    """
     if fmt.ext in ZIP_EXTS:
         _check_zip(path, limits)
     elif fmt.ext in IMAGE_EXTS:
         _check_image(path, limits)
     elif fmt.ext == "pdf":
-        _check_pdf(path, limits)
+        _check_pdf(path, limits, ocr=method == "tesseract")
+    elif fmt.ext in HTML_EXTS:
+        _check_html(path, limits)
 
 
 def check_text_size(text: str, limits: Limits) -> None:
@@ -91,7 +110,8 @@ def _check_zip(path: Path, limits: Limits) -> None:
         raise EncryptedDocument("the archive has password-protected entries") from exc
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError,
             NotImplementedError, ValueError) as exc:
-        raise CorruptDocument(f"the ZIP container cannot be read: {exc}") from exc
+        raise CorruptDocument(f"the ZIP container cannot be read: "
+                              f"{without_paths(str(exc), path)}") from exc
 
 
 def _central_records(path: Path) -> int:
@@ -150,10 +170,9 @@ _SUBSET_END = re.compile(rb"\]\s*>")
 
 def _xml_verdict(buf: bytes, complete: bool) -> str | None:
     """A reason to refuse this start of an XML document, None, or _MORE to read further."""
-    if buf.startswith((b"\xff\xfe", b"\xfe\xff")) or buf[:4] in (b"<\0?\0", b"\0<\0?"):
-        encoding = "utf-16" if buf[:2] in (b"\xff\xfe", b"\xfe\xff") else (
-            "utf-16-le" if buf[:1] == b"<" else "utf-16-be")
-        buf = buf.decode(encoding, "replace").encode("utf-8", "replace")
+    encoding = _xml_encoding(buf)
+    if encoding != "utf-8":
+        buf = _decoded(buf, encoding).encode("utf-8", "replace")
     text = buf.removeprefix(b"\xef\xbb\xbf")
     prolog = _PROLOG.match(text)
     assert prolog is not None  # every part of _PROLOG is optional: it matches at 0 at least
@@ -169,12 +188,99 @@ def _xml_verdict(buf: bytes, complete: bool) -> str | None:
     return None
 
 
+# The start of an XML document by the byte patterns of XML 1.0 appendix F: a BOM, or the
+# first character '<' in each code unit width and byte order. UTF-32 comes before UTF-16,
+# whose little-endian BOM begins UTF-32's. EBCDIC code pages differ on '!' and '[', so
+# an EBCDIC document is read in the code page its declaration names (cp037 without one).
+_XML_STARTS = (
+    (b"\x00\x00\xfe\xff", "utf-32-be"), (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xff\xfe", "ucs-4-2143"), (b"\xfe\xff\x00\x00", "ucs-4-3412"),
+    (b"\x00\x00\x00<", "utf-32-be"), (b"<\x00\x00\x00", "utf-32-le"),
+    (b"\x00\x00<\x00", "ucs-4-2143"), (b"\x00<\x00\x00", "ucs-4-3412"),
+    (b"\xfe\xff", "utf-16-be"), (b"\xff\xfe", "utf-16-le"),
+    (b"\x00<", "utf-16-be"), (b"<\x00", "utf-16-le"),
+    (b"\x4c\x6f\xa7\x94", "cp037"),
+)
+_DECLARED = re.compile(rb"^<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._-]{1,40})[\"']")
+# Encodings Python knows in which '<!DOCTYPE' is not written in ASCII bytes.
+_MARKUP_NOT_ASCII = frozenset({"utf-7", "cp037", "cp273", "cp424", "cp500", "cp875",
+                               "cp1026", "cp1140"})
+
+
+def _xml_encoding(buf: bytes) -> str:
+    """How to read this start of an XML document: a codec name, or a UCS-4 order."""
+    for start, encoding in _XML_STARTS:
+        if buf.startswith(start):
+            if encoding == "cp037":  # its declaration is legible in any EBCDIC page
+                return _declared(buf[:200].decode("cp037").encode("ascii", "replace"),
+                                 "cp037")
+            return encoding
+    # ASCII-compatible bytes: the declaration may still name an encoding in which markup
+    # is not ASCII (UTF-7 writes '<' as '+ADw-'), and libxml2 follows it.
+    return _declared(buf.removeprefix(b"\xef\xbb\xbf"), "utf-8")
+
+
+def _declared(start: bytes, default: str) -> str:
+    """The encoding the XML declaration at `start` names, if it writes markup other than
+    in ASCII; else `default`."""
+    declared = _DECLARED.match(start)
+    if declared:
+        try:
+            name = codecs.lookup(declared.group(1).decode("ascii")).name
+        except LookupError:
+            return default  # a name Python does not know: read the bytes as they are
+        if name in _MARKUP_NOT_ASCII:
+            return name
+    return default
+
+
+def _decoded(buf: bytes, encoding: str) -> str:
+    """`buf` as text, whole code units only (a cut mid-unit must not shift what follows);
+    a BOM stays as U+FEFF, which the UTF-8 BOM strip in _xml_verdict removes."""
+    width = 4 if encoding.startswith(("utf-32", "ucs-4")) else (
+        2 if encoding.startswith("utf-16") else 1)
+    units = bytearray(buf[:len(buf) - len(buf) % width])
+    if encoding == "ucs-4-2143":  # bytes 2 1 4 3 of each big-endian unit: swap pairs
+        units[0::2], units[1::2] = units[1::2], units[0::2]
+        encoding = "utf-32-be"
+    elif encoding == "ucs-4-3412":  # bytes 3 4 1 2: swap the halves
+        units[0::4], units[1::4], units[2::4], units[3::4] = (
+            units[2::4], units[3::4], units[0::4], units[1::4])
+        encoding = "utf-32-be"
+    return bytes(units).decode(encoding, "replace")
+
+
+# --- HTML ------------------------------------------------------------------------------
+def _check_html(path: Path, limits: Limits) -> None:
+    data = path.read_bytes()  # bounded by MAX_CONTENT_LENGTH
+    encoding = _xml_encoding(data)  # a BOM or NULs: UTF-16/32, which textract detects too
+    # Any other encoding writes tags in ASCII bytes: latin-1 maps each byte to one char.
+    text = _decoded(data, encoding) if encoding != "utf-8" else data.decode("latin-1")
+    found = markup.measure(text, limits.max_nesting_depth, limits.max_nesting_work)
+    if found.deepest > limits.max_nesting_depth:
+        raise DocumentTooComplex(
+            f"the HTML nests more than {limits.max_nesting_depth} elements deep; the limit "
+            f"is {limits.max_nesting_depth} (MAX_NESTING_DEPTH)")
+    if found.work > limits.max_nesting_work:
+        raise DocumentTooComplex(
+            f"the HTML's elements, each counted once per element around it, come to more "
+            f"than {limits.max_nesting_work}; the limit is {limits.max_nesting_work} "
+            f"(MAX_NESTING_WORK)")
+
+
 # --- images ----------------------------------------------------------------------------
 def _check_image(path: Path, limits: Limits) -> None:
     # tesseract decodes the whole image: its size must be known before it gets the file.
+    together = 0  # pixels decoded at once: a GIF's frames are all decoded first
     with open(path, "rb") as f:
         try:
-            pages = _image_pages(f, limits.max_pdf_pages)
+            if f.read(6) in (b"GIF87a", b"GIF89a"):
+                frames = _gif_frames(f, limits.max_pdf_pages)
+                pages = [canvas for canvas, _ in frames] if frames else None
+                together = sum(raster for _, raster in frames or ())
+            else:
+                f.seek(0)
+                pages = _image_pages(f, limits.max_pdf_pages)
         except struct.error:
             pages = None
     if not pages:
@@ -187,6 +293,11 @@ def _check_image(path: Path, limits: Limits) -> None:
         raise DocumentTooComplex(
             f"the image is {width}x{height} = {width * height} pixels; the limit is "
             f"{limits.max_image_pixels} (MAX_IMAGE_PIXELS)")
+    if together > limits.max_image_pixels:
+        # giflib's DGifSlurp, under leptonica's reader, holds every frame in memory.
+        raise DocumentTooComplex(
+            f"the image's {len(pages)} frames are {together} pixels together; the limit is "
+            f"{limits.max_image_pixels} (MAX_IMAGE_PIXELS)")
 
 
 def _image_pages(f: BinaryIO, max_pages: int) -> list[tuple[int, int]] | None:
@@ -194,14 +305,58 @@ def _image_pages(f: BinaryIO, max_pages: int) -> list[tuple[int, int]] | None:
     head = f.read(32)
     if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
         return [struct.unpack_from(">II", head, 16)]
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return [struct.unpack_from("<HH", head, 6)]
     if head.startswith(b"\xff\xd8"):
         size = _jpeg_size(f)
         return [size] if size else None
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         return _tiff_pages(f, head, max_pages)
     return None
+
+
+def _gif_frames(f: BinaryIO, max_frames: int) -> list[tuple[tuple[int, int], int]] | None:
+    """Each GIF frame's canvas and own pixels, walked through the blocks without decoding.
+
+    `f` is just past the signature. The logical screen is only a claim: decoders allocate
+    each frame by its own image descriptor, which may be far larger (a 1x1 screen with a
+    7500x7500 frame). A canvas reaches the frame's far corner (offset + size) and is never
+    smaller than the screen. None when the header is cut short.
+    """
+    head = f.read(7)
+    if len(head) < 7:
+        return None
+    screen_w, screen_h, packed = struct.unpack_from("<HHB", head)
+    if packed & 0x80:  # a global colour table
+        f.seek(3 << ((packed & 7) + 1), os.SEEK_CUR)
+    data = f.read()  # bounded by MAX_CONTENT_LENGTH; sub-blocks are walked by index
+    frames: list[tuple[tuple[int, int], int]] = []
+    at = 0
+    while at < len(data) and len(frames) <= max_frames:
+        kind = data[at]
+        if kind == 0x21:  # extension: label, then sub-blocks
+            at = _skip_sub_blocks(data, at + 2)
+        elif kind == 0x2C:  # image descriptor: left, top, width, height, packed
+            if at + 10 > len(data):
+                break
+            left, top, width, height, packed = struct.unpack_from("<HHHHB", data, at + 1)
+            canvas = (max(screen_w, left + width), max(screen_h, top + height))
+            frames.append((canvas, width * height))
+            at += 10
+            if packed & 0x80:  # a local colour table
+                at += 3 << ((packed & 7) + 1)
+            at = _skip_sub_blocks(data, at + 1)  # after the LZW minimum code size
+        else:  # the trailer, or a byte no decoder goes past
+            break
+    return frames or [((screen_w, screen_h), 0)]
+
+
+def _skip_sub_blocks(data: bytes, at: int) -> int:
+    """The index after a chain of GIF data sub-blocks (a length byte, then that many)."""
+    while at < len(data):
+        size = data[at]
+        at += 1 + size
+        if size == 0:
+            break
+    return at
 
 
 _SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
@@ -267,14 +422,27 @@ def _tiff_pages(f: BinaryIO, head: bytes, max_pages: int) -> list[tuple[int, int
 # --- PDF -------------------------------------------------------------------------------
 _PAGES_LINE = re.compile(r"^Pages:\s+(\d+)\s*$", re.M)
 _PAGE_OBJECT = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
+_MEDIA_BOX_LINE = re.compile(
+    r"^Page\s+(\d+)\s+MediaBox:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s*$", re.M)
+# textract's OCR of a PDF runs `pdftoppm <pdf> <prefix>` with no -r: poppler's default
+# resolution, and its default box (the MediaBox; -cropbox is not passed). Poppler 22
+# ignores /UserUnit, so the MediaBox in points is the whole story.
+OCR_RENDER_DPI = 150
 
 
-def _check_pdf(path: Path, limits: Limits) -> None:
+def _check_pdf(path: Path, limits: Limits, ocr: bool = False) -> None:
+    # For OCR, the same pdfinfo run also prints every page's boxes (-box with a page
+    # range): poppler resolves inherited boxes, object streams and broken xrefs for us, in
+    # 40 ms for 2,000 pages, where parsing the page tree here would redo that in Python.
+    args = ["pdfinfo"]
+    if ocr:
+        args += ["-f", "1", "-l", str(limits.max_pdf_pages), "-box"]
     try:
-        proc = subprocess.run(["pdfinfo", os.path.abspath(path)], capture_output=True,
+        proc = subprocess.run([*args, os.path.abspath(path)], capture_output=True,
                               stdin=subprocess.DEVNULL, timeout=PDFINFO_TIMEOUT, check=False)
     except FileNotFoundError:
-        pages = _count_pages_roughly(path)
+        # Without poppler there is no pdftoppm either: OCR of a PDF cannot start.
+        pages, info = _count_pages_roughly(path), ""
     except subprocess.TimeoutExpired as exc:
         raise DocumentTooComplex(f"counting the PDF's pages took more than "
                                  f"{PDFINFO_TIMEOUT:g} s") from exc
@@ -284,15 +452,59 @@ def _check_pdf(path: Path, limits: Limits) -> None:
             if "Incorrect password" in err:
                 raise EncryptedDocument("the PDF needs a password; send it decrypted")
             reason = (err.strip().splitlines() or ["unknown error"])[-1][:200]
-            raise CorruptDocument(f"the PDF cannot be read: {reason}")
+            raise CorruptDocument(f"the PDF cannot be read: {without_paths(reason, path)}")
+        info = proc.stdout.decode("utf-8", "replace")
         # The last match: a Title printed earlier could carry a forged "Pages:" line.
-        found = _PAGES_LINE.findall(proc.stdout.decode("utf-8", "replace"))
+        found = _PAGES_LINE.findall(info)
         if not found:
             raise CorruptDocument("the PDF has no readable page count")
         pages = int(found[-1])
     if pages > limits.max_pdf_pages:
         raise DocumentTooComplex(f"the PDF has {pages} pages; the limit is "
                                  f"{limits.max_pdf_pages} (MAX_PDF_PAGES)")
+    if ocr and info:
+        _check_rendered_pages(info, limits)
+    _check_drawing(path, limits)
+
+
+def _check_drawing(path: Path, limits: Limits) -> None:
+    """Refuse a PDF whose drawing instructions would make its reader hold too much."""
+    try:
+        content = pdf_content.measure(path.read_bytes(), limits.max_pdf_content_bytes,
+                                      limits.max_compression_ratio)
+    except pdf_content.ContentTooLarge as exc:
+        raise DocumentTooComplex(f"{exc} ({exc.setting})") from exc
+    if content.deepest_state > limits.max_pdf_state_depth:
+        raise DocumentTooComplex(
+            f"the PDF saves its graphics state {content.deepest_state} times without "
+            f"restoring it; the limit is {limits.max_pdf_state_depth} (MAX_PDF_STATE_DEPTH)")
+    if content.longest_path > limits.max_pdf_path_segments:
+        raise DocumentTooComplex(
+            f"the PDF draws a path of {content.longest_path} segments; the limit is "
+            f"{limits.max_pdf_path_segments} (MAX_PDF_PATH_SEGMENTS)")
+
+
+def _check_rendered_pages(info: str, limits: Limits) -> None:
+    """Refuse a PDF whose pages, rendered for OCR, make images past the pixel limits."""
+    # A forged box line in the Title can only add a page to the sums, never hide one.
+    total = 0
+    for page, *box in _MEDIA_BOX_LINE.findall(info):
+        try:
+            x1, y1, x2, y2 = (float(v) for v in box)
+        except ValueError:
+            continue
+        width = math.ceil(abs(x2 - x1) / 72 * OCR_RENDER_DPI)
+        height = math.ceil(abs(y2 - y1) / 72 * OCR_RENDER_DPI)
+        if width * height > limits.max_image_pixels:
+            raise DocumentTooComplex(
+                f"page {page} renders for OCR at {OCR_RENDER_DPI} dpi as {width}x{height} = "
+                f"{width * height} pixels; the limit is {limits.max_image_pixels} "
+                f"(MAX_IMAGE_PIXELS)")
+        total += width * height
+        if total > limits.max_ocr_pixels:
+            raise DocumentTooComplex(
+                f"the pages render for OCR at {OCR_RENDER_DPI} dpi as more than {total} "
+                f"pixels in all; the limit is {limits.max_ocr_pixels} (MAX_OCR_PIXELS)")
 
 
 def _count_pages_roughly(path: Path) -> int:

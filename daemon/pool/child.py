@@ -285,8 +285,9 @@ class Child:
         except OSError as exc:
             path.unlink(missing_ok=True)
             raise SpoolFull(f"cannot write the spool file: {exc.strerror}") from exc
-        guards.check_document(path, fmt, self.limits)
-        text = extract_text(path, begun.ext, begun.method, fast_doc=self.settings.fast_doc)
+        guards.check_document(path, fmt, self.limits, begun.method)
+        text = extract_text(path, begun.ext, begun.method, fast_doc=self.settings.fast_doc,
+                            postscript_seconds=self.settings.max_postscript_seconds)
         guards.check_text_size(text, self.limits)
         return text
 
