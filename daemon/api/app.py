@@ -23,7 +23,14 @@ from aiohttp.http_exceptions import HttpProcessingError
 from daemon import __version__
 from daemon.api.drain import DrainRate, sample_drain
 from daemon.api.keys import METRICS_HOOK, RATE_LIMITER, RETRY_AFTER
-from daemon.api.middleware import ApiError, auth, errors, json_response, request_context
+from daemon.api.middleware import (
+    ApiError,
+    auth,
+    errors,
+    hide_server_version,
+    json_response,
+    request_context,
+)
 from daemon.api.monitoring import setup_monitoring
 from daemon.api.ratelimit import RateLimiter
 from daemon.api.uploads import MemoryBudget, read_upload, reservation
@@ -278,6 +285,7 @@ def main() -> None:
     # aiohttp's access log would duplicate our own one-line-per-request event.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.server").addFilter(NoParserTracebacks())
+    hide_server_version()
     if settings.auth_required and not settings.api_keys:
         log.error("api.refused", reason="API_KEY is empty; set it (scripts/run writes one to "
                                         ".env) or set ALLOW_NO_AUTH=1 for local use")

@@ -14,7 +14,7 @@ import uuid
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import web, web_response
 
 from daemon.api.keys import METRICS_HOOK, RATE_LIMITER, RETRY_AFTER
 from daemon.config import Settings
@@ -26,6 +26,16 @@ log = structlog.get_logger()
 
 OPEN_PATHS = frozenset({"/health"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+SERVER_NAME = "textractd"
+
+
+def hide_server_version() -> None:
+    """Name the service, not its stack, in every answer's Server header.
+
+    aiohttp sends `Python/3.11 aiohttp/3.x` by default, its own parser-error answers
+    included (those never reach a middleware or a signal), so its module default is the
+    one place that covers them all."""
+    web_response.SERVER_SOFTWARE = SERVER_NAME
 
 
 class ApiError(Exception):
