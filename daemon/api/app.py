@@ -27,6 +27,7 @@ from daemon.api.middleware import (
     ApiError,
     auth,
     errors,
+    framing,
     hide_server_version,
     json_response,
     request_context,
@@ -253,7 +254,7 @@ async def _wake_waiters(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[request_context, errors, auth(settings)],
+    app = web.Application(middlewares=[request_context, framing, errors, auth(settings)],
                           client_max_size=settings.max_content_length)
     app[SETTINGS] = settings
     app[UPLOAD_BUDGET] = MemoryBudget(settings.upload_memory_mb * 1024 * 1024)

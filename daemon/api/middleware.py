@@ -15,6 +15,7 @@ import uuid
 import orjson
 import structlog
 from aiohttp import web, web_response
+from aiohttp.http import HttpVersion10
 
 from daemon.api.keys import METRICS_HOOK, RATE_LIMITER, RETRY_AFTER
 from daemon.config import Settings
@@ -131,6 +132,21 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
         return error_response(request, "internal_error",
                               "unexpected error; it is in the logs under this request id", 500)
 
+
+
+@web.middleware
+async def framing(request: web.Request, handler) -> web.StreamResponse:
+    """Refuse a body framing that the two ends of a connection could read differently.
+
+    HTTP/1.0 has no chunked coding: a 1.0 request with Transfer-Encoding must be treated
+    as faulty and the connection closed (RFC 9112 section 6.1), or the bytes after it
+    could be run as a second request that a proxy in front never saw."""
+    if request.version <= HttpVersion10 and "Transfer-Encoding" in request.headers:
+        response = error_response(request, "bad_request", "Transfer-Encoding is not "
+                                  "allowed in an HTTP/1.0 request", 400)
+        response.force_close()
+        return response
+    return await handler(request)
 
 
 def presented_key(request: web.Request) -> str | None:
