@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from devtools.stack import Stack
+from devtools.stack import Stack, wait_for
 from tests.client import Client
 from tests.test_hostile import raw_request, request_head
 
@@ -103,3 +103,39 @@ def test_an_http_1_0_request_without_transfer_encoding_is_still_served(front: St
             ).encode()
     reply = raw_request(front.port, head)
     assert reply.status == 200 and b'"formats"' in reply.body
+
+
+# --- 13.7: a client that hangs up mid-upload ---------------------------------------------------
+def posts_by_status(stack: Stack) -> dict[int, int]:
+    metrics = Client(stack).request("GET", "/metrics").json()
+    return {r["status"]: r["count"] for r in metrics["requests"]
+            if r["route"] == "/v1/jobs" and r["method"] == "POST"}
+
+
+def test_a_client_hanging_up_mid_upload_is_no_redis_alarm_and_no_503(front: Stack) -> None:
+    before = posts_by_status(front)
+    with socket.create_connection(("127.0.0.1", front.port)) as sock:
+        sock.sendall(request_head("POST", "/v1/jobs?filename=half.txt", front.api_key,
+                                  Content_Length=100_000, X_Request_ID="hangs-up-halfway")
+                     + b"a" * 50_000)
+        time.sleep(0.3)  # the api is now reading the body: the hang-up is what is tested
+
+    def its_line() -> dict | None:
+        return next((e for e in front.log_events("api") if e.get("event") == "http.request"
+                     and e.get("request_id") == "hangs-up-halfway"), None)
+
+    line = wait_for(its_line, 10, "the api's line for the request")
+    assert line["status"] == 499, line
+    events = [e for e in front.log_events("api") if e.get("request_id") == "hangs-up-halfway"]
+    assert [e["event"] for e in events] == ["http.client_disconnected", "http.request"], events
+    assert events[0]["level"] == "info"
+    assert not [e for e in front.log_events("api") if e.get("event") == "redis.unavailable"]
+
+    def counted() -> dict[int, int] | None:
+        after = posts_by_status(front)
+        return after if after.get(499, 0) > before.get(499, 0) else None
+
+    after = wait_for(counted, 10, "/metrics to count the hang-up")
+    assert after.get(503, 0) == before.get(503, 0), after
+    # The api is unharmed: the next upload is taken.
+    assert Client(front).upload("fox.txt", FOX).status == 202

@@ -28,6 +28,13 @@ log = structlog.get_logger()
 OPEN_PATHS = frozenset({"/health"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 SERVER_NAME = "textractd"
+# Counted and logged for a request whose client went away before its answer (nginx's
+# convention): not a 5xx, so a client that hangs up cannot raise the service's alarms.
+CLIENT_CLOSED = 499
+
+
+class ClientDisconnected(Exception):
+    """Raised when the client closed its connection before its request was read whole."""
 
 
 def hide_server_version() -> None:
@@ -112,7 +119,13 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
     except ReplicationTimeout as exc:
         return error_response(request, exc.code, str(exc), 503, retry_after=2,
                               extra={"job_id": exc.job_id})
+    except ClientDisconnected as exc:
+        log.info("http.client_disconnected", error=str(exc))
+        return web.Response(status=CLIENT_CLOSED)  # nobody reads it: it is for the log line
     except REDIS_DOWN as exc:
+        if _client_gone(request):  # the client's socket failed, not Redis's
+            log.info("http.client_disconnected", error=str(exc))
+            return web.Response(status=CLIENT_CLOSED)
         log.warning("redis.unavailable", error=str(exc))
         return error_response(request, "redis_unavailable",
                               "the queue store is unreachable; retry shortly", 503,
@@ -132,6 +145,11 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
         return error_response(request, "internal_error",
                               "unexpected error; it is in the logs under this request id", 500)
 
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 @web.middleware

@@ -16,7 +16,7 @@ from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
-from daemon.api.middleware import ApiError
+from daemon.api.middleware import ApiError, ClientDisconnected
 from daemon.config import Settings
 
 CHUNK = 256 * 1024
@@ -83,7 +83,11 @@ async def read_upload(request: web.Request, settings: Settings) -> Upload:
             return Upload(request.query.get("filename"), data)
     except TimeoutError as exc:
         raise ApiError("request_timeout",
-                          f"the body did not arrive within {settings.upload_timeout:g} s") from exc
+                       f"the body did not arrive within {settings.upload_timeout:g} s") from exc
+    except ConnectionResetError as exc:
+        # aiohttp's "Connection lost": the client hung up mid-body. An OSError, so it
+        # would otherwise be taken for Redis going away.
+        raise ClientDisconnected(str(exc)) from exc
 
 
 async def _read_multipart(request: web.Request, limit: int) -> Upload:
