@@ -31,12 +31,13 @@ from daemon.api.middleware import (
     hide_server_version,
     json_response,
     request_context,
+    tenant_of,
 )
 from daemon.api.monitoring import setup_monitoring
 from daemon.api.ratelimit import RateLimiter
 from daemon.api.uploads import MemoryBudget, read_upload, reservation
 from daemon.api.waiters import Waiters
-from daemon.config import Settings
+from daemon.config import DEFAULT_TENANT, ConfigError, Settings
 from daemon.connection import connect_async
 from daemon.documents import formats
 from daemon.errors import EncryptedDocument, UnsupportedFormat
@@ -45,6 +46,7 @@ from daemon.store import (
     FINAL_STATES,
     AsyncJobStore,
     ensure_group_async,
+    job_key,
     public_job,
 )
 
@@ -93,21 +95,23 @@ async def extract(request: web.Request) -> web.Response:
 async def get_job(request: web.Request) -> web.Response:
     job_id = _job_id(request)
     wait = _wait_seconds(request, default=0.0)
+    await _check_owner(request, job_id)
     if wait > 0:
         job = await request.app[WAITERS].wait(job_id, wait)
     else:
         job = await request.app[STORE].get(job_id)
     if job is None:
-        raise ApiError("not_found", f"no job {job_id} (jobs expire after RESULT_TTL)")
+        raise _no_job(job_id)
     return json_response(job, status=200)
 
 
 async def get_text(request: web.Request) -> web.Response:
     job_id = _job_id(request)
+    await _check_owner(request, job_id)
     store = request.app[STORE]
     job = await store.get(job_id)
     if job is None:
-        raise ApiError("not_found", f"no job {job_id}")
+        raise _no_job(job_id)
     if job["state"] == "failed":
         raise ApiError("job_failed", f"the job failed: {job['error']['code']}",
                        extra={"job_id": job_id, "job_error": job["error"]})
@@ -119,8 +123,9 @@ async def get_text(request: web.Request) -> web.Response:
 
 async def delete_job(request: web.Request) -> web.Response:
     job_id = _job_id(request)
+    await _check_owner(request, job_id)
     if not await request.app[STORE].delete(job_id):
-        raise ApiError("not_found", f"no job {job_id}")
+        raise _no_job(job_id)
     log.info("job.deleted", job_id=job_id)
     return web.Response(status=204)
 
@@ -162,6 +167,7 @@ async def _accept(request: web.Request, job_id: str) -> dict:
             "family": family, "method": method,
             "filename": formats.safe_display_name(upload.filename), "size": len(upload.data),
             "created_at": f"{time.time():.6f}", "request_id": request["request_id"],
+            "tenant": tenant_of(request),
         }
         await app[STORE].submit(record, upload.data)
     finally:
@@ -212,6 +218,19 @@ def _wait_seconds(request: web.Request, default: float) -> float:
     if not math.isfinite(value) or value < 0:
         raise ApiError("bad_request", "wait must be a number of seconds >= 0")
     return min(value, request.app[SETTINGS].max_wait)
+
+
+async def _check_owner(request: web.Request, job_id: str) -> None:
+    """404 for a job of another tenant: the same answer as for no job, so an id of
+    another client's job tells nothing, not even that it exists."""
+    state, owner = await request.app[STORE].client.hmget(job_key(job_id), "state", "tenant")
+    # A job stored before tenants has none: it was the default tenant's.
+    if state is not None and (owner.decode() if owner else DEFAULT_TENANT) != tenant_of(request):
+        raise _no_job(job_id)
+
+
+def _no_job(job_id: str) -> ApiError:
+    return ApiError("not_found", f"no job {job_id} (jobs expire after RESULT_TTL)")
 
 
 def _job_id(request: web.Request) -> str:
@@ -281,13 +300,18 @@ def create_app(settings: Settings) -> web.Application:
 
 
 def main() -> None:
-    settings = Settings.from_env()
-    configure_logging("api", secrets=settings.api_keys)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        configure_logging("api")
+        log.error("api.refused", reason=str(exc))  # the message never quotes a key
+        sys.exit(EXIT_CONFIG)
+    configure_logging("api", secrets=tuple(k.secret for k in settings.access_keys))
     # aiohttp's access log would duplicate our own one-line-per-request event.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.server").addFilter(NoParserTracebacks())
     hide_server_version()
-    if settings.auth_required and not settings.api_keys:
+    if settings.auth_required and not settings.access_keys:
         log.error("api.refused", reason="API_KEY is empty; set it (scripts/run writes one to "
                                         ".env) or set ALLOW_NO_AUTH=1 for local use")
         sys.exit(EXIT_CONFIG)

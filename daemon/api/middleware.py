@@ -18,7 +18,7 @@ from aiohttp import web, web_response
 from aiohttp.http import HttpVersion10
 
 from daemon.api.keys import METRICS_HOOK, RATE_LIMITER, RETRY_AFTER
-from daemon.config import Settings
+from daemon.config import DEFAULT_TENANT, AccessKey, Settings
 from daemon.connection import REDIS_DOWN
 from daemon.errors import ERROR_CODES, QueueFull, ReplicationTimeout
 from daemon.logs import scrub_surrogates
@@ -26,6 +26,8 @@ from daemon.logs import scrub_surrogates
 log = structlog.get_logger()
 
 OPEN_PATHS = frozenset({"/health"})
+# The operators' routes: an admin key only (ADMIN_API_KEY).
+ADMIN_PATHS = frozenset({"/metrics", "/status", "/health/detailed"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 SERVER_NAME = "textractd"
 # Counted and logged for a request whose client went away before its answer (nginx's
@@ -176,26 +178,48 @@ def presented_key(request: web.Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def key_matches(presented: str, keys: tuple[str, ...]) -> bool:
+def matching_key(presented: str, keys: tuple[AccessKey, ...]) -> AccessKey | None:
     # Compare against every key, without stopping early, in constant time per key.
-    matched = False
+    found = None
     given = presented.encode("utf-8", "surrogateescape")  # header bytes need not be UTF-8
     for key in keys:
-        matched |= hmac.compare_digest(given, key.encode())
-    return matched
+        if hmac.compare_digest(given, key.secret.encode()):
+            found = key
+    return found
+
+
+def tenant_of(request: web.Request) -> str:
+    """The tenant whose key made the request (the default one when auth is off)."""
+    return request.get("tenant", DEFAULT_TENANT)
+
+
+def _admit(request: web.Request, key: AccessKey | None, key_id: int = -1) -> None:
+    """Note who is asking, for the handlers and for every log line of the request."""
+    tenant = key.tenant if key else DEFAULT_TENANT
+    request["tenant"] = tenant
+    # The key's place in the list, never the key: what per-key bounds count by.
+    request["key_id"] = key_id
+    structlog.contextvars.bind_contextvars(tenant=tenant)
 
 
 def auth(settings: Settings):
     @web.middleware
     async def check_key(request: web.Request, handler) -> web.StreamResponse:
-        if request.path in OPEN_PATHS or not settings.auth_required:
+        if request.path in OPEN_PATHS:
+            return await handler(request)
+        if not settings.auth_required:
+            _admit(request, None)
             return await handler(request)
         presented = presented_key(request)
         if presented is None:
             raise ApiError("unauthorized", "send the API key in X-API-Key or "
                                            "Authorization: Bearer")
-        if not key_matches(presented, settings.api_keys):
+        key = matching_key(presented, settings.access_keys)
+        if key is None:
             raise ApiError("forbidden", "the API key is not valid")
+        _admit(request, key, settings.access_keys.index(key))
+        if request.path in ADMIN_PATHS and not key.admin:
+            raise ApiError("forbidden", "this route needs an admin key (ADMIN_API_KEY)")
         limiter = request.app.get(RATE_LIMITER)
         if limiter is not None:
             wait = await limiter.retry_after(presented)
