@@ -145,6 +145,16 @@ def test_every_api_line_of_a_request_names_its_tenant_and_no_line_holds_a_key(
         assert r.hget(f"textractd:job:{job_id}", "tenant") == b"acme"
 
 
+def test_the_workers_summary_line_of_a_job_names_its_tenant(tenants: Stack) -> None:
+    job_id = done_job(tenants, GLOBEX)
+
+    def summary() -> dict | None:
+        return next((e for e in tenants.log_events("workers")
+                     if e.get("event") == "job.done" and e.get("job_id") == job_id), None)
+
+    assert wait_for(summary, 10, "the job's summary line")["tenant"] == "globex"
+
+
 # --- the key list ------------------------------------------------------------------------------
 def test_bare_keys_are_the_default_tenant_and_its_keys_are_admin_without_admin_keys() -> None:
     keys = parse_access_keys(("k1", "acme:k2", " globex : k3 "))

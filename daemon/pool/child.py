@@ -182,7 +182,7 @@ class Child:
                 # slot is idle while we wait: the master must not take the wait for a hung
                 # job and kill us at the deadline.
                 self.slot.clear()
-                structlog.contextvars.unbind_contextvars("job_id", "request_id")
+                structlog.contextvars.unbind_contextvars("job_id", "request_id", "tenant")
                 log.warning("redis.unavailable", error=str(exc), retry_in=backoff)
                 own_pending = True
                 self._sleep(backoff)
@@ -262,7 +262,8 @@ class Child:
 
     def _run(self, delivery: Delivery, begun: Begun) -> None:
         structlog.contextvars.bind_contextvars(job_id=delivery.job_id,
-                                               request_id=begun.request_id or None)
+                                               request_id=begun.request_id or None,
+                                               tenant=begun.tenant or None)
         if begun.breaker_transition:
             log.warning("breaker.half_open", family=delivery.family)
         self.slot.begin(delivery.job_id, delivery.entry_id, delivery.family)
@@ -308,7 +309,7 @@ class Child:
         self.slot.clear()
         log_breaker_move(delivery.family, *moved[1:])
         self.jobs_done += 1
-        structlog.contextvars.unbind_contextvars("job_id", "request_id")
+        structlog.contextvars.unbind_contextvars("job_id", "request_id", "tenant")
 
     def _extract(self, path: Path, begun: Begun) -> str:
         fmt = FORMATS[begun.ext]
