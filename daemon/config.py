@@ -74,6 +74,13 @@ class Settings:
     upload_memory_mb: int = _setting(128, "upload bodies one api process holds at once "
                                           "(peak RSS is about 45 MB + 2.5-3.5 x this)")
     upload_timeout: float = _setting(30.0, "seconds a body may take to arrive (408 after)")
+    upload_min_rate_kb: int = _setting(8, "a body slower than this, KiB/s over each "
+                                          "UPLOAD_RATE_WINDOW, is cut with 408; 0: no "
+                                          "minimum")
+    upload_rate_window: float = _setting(5.0, "seconds over which UPLOAD_MIN_RATE_KB is "
+                                              "judged; the first is a grace period")
+    max_uploads_per_key: int = _setting(8, "uploads one key may be sending at once (per api "
+                                           "process); the next gets 429; 0: no bound")
     max_queue_depth: int = _setting(1000, "unfinished jobs accepted before 503 queue_full")
     rate_limit_per_minute: int = _setting(0, "requests per minute per key; 0: no limit")
     max_wait: float = _setting(300.0, "upper bound of ?wait=, seconds")

@@ -12,13 +12,17 @@ import re
 import shutil
 import socket
 import time
+from collections import Counter
 from collections.abc import Iterator
 
+import psutil
 import pytest
 
+from devtools.multipart import multipart_body
 from devtools.stack import Stack, wait_for
 from tests.client import Client
-from tests.test_hostile import raw_request, request_head
+from tests.test_hostile import RawReply, error_of, raw_request, request_head
+from tests.test_limits import in_thread
 
 pytestmark = pytest.mark.slow
 
@@ -139,3 +143,77 @@ def test_a_client_hanging_up_mid_upload_is_no_redis_alarm_and_no_503(front: Stac
     assert after.get(503, 0) == before.get(503, 0), after
     # The api is unharmed: the next upload is taken.
     assert Client(front).upload("fox.txt", FOX).status == 202
+
+
+# --- 13.3: slow uploads of one key stall no one else's ---------------------------------------
+ATTACKER = "attacker-key-0123456789abcdef"
+VICTIM = "victim-key-0123456789abcdefgh"
+MIB = 1024 * 1024
+WINDOW = 5.0  # UPLOAD_RATE_WINDOW's default; UPLOAD_MIN_RATE_KB's default is 8
+
+
+@pytest.fixture(scope="module")
+def shared_front() -> Iterator[Stack]:
+    """Two tenants on one api with every upload setting at its default (16 MiB uploads,
+    a 128 MiB budget, 30 s UPLOAD_TIMEOUT, 8 uploads per key, 8 KiB/s over 5 s)."""
+    stack = Stack(workers=False, env={"API_KEY": f"mallory:{ATTACKER},alice:{VICTIM}"}).start()
+    stack.api_key = ATTACKER
+    yield stack
+    stack.stop()
+    shutil.rmtree(stack.root, ignore_errors=True)
+
+
+def stalled_upload(stack: Stack) -> RawReply:
+    """The report's attack: declare 16 MiB, then send a byte every half second."""
+    head = request_head("POST", "/v1/jobs?filename=slow.txt", ATTACKER,
+                        Content_Length=16 * MIB, Connection="close")
+    return raw_request(stack.port, [head + b"a", *[b"a"] * 60], pause=0.5, timeout=40)
+
+
+def test_nine_stalled_16_mib_uploads_of_one_key_stall_no_other_keys_upload(
+        shared_front: Stack) -> None:
+    api = psutil.Process(shared_front.program_pid("api"))
+    baseline = api.memory_info().rss
+    attacks = [in_thread(lambda: stalled_upload(shared_front)) for _ in range(9)]
+    attacker = Client(shared_front, key=ATTACKER)
+
+    def slots_full() -> bool:  # a complete upload of the same key is turned away at once
+        return attacker.upload("probe.txt", FOX).status == 429
+
+    wait_for(slots_full, 10, "the stalled uploads to take the key's eight upload slots")
+    victim = Client(shared_front, key=VICTIM)
+    started = time.monotonic()
+    small = victim.upload("six.txt", b"sixbyt")
+    small_seconds = time.monotonic() - started
+    started = time.monotonic()
+    large = victim.upload("large.txt", b"a" * (2 * MIB))  # reserved from the budget
+    large_seconds = time.monotonic() - started
+    answers = [join() for join in attacks]
+    growth = api.memory_info().rss - baseline
+    print(f"during 8 stalled 16 MiB uploads of another key: a 6-byte upload took "
+          f"{small_seconds * 1000:.0f} ms, a 2 MiB one {large_seconds * 1000:.0f} ms; "
+          f"stalled uploads ended after {sorted(round(a.elapsed, 1) for a in answers)} s; "
+          f"api RSS +{growth / MIB:.0f} MiB")
+    assert small.status == 202 and large.status == 202, (small.body, large.body)
+    assert small_seconds < 3.0 and large_seconds < 3.0, (small_seconds, large_seconds)
+    assert Counter(a.status for a in answers) == {408: 8, 429: 1}
+    for answer in answers:
+        if answer.status == 429:  # the ninth: refused at once, with a time to come back
+            error_of(answer, 429, "rate_limited")
+            assert answer.first_byte < 1.0 and int(answer.headers["retry-after"]) >= 1
+        else:  # cut when the first window showed the pace, not after UPLOAD_TIMEOUT (30 s)
+            assert "slower than" in error_of(answer, 408, "request_timeout")["message"]
+            assert WINDOW - 0.5 < answer.elapsed < WINDOW + 3, answer.elapsed
+    assert growth < 32 * MIB, f"{growth / MIB:.0f} MiB"
+
+
+def test_an_upload_that_keeps_its_pace_is_taken_however_slow_its_start(
+        shared_front: Stack) -> None:
+    # 48 KiB a second for 3 s: above 8 KiB/s, so never cut, though it declares 16 MiB.
+    body, content_type = multipart_body("steady.txt", b"a" * (144 * 1024 - 200))
+    head = request_head("POST", "/v1/jobs", VICTIM, Content_Length=len(body),
+                        Content_Type=content_type, Connection="close")
+    pieces = [body[i:i + 24 * 1024] for i in range(0, len(body), 24 * 1024)]
+    reply = raw_request(shared_front.port, [head, *pieces], pause=0.5, timeout=30)
+    assert reply.status == 202, reply.body
+    assert reply.json()["bytes"] == 144 * 1024 - 200

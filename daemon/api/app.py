@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from daemon import __version__
+from daemon.api.budget import MemoryBudget, UploadSlots
 from daemon.api.drain import DrainRate, sample_drain
 from daemon.api.keys import METRICS_HOOK, RATE_LIMITER, RETRY_AFTER
 from daemon.api.middleware import (
@@ -35,7 +36,7 @@ from daemon.api.middleware import (
 )
 from daemon.api.monitoring import setup_monitoring
 from daemon.api.ratelimit import RateLimiter
-from daemon.api.uploads import MemoryBudget, read_upload, reservation
+from daemon.api.uploads import SMALL_BODY, read_upload, reservation
 from daemon.api.waiters import Waiters
 from daemon.config import DEFAULT_TENANT, ConfigError, Settings
 from daemon.connection import connect_async
@@ -56,6 +57,7 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", AsyncJobStore)
 WAITERS = web.AppKey("waiters", Waiters)
 UPLOAD_BUDGET = web.AppKey("upload_budget", MemoryBudget)
+UPLOAD_SLOTS = web.AppKey("upload_slots", UploadSlots)
 DRAIN = web.AppKey("drain", DrainRate)
 
 EXIT_CONFIG = 2  # refused to start: the configuration is unsafe or invalid
@@ -152,14 +154,14 @@ async def _accept(request: web.Request, job_id: str) -> dict:
     app = request.app
     settings = app[SETTINGS]
     budget = app[UPLOAD_BUDGET]
-    cost = reservation(request, settings)
+    most = reservation(request, settings)
+    slots, key_id = app[UPLOAD_SLOTS], request.get("key_id", -1)
+    if not slots.take(key_id):
+        raise ApiError("rate_limited", f"more than {slots.per_key} uploads at once with this "
+                                       "key", retry_after=1)
+    share = budget.open(most) if most > SMALL_BODY else None
     try:
-        await asyncio.wait_for(budget.reserve(cost), settings.upload_timeout)
-    except TimeoutError as exc:
-        raise ApiError("server_busy", "too many large uploads in progress",
-                       retry_after=2) from exc
-    try:
-        upload = await read_upload(request, settings)
+        upload = await read_upload(request, settings, budget, share)
         fmt, method, family = _check_type(request, upload.filename, upload.data)
         request["job_id"] = job_id
         record = {
@@ -171,7 +173,9 @@ async def _accept(request: web.Request, job_id: str) -> dict:
         }
         await app[STORE].submit(record, upload.data)
     finally:
-        await budget.release(cost)
+        slots.give_back(key_id)
+        if share is not None:
+            await budget.close(share)
     # Logged on the request's own line (one line per request, not two).
     request["accepted"] = {"format": fmt.ext, "bytes": record["size"],
                            "extract_method": method or None}
@@ -277,6 +281,7 @@ def create_app(settings: Settings) -> web.Application:
                           client_max_size=settings.max_content_length)
     app[SETTINGS] = settings
     app[UPLOAD_BUDGET] = MemoryBudget(settings.upload_memory_mb * 1024 * 1024)
+    app[UPLOAD_SLOTS] = UploadSlots(settings.max_uploads_per_key)
     app[DRAIN] = drain = DrainRate()
     app[RETRY_AFTER] = drain.retry_after
     app[METRICS_HOOK] = None
