@@ -43,10 +43,10 @@ class MemoryBudget:
         """Wait until `size` more bytes may be held, then hold them."""
         async with self._changed:
             await self._changed.wait_for(lambda: self._may_grow(reservation, size))
+            # No one is woken: a grant never makes another's request safe (it only moves
+            # bytes from free to a holder that gives them back when it ends); a close does.
             reservation.held += size
             self.used += size
-            # A grant can reorder who finishes first in the check; let waiters look again.
-            self._changed.notify_all()
 
     async def close(self, reservation: Reservation) -> None:
         """The upload is stored or refused: everything it held is free again."""
