@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> dict:
            # Recycling would hide a leak from the memory phase (and costs one fork per
            # WORKER_MAX_JOBS jobs, nothing next to the rest).
            "WORKER_MAX_JOBS": "1000000",
-           "FAST_DOC": "0" if args.no_fast_doc else "1"}
+           "FAST_DOC": "0" if args.no_fast_doc else "1",
+           # The memory phase is one client with upload_clients uploads at once.
+           "MAX_UPLOADS_PER_KEY": str(max(8, work.upload_clients))}
     started = time.time()
     meta = {"commit": commit_id(), "started_at": started, "workers": args.workers,
             "cpus": os.cpu_count(), "quick": args.quick, "fast_doc": not args.no_fast_doc,

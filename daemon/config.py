@@ -7,15 +7,19 @@ else. Each process builds one `Settings` at start and passes it down.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from dotenv import dotenv_values
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+DEFAULT_TENANT = "default"  # the tenant of a bare key in API_KEY
+_TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -48,7 +52,12 @@ def _bool(value: str) -> bool:
 class Settings:
     home: Path = ROOT
     # --- access ----------------------------------------------------------------------
-    api_keys: tuple[str, ...] = _setting((), "comma-separated API keys; several allow rotation")
+    api_keys: tuple[str, ...] = _setting((), "comma-separated API keys, each `tenant:key` or "
+                                             "a bare key (tenant `default`); several keys "
+                                             "of one tenant allow rotation")
+    admin_api_keys: tuple[str, ...] = _setting((), "keys that may also read /metrics, "
+                                                   "/status, /health/detailed (same form); "
+                                                   "empty: the `default` tenant's keys")
     allow_no_auth: bool = _setting(False, "1: run without a key (local use only; logged)")
     # --- network ---------------------------------------------------------------------
     host: str = _setting("127.0.0.1", "address the api listens on (0.0.0.0 in Docker)")
@@ -64,6 +73,13 @@ class Settings:
     upload_memory_mb: int = _setting(128, "upload bodies one api process holds at once "
                                           "(peak RSS is about 45 MB + 2.5-3.5 x this)")
     upload_timeout: float = _setting(30.0, "seconds a body may take to arrive (408 after)")
+    upload_min_rate_kb: int = _setting(8, "a body slower than this, KiB/s over each "
+                                          "UPLOAD_RATE_WINDOW, is cut with 408; 0: no "
+                                          "minimum")
+    upload_rate_window: float = _setting(5.0, "seconds over which UPLOAD_MIN_RATE_KB is "
+                                              "judged; the first is a grace period")
+    max_uploads_per_key: int = _setting(8, "uploads one key may be sending at once (per api "
+                                           "process); the next gets 429; 0: no bound")
     max_queue_depth: int = _setting(1000, "unfinished jobs accepted before 503 queue_full")
     rate_limit_per_minute: int = _setting(0, "requests per minute per key; 0: no limit")
     max_wait: float = _setting(300.0, "upper bound of ?wait=, seconds")
@@ -136,7 +152,8 @@ class Settings:
     temp_files_warn_mb: float = _setting(500.0, "spool size for WARNING, MB")
 
     # Environment names that differ from the upper-cased field name.
-    ENV_NAMES = {"api_keys": "API_KEY", "home": "TEXTRACTD_HOME"}
+    ENV_NAMES = {"api_keys": "API_KEY", "admin_api_keys": "ADMIN_API_KEY",
+                 "home": "TEXTRACTD_HOME"}
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -153,7 +170,9 @@ class Settings:
             if raw is None or raw == "":
                 continue
             values[f.name] = _convert(f.name, raw, type(f.default))
-        return cls(**values)
+        settings = cls(**values)
+        _ = settings.access_keys  # a malformed key list is refused here, at start
+        return settings
 
     # --- derived paths and names -----------------------------------------------------
     @property
@@ -184,6 +203,51 @@ class Settings:
     @property
     def auth_required(self) -> bool:
         return not self.allow_no_auth
+
+    @cached_property
+    def access_keys(self) -> tuple[AccessKey, ...]:
+        """Every key the api accepts, with its tenant and whether it is an admin key."""
+        return parse_access_keys(self.api_keys, self.admin_api_keys)
+
+
+class AccessKey(NamedTuple):
+    tenant: str
+    secret: str
+    admin: bool
+
+
+def parse_access_keys(api_keys: tuple[str, ...],
+                      admin_keys: tuple[str, ...] = ()) -> tuple[AccessKey, ...]:
+    """API_KEY and ADMIN_API_KEY entries as keys: `tenant:key`, or a bare key (`default`).
+
+    Without ADMIN_API_KEY the default tenant's keys are the admin keys, so a setting from
+    before tenants (bare keys only) keeps every route. Errors never quote a key."""
+    tenant_of: dict[str, str] = {}
+    admin: set[str] = set()
+    for setting, entries in (("API_KEY", api_keys), ("ADMIN_API_KEY", admin_keys)):
+        for position, entry in enumerate(entries, 1):
+            tenant, secret = _split_entry(entry, setting, position)
+            if tenant_of.setdefault(secret, tenant) != tenant:
+                raise ConfigError(f"{setting}: entry {position} repeats a key of tenant "
+                                  f"{tenant_of[secret]!r} under tenant {tenant!r}")
+            if setting == "ADMIN_API_KEY" or (not admin_keys and tenant == DEFAULT_TENANT):
+                admin.add(secret)
+    return tuple(AccessKey(tenant, secret, secret in admin)
+                 for secret, tenant in tenant_of.items())
+
+
+def _split_entry(entry: str, setting: str, position: int) -> tuple[str, str]:
+    if ":" not in entry:
+        return DEFAULT_TENANT, entry
+    tenant, _, secret = entry.partition(":")
+    tenant, secret = tenant.strip(), secret.strip()
+    if not _TENANT_NAME.match(tenant):
+        raise ConfigError(f"{setting}: entry {position} has a tenant name that is not 1-64 "
+                          "letters, digits, '.', '_' or '-' (a key containing ':' needs "
+                          "its tenant first: `default:<key>`)")
+    if not secret:
+        raise ConfigError(f"{setting}: entry {position} names tenant {tenant!r} but no key")
+    return tenant, secret
 
 
 def env_name(name: str) -> str:

@@ -78,12 +78,12 @@ return {1, entry}
 
 # Taking up a delivered job: gone | final | wait(reopen_at, created_at) |
 # exhausted(attempts, last error code, message) |
-# run(attempts, payload, breaker_transition, ext, method, request_id)
+# run(attempts, payload, breaker_transition, ext, method, request_id, tenant)
 BEGIN_LUA = BREAKER_LUA + """
 local function begin_job(job_key, payload_key, breaker_key, history_key, consumer, at,
                          max_attempts, recovery)
   local job = redis.call('HMGET', job_key, 'state', 'attempts', 'created_at', 'error_code',
-                        'error_message', 'ext', 'method', 'request_id')
+                        'error_message', 'ext', 'method', 'request_id', 'tenant')
   local state = job[1]
   if not state then return {'gone'} end
   if state == 'done' or state == 'failed' then return {'final'} end
@@ -100,7 +100,8 @@ local function begin_job(job_key, payload_key, breaker_key, history_key, consume
              consumer = consumer, attempt = attempts}))
   local payload = redis.call('GET', payload_key)
   if not payload then return {'gone'} end
-  return {'run', attempts, payload, gate[3] or '', job[6] or '', job[7] or '', job[8] or ''}
+  return {'run', attempts, payload, gate[3] or '', job[6] or '', job[7] or '', job[8] or '',
+          job[9] or ''}
 end
 """
 

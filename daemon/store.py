@@ -245,15 +245,16 @@ class Begun:
     ext: str = ""
     method: str = ""
     request_id: str = ""
+    tenant: str = ""
 
     @classmethod
     def from_reply(cls, reply: list) -> Begun:
         """What lua.begin_job answered."""
         verdict = _s(reply[0])
         if verdict == "run":
-            ext, method, request_id = (_s(x) for x in reply[4:7])
+            ext, method, request_id, tenant = (_s(x) for x in reply[4:8])
             return cls("run", int(reply[1]), reply[2], breaker_transition=_s(reply[3]),
-                       ext=ext, method=method, request_id=request_id)
+                       ext=ext, method=method, request_id=request_id, tenant=tenant)
         if verdict == "wait":
             return cls("wait", reopen_at=float(reply[1]), created_at=float(reply[2]))
         if verdict == "exhausted":

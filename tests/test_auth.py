@@ -184,6 +184,18 @@ def test_the_api_refuses_to_start_without_a_key_with_exit_code_2(tmp_path, key: 
     assert not [e for e in events if e["event"] == "api.starting"]
 
 
+def test_the_api_refuses_a_malformed_key_list_with_exit_code_2_never_quoting_a_key(
+        tmp_path) -> None:
+    key = "tenant-key-that-must-not-be-printed"
+    result = subprocess.run([sys.executable, "-m", "daemon.api"], cwd=ROOT, timeout=60,
+                            env=api_env(tmp_path, API_KEY=f"acme:{key},globex:{key}",
+                                        PORT=str(free_port())), capture_output=True)
+    assert result.returncode == 2, result.stderr[-2000:]
+    refused = [e for e in log_events(result.stdout) if e["event"] == "api.refused"]
+    assert len(refused) == 1 and "entry 2" in refused[0]["reason"], refused
+    assert key.encode() not in result.stdout + result.stderr
+
+
 def test_allow_no_auth_serves_without_a_key_and_says_so_once(tmp_path) -> None:
     redis_server = RedisServer(tmp_path / "redis").start()
     port = free_port()

@@ -27,13 +27,17 @@ from tests.test_hostile import error_of, jobs_added, raw_request, request_head
 pytestmark = pytest.mark.slow
 
 FOX = b"the quick brown fox jumps over the lazy dog"
+SLOW_KEY = "slow-client-key-0123456789abc"  # the trickles'
+OTHER_KEY = "other-client-key-0123456789ab"  # everyone else's
 
 
 @pytest.fixture(scope="module")
 def slow_stack() -> Iterator[Stack]:
     """One worker and a one-second UPLOAD_TIMEOUT: what slow clients may hold."""
     stack = Stack(env={"WORKER_PROCESSES": "1", "UPLOAD_TIMEOUT": "1",
-                       "MAX_CONTENT_LENGTH": str(MIB), "JOB_TIMEOUT": "20"}).start()
+                       "MAX_CONTENT_LENGTH": str(MIB), "JOB_TIMEOUT": "20",
+                       "API_KEY": f"slow:{SLOW_KEY},other:{OTHER_KEY}"}).start()
+    stack.api_key = SLOW_KEY
     yield stack
     stack.stop()
     shutil.rmtree(stack.root, ignore_errors=True)
@@ -76,7 +80,7 @@ def test_a_trickling_body_times_out_with_408_while_a_normal_upload_completes_pro
         slow_stack: Stack) -> None:
     slow = in_thread(lambda: trickle(slow_stack))
     started = time.monotonic()
-    normal = Client(slow_stack).upload("fox.txt", FOX, wait=30)
+    normal = Client(slow_stack, key=OTHER_KEY).upload("fox.txt", FOX, wait=30)
     normal_seconds = time.monotonic() - started
     reply = slow()
     error_of(reply, 408, "request_timeout")
@@ -89,14 +93,20 @@ def test_many_trickling_bodies_hold_neither_the_worker_nor_other_clients(
         slow_stack: Stack) -> None:
     slow = [in_thread(lambda chunked=chunked: trickle(slow_stack, chunked))
             for chunked in [False, True] * 6]
-    client = Client(slow_stack)
+    client = Client(slow_stack, key=OTHER_KEY)
     started = time.monotonic()
     replies = [client.upload(f"fox{i}.txt", FOX, wait=30) for i in range(3)]
     seconds = time.monotonic() - started
     assert [r.json()["state"] for r in replies] == ["done"] * 3
     assert seconds < 4.0, seconds
-    for join in slow:
-        error_of(join(), 408, "request_timeout")
+    # MAX_UPLOADS_PER_KEY (8) of the twelve are read until they time out; the other four
+    # are refused at once: one key's sockets queue behind each other, not behind others'.
+    answers = [join() for join in slow]
+    assert Counter(r.status for r in answers) == {408: 8, 429: 4}
+    for reply in answers:
+        error_of(reply, None, "request_timeout" if reply.status == 408 else "rate_limited")
+        if reply.status == 429:
+            assert reply.first_byte < 0.5 and reply.headers["retry-after"] == "1", reply
 
 
 # --- the queue bound ------------------------------------------------------------------------
@@ -126,7 +136,10 @@ def test_the_upload_past_max_queue_depth_gets_503_queue_full_with_retry_after(
 
 def test_400_concurrent_uploads_past_the_queue_bound_get_exactly_the_room_there_is(
         make_stack) -> None:
-    stack = make_stack(workers=False, env={"MAX_QUEUE_DEPTH": "50"})
+    # One client with 40 connections, allowed that many uploads at once: only the queue
+    # bound is under test here.
+    stack = make_stack(workers=False, env={"MAX_QUEUE_DEPTH": "50",
+                                           "MAX_UPLOADS_PER_KEY": "40"})
     client = Client(stack, timeout=60)
     with ThreadPoolExecutor(max_workers=40) as pool:
         replies = list(pool.map(lambda i: client.upload(f"doc{i}.txt", FOX), range(400)))
@@ -166,7 +179,9 @@ def test_the_request_past_the_per_key_rate_limit_gets_429_with_retry_after(make_
 # --- upload memory --------------------------------------------------------------------------
 def test_32_concurrent_16_mib_uploads_keep_the_api_below_1_5_times_their_size(
         make_stack) -> None:
-    stack = make_stack(workers=False, env={"MAX_CONTENT_LENGTH": str(16 * MIB)})
+    # 32 uploads at once from one key: the operator allows one client that many.
+    stack = make_stack(workers=False, env={"MAX_CONTENT_LENGTH": str(16 * MIB),
+                                           "MAX_UPLOADS_PER_KEY": "32"})
     result = measure_upload_rss(stack, clients=32, upload_bytes=16 * MIB)
     print(result.summary())  # the README figure (pytest -s shows it)
     assert result.statuses == {202: 32}, result.summary()
@@ -228,11 +243,12 @@ def test_an_upload_declaring_too_much_gets_413_at_once_even_with_the_budget_full
                             Content_Length=length)
 
     with socket.create_connection(("127.0.0.1", stack.port)) as holder:
-        holder.sendall(head(MIB) + b"a" * 1024)  # reserves the whole budget, then stalls
+        # Memory is reserved as bytes arrive: this one sends the whole budget, then stalls.
+        holder.sendall(head(MIB) + b"a" * (MIB - 16))
 
         def budget_full() -> bool:
-            try:  # a 100-byte upload now waits for memory: no answer within half a second
-                raw_request(stack.port, head(100) + b"a" * 100, timeout=0.5)
+            try:  # a 100 KiB upload now waits for memory: no answer within half a second
+                raw_request(stack.port, head(100 * 1024) + b"a" * 100 * 1024, timeout=0.5)
             except TimeoutError:
                 return True
             return False

@@ -21,14 +21,24 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from daemon import __version__
+from daemon.api.budget import MemoryBudget, UploadSlots
 from daemon.api.drain import DrainRate, sample_drain
 from daemon.api.keys import METRICS_HOOK, RATE_LIMITER, RETRY_AFTER
-from daemon.api.middleware import ApiError, auth, errors, json_response, request_context
+from daemon.api.middleware import (
+    ApiError,
+    auth,
+    errors,
+    framing,
+    hide_server_version,
+    json_response,
+    request_context,
+    tenant_of,
+)
 from daemon.api.monitoring import setup_monitoring
 from daemon.api.ratelimit import RateLimiter
-from daemon.api.uploads import MemoryBudget, read_upload, reservation
+from daemon.api.uploads import SMALL_BODY, read_upload, reservation
 from daemon.api.waiters import Waiters
-from daemon.config import Settings
+from daemon.config import DEFAULT_TENANT, ConfigError, Settings
 from daemon.connection import RedisTooOld, connect_async, require_redis_version_async
 from daemon.documents import formats
 from daemon.errors import EncryptedDocument, UnsupportedFormat
@@ -37,6 +47,7 @@ from daemon.store import (
     FINAL_STATES,
     AsyncJobStore,
     ensure_group_async,
+    job_key,
     public_job,
 )
 
@@ -46,6 +57,7 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", AsyncJobStore)
 WAITERS = web.AppKey("waiters", Waiters)
 UPLOAD_BUDGET = web.AppKey("upload_budget", MemoryBudget)
+UPLOAD_SLOTS = web.AppKey("upload_slots", UploadSlots)
 DRAIN = web.AppKey("drain", DrainRate)
 
 EXIT_CONFIG = 2  # refused to start: the configuration is unsafe or invalid
@@ -85,21 +97,23 @@ async def extract(request: web.Request) -> web.Response:
 async def get_job(request: web.Request) -> web.Response:
     job_id = _job_id(request)
     wait = _wait_seconds(request, default=0.0)
+    await _check_owner(request, job_id)
     if wait > 0:
         job = await request.app[WAITERS].wait(job_id, wait)
     else:
         job = await request.app[STORE].get(job_id)
     if job is None:
-        raise ApiError("not_found", f"no job {job_id} (jobs expire after RESULT_TTL)")
+        raise _no_job(job_id)
     return json_response(job, status=200)
 
 
 async def get_text(request: web.Request) -> web.Response:
     job_id = _job_id(request)
+    await _check_owner(request, job_id)
     store = request.app[STORE]
     job = await store.get(job_id)
     if job is None:
-        raise ApiError("not_found", f"no job {job_id}")
+        raise _no_job(job_id)
     if job["state"] == "failed":
         raise ApiError("job_failed", f"the job failed: {job['error']['code']}",
                        extra={"job_id": job_id, "job_error": job["error"]})
@@ -111,8 +125,9 @@ async def get_text(request: web.Request) -> web.Response:
 
 async def delete_job(request: web.Request) -> web.Response:
     job_id = _job_id(request)
+    await _check_owner(request, job_id)
     if not await request.app[STORE].delete(job_id):
-        raise ApiError("not_found", f"no job {job_id}")
+        raise _no_job(job_id)
     log.info("job.deleted", job_id=job_id)
     return web.Response(status=204)
 
@@ -139,14 +154,14 @@ async def _accept(request: web.Request, job_id: str) -> dict:
     app = request.app
     settings = app[SETTINGS]
     budget = app[UPLOAD_BUDGET]
-    cost = reservation(request, settings)
+    most = reservation(request, settings)
+    slots, key_id = app[UPLOAD_SLOTS], request.get("key_id", -1)
+    if not slots.take(key_id):
+        raise ApiError("rate_limited", f"more than {slots.per_key} uploads at once with this "
+                                       "key", retry_after=1)
+    share = budget.open(most) if most > SMALL_BODY else None
     try:
-        await asyncio.wait_for(budget.reserve(cost), settings.upload_timeout)
-    except TimeoutError as exc:
-        raise ApiError("server_busy", "too many large uploads in progress",
-                       retry_after=2) from exc
-    try:
-        upload = await read_upload(request, settings)
+        upload = await read_upload(request, settings, budget, share)
         fmt, method, family = _check_type(request, upload.filename, upload.data)
         request["job_id"] = job_id
         record = {
@@ -154,10 +169,13 @@ async def _accept(request: web.Request, job_id: str) -> dict:
             "family": family, "method": method,
             "filename": formats.safe_display_name(upload.filename), "size": len(upload.data),
             "created_at": f"{time.time():.6f}", "request_id": request["request_id"],
+            "tenant": tenant_of(request),
         }
         await app[STORE].submit(record, upload.data)
     finally:
-        await budget.release(cost)
+        slots.give_back(key_id)
+        if share is not None:
+            await budget.close(share)
     # Logged on the request's own line (one line per request, not two).
     request["accepted"] = {"format": fmt.ext, "bytes": record["size"],
                            "extract_method": method or None}
@@ -206,6 +224,19 @@ def _wait_seconds(request: web.Request, default: float) -> float:
     return min(value, request.app[SETTINGS].max_wait)
 
 
+async def _check_owner(request: web.Request, job_id: str) -> None:
+    """404 for a job of another tenant: the same answer as for no job, so an id of
+    another client's job tells nothing, not even that it exists."""
+    state, owner = await request.app[STORE].client.hmget(job_key(job_id), "state", "tenant")
+    # A job stored before tenants has none: it was the default tenant's.
+    if state is not None and (owner.decode() if owner else DEFAULT_TENANT) != tenant_of(request):
+        raise _no_job(job_id)
+
+
+def _no_job(job_id: str) -> ApiError:
+    return ApiError("not_found", f"no job {job_id} (jobs expire after RESULT_TTL)")
+
+
 def _job_id(request: web.Request) -> str:
     job_id = request.match_info["job_id"]
     if not (len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id)):
@@ -250,10 +281,11 @@ async def _wake_waiters(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[request_context, errors, auth(settings)],
+    app = web.Application(middlewares=[request_context, framing, errors, auth(settings)],
                           client_max_size=settings.max_content_length)
     app[SETTINGS] = settings
     app[UPLOAD_BUDGET] = MemoryBudget(settings.upload_memory_mb * 1024 * 1024)
+    app[UPLOAD_SLOTS] = UploadSlots(settings.max_uploads_per_key)
     app[DRAIN] = drain = DrainRate()
     app[RETRY_AFTER] = drain.retry_after
     app[METRICS_HOOK] = None
@@ -277,12 +309,18 @@ def create_app(settings: Settings) -> web.Application:
 
 
 def main() -> None:
-    settings = Settings.from_env()
-    configure_logging("api", secrets=settings.api_keys)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        configure_logging("api")
+        log.error("api.refused", reason=str(exc))  # the message never quotes a key
+        sys.exit(EXIT_CONFIG)
+    configure_logging("api", secrets=tuple(k.secret for k in settings.access_keys))
     # aiohttp's access log would duplicate our own one-line-per-request event.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.server").addFilter(NoParserTracebacks())
-    if settings.auth_required and not settings.api_keys:
+    hide_server_version()
+    if settings.auth_required and not settings.access_keys:
         log.error("api.refused", reason="API_KEY is empty; set it (scripts/run writes one to "
                                         ".env) or set ALLOW_NO_AUTH=1 for local use")
         sys.exit(EXIT_CONFIG)

@@ -14,10 +14,11 @@ import uuid
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import web, web_response
+from aiohttp.http import HttpVersion10
 
 from daemon.api.keys import METRICS_HOOK, RATE_LIMITER, RETRY_AFTER
-from daemon.config import Settings
+from daemon.config import DEFAULT_TENANT, AccessKey, Settings
 from daemon.connection import REDIS_DOWN
 from daemon.errors import ERROR_CODES, QueueFull, ReplicationTimeout
 from daemon.logs import scrub_surrogates
@@ -25,7 +26,26 @@ from daemon.logs import scrub_surrogates
 log = structlog.get_logger()
 
 OPEN_PATHS = frozenset({"/health"})
+# The operators' routes: an admin key only (ADMIN_API_KEY).
+ADMIN_PATHS = frozenset({"/metrics", "/status", "/health/detailed"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+SERVER_NAME = "textractd"
+# Counted and logged for a request whose client went away before its answer (nginx's
+# convention): not a 5xx, so a client that hangs up cannot raise the service's alarms.
+CLIENT_CLOSED = 499
+
+
+class ClientDisconnected(Exception):
+    """Raised when the client closed its connection before its request was read whole."""
+
+
+def hide_server_version() -> None:
+    """Name the service, not its stack, in every answer's Server header.
+
+    aiohttp sends `Python/3.11 aiohttp/3.x` by default, its own parser-error answers
+    included (those never reach a middleware or a signal), so its module default is the
+    one place that covers them all."""
+    web_response.SERVER_SOFTWARE = SERVER_NAME
 
 
 class ApiError(Exception):
@@ -101,7 +121,13 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
     except ReplicationTimeout as exc:
         return error_response(request, exc.code, str(exc), 503, retry_after=2,
                               extra={"job_id": exc.job_id})
+    except ClientDisconnected as exc:
+        log.info("http.client_disconnected", error=str(exc))
+        return web.Response(status=CLIENT_CLOSED)  # nobody reads it: it is for the log line
     except REDIS_DOWN as exc:
+        if _client_gone(request):  # the client's socket failed, not Redis's
+            log.info("http.client_disconnected", error=str(exc))
+            return web.Response(status=CLIENT_CLOSED)
         log.warning("redis.unavailable", error=str(exc))
         return error_response(request, "redis_unavailable",
                               "the queue store is unreachable; retry shortly", 503,
@@ -123,6 +149,26 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
 
 
 
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+@web.middleware
+async def framing(request: web.Request, handler) -> web.StreamResponse:
+    """Refuse a body framing that the two ends of a connection could read differently.
+
+    HTTP/1.0 has no chunked coding: a 1.0 request with Transfer-Encoding must be treated
+    as faulty and the connection closed (RFC 9112 section 6.1), or the bytes after it
+    could be run as a second request that a proxy in front never saw."""
+    if request.version <= HttpVersion10 and "Transfer-Encoding" in request.headers:
+        response = error_response(request, "bad_request", "Transfer-Encoding is not "
+                                  "allowed in an HTTP/1.0 request", 400)
+        response.force_close()
+        return response
+    return await handler(request)
+
+
 def presented_key(request: web.Request) -> str | None:
     key = request.headers.get("X-API-Key")
     if key:
@@ -132,26 +178,48 @@ def presented_key(request: web.Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def key_matches(presented: str, keys: tuple[str, ...]) -> bool:
+def matching_key(presented: str, keys: tuple[AccessKey, ...]) -> AccessKey | None:
     # Compare against every key, without stopping early, in constant time per key.
-    matched = False
+    found = None
     given = presented.encode("utf-8", "surrogateescape")  # header bytes need not be UTF-8
     for key in keys:
-        matched |= hmac.compare_digest(given, key.encode())
-    return matched
+        if hmac.compare_digest(given, key.secret.encode()):
+            found = key
+    return found
+
+
+def tenant_of(request: web.Request) -> str:
+    """The tenant whose key made the request (the default one when auth is off)."""
+    return request.get("tenant", DEFAULT_TENANT)
+
+
+def _admit(request: web.Request, key: AccessKey | None, key_id: int = -1) -> None:
+    """Note who is asking, for the handlers and for every log line of the request."""
+    tenant = key.tenant if key else DEFAULT_TENANT
+    request["tenant"] = tenant
+    # The key's place in the list, never the key: what per-key bounds count by.
+    request["key_id"] = key_id
+    structlog.contextvars.bind_contextvars(tenant=tenant)
 
 
 def auth(settings: Settings):
     @web.middleware
     async def check_key(request: web.Request, handler) -> web.StreamResponse:
-        if request.path in OPEN_PATHS or not settings.auth_required:
+        if request.path in OPEN_PATHS:
+            return await handler(request)
+        if not settings.auth_required:
+            _admit(request, None)
             return await handler(request)
         presented = presented_key(request)
         if presented is None:
             raise ApiError("unauthorized", "send the API key in X-API-Key or "
                                            "Authorization: Bearer")
-        if not key_matches(presented, settings.api_keys):
+        key = matching_key(presented, settings.access_keys)
+        if key is None:
             raise ApiError("forbidden", "the API key is not valid")
+        _admit(request, key, settings.access_keys.index(key))
+        if request.path in ADMIN_PATHS and not key.admin:
+            raise ApiError("forbidden", "this route needs an admin key (ADMIN_API_KEY)")
         limiter = request.app.get(RATE_LIMITER)
         if limiter is not None:
             wait = await limiter.retry_after(presented)

@@ -1,25 +1,32 @@
-"""Reading an upload from the wire: streamed, counted, cut at MAX_CONTENT_LENGTH.
+"""Reading an upload from the wire: streamed, counted, cut at MAX_CONTENT_LENGTH, paced.
 
 The body is read chunk by chunk into one buffer (the bytes that go to Redis), so it is
 held in memory once; a body that passes the limit is refused before the rest is read,
-whatever Content-Length claimed (honest, lying or absent). A memory budget shared by all
-requests bounds how many bodies are held at once, weighted by size, so many large
-uploads queue for memory while small ones and slow trickles do not block each other.
+whatever Content-Length claimed (honest, lying or absent). Its memory is reserved from
+the budget as it arrives (daemon.api.budget), and a body that arrives slower than
+UPLOAD_MIN_RATE_KB is cut early with 408, so a stalled socket holds neither memory nor
+its key's upload slot for long.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
-from daemon.api.middleware import ApiError
+from daemon.api.budget import MemoryBudget, Reservation
+from daemon.api.middleware import ApiError, ClientDisconnected
 from daemon.config import Settings
 
 CHUNK = 256 * 1024
+# A body declared this small is held without a reservation: aiohttp buffers about as
+# much for any open connection anyway, and so no upload of any size, stalled or not,
+# can make a small one wait for memory.
+SMALL_BODY = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -28,33 +35,10 @@ class Upload:
     data: bytearray  # not copied to bytes: redis-py sends a bytearray as it is
 
 
-class MemoryBudget:
-    """Bytes of upload bodies this process may hold at once."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._changed = asyncio.Condition()
-
-    async def reserve(self, size: int) -> None:
-        async with self._changed:
-            # An upload larger than the whole budget may still go, alone.
-            await self._changed.wait_for(lambda: self.used == 0
-                                         or self.used + size <= self.limit)
-            self.used += size
-
-    async def release(self, size: int) -> None:
-        async with self._changed:
-            self.used -= size
-            self._changed.notify_all()
-
-
 def reservation(request: web.Request, settings: Settings) -> int:
-    """What an upload may cost: its declared length, or the limit when it declares none.
+    """The most an upload may come to: its declared length, or the limit without one.
 
-    Reserved up front, whole: reserving chunk by chunk would let many half-read uploads
-    share the budget out and all wait for more. An upload that declares more than the
-    limit is refused here, before it could wait for memory it will never use.
+    An upload that declares more than the limit is refused here, before a byte is read.
     """
     declared = request.content_length
     limit = settings.max_content_length
@@ -70,35 +54,100 @@ def _too_large(limit: int) -> ApiError:
     return ApiError("payload_too_large", f"the upload is larger than {limit} bytes")
 
 
-async def read_upload(request: web.Request, settings: Settings) -> Upload:
+class Body:
+    """One body as it arrives: its bytes reserved from the budget, its pace judged.
+
+    The pace: every UPLOAD_RATE_WINDOW seconds (the first is the grace period) at least
+    UPLOAD_MIN_RATE_KB x the window must have come, or the body ends first. Judged by a
+    timer that only ever fires on a body that failed it, so no read is cut and resumed.
+    Time spent waiting for memory is the server's, not the client's: it does not count.
+    """
+
+    def __init__(self, budget: MemoryBudget, share: Reservation | None,
+                 timer: asyncio.Timeout, settings: Settings) -> None:
+        self.budget = budget
+        self.share = share
+        self.timer = timer
+        self.quota = settings.upload_min_rate_kb * 1024 * settings.upload_rate_window
+        self.window = settings.upload_rate_window
+        self.waiting_for_memory = False
+        self._loop = asyncio.get_running_loop()
+        self._since_mark = 0
+        self._deadline = self._loop.time() + self.window
+        if self.quota > 0:
+            timer.reschedule(self._deadline)
+
+    def arrived(self, size: int) -> None:
+        if self.quota <= 0:
+            return
+        self._since_mark += size
+        if self._since_mark >= self.quota:  # this window's due is in: the next one starts
+            self._since_mark = 0
+            self._deadline = self._loop.time() + self.window
+            self.timer.reschedule(self._deadline)
+
+    async def hold(self, size: int) -> None:
+        """Reserve `size` bytes just read, waiting for memory if need be."""
+        if self.share is None:
+            return
+        self.waiting_for_memory = True
+        paused = self._loop.time()
+        self.timer.reschedule(None)
+        try:
+            await self.budget.grow(self.share, size)
+        finally:
+            self.waiting_for_memory = False
+            self._deadline += self._loop.time() - paused
+            if self.quota > 0:
+                self.timer.reschedule(self._deadline)
+
+
+async def read_upload(request: web.Request, settings: Settings, budget: MemoryBudget,
+                      share: Reservation | None) -> Upload:
     """The document in the request: multipart field `file`, or the raw body.
 
-    Call `reservation` first: it refuses a body that declares itself too large."""
+    Call `reservation` first: it refuses a body that declares itself too large. `share`
+    (from budget.open) is what the body's bytes are reserved under; None: a small body."""
     limit = settings.max_content_length
+    body: Body | None = None
     try:
-        async with asyncio.timeout(settings.upload_timeout):
+        async with asyncio.timeout(settings.upload_timeout), \
+                asyncio.timeout(None) as pace:
+            body = Body(budget, share, pace, settings)
             if request.content_type.startswith("multipart/"):
-                return await _read_multipart(request, limit)
-            data = await _read_stream(request.content.iter_chunked(CHUNK), limit)
+                return await _read_multipart(request, limit, body)
+            data = await _read_stream(lambda: request.content.read(CHUNK), limit, body)
             return Upload(request.query.get("filename"), data)
     except TimeoutError as exc:
+        if body is not None and body.waiting_for_memory:
+            raise ApiError("server_busy", "too many large uploads in progress",
+                           retry_after=2) from exc
+        if body is not None and body.timer.expired():
+            raise ApiError("request_timeout", "the body arrived slower than "
+                           f"{settings.upload_min_rate_kb} KiB/s") from exc
         raise ApiError("request_timeout",
-                          f"the body did not arrive within {settings.upload_timeout:g} s") from exc
+                       f"the body did not arrive within {settings.upload_timeout:g} s") from exc
+    except ConnectionResetError as exc:
+        # aiohttp's "Connection lost": the client hung up mid-body. An OSError, so it
+        # would otherwise be taken for Redis going away.
+        raise ClientDisconnected(str(exc)) from exc
 
 
-async def _read_multipart(request: web.Request, limit: int) -> Upload:
+async def _read_multipart(request: web.Request, limit: int, body: Body) -> Upload:
     skipped = 0  # bytes of other fields: they count against the limit too
     try:
         reader = await request.multipart()
         async for part in reader:
             name, filename = _disposition(part)
             if not isinstance(part, BodyPartReader) or name != "file":
-                async for chunk in _part_chunks(part):
+                while chunk := await part.read_chunk(CHUNK):
+                    body.arrived(len(chunk))  # paced, never held: it is dropped at once
                     skipped += len(chunk)
                     if skipped > limit:
                         raise _too_large(limit)
                 continue
-            data = await _read_stream(_part_chunks(part), limit - skipped)
+            data = await _read_stream(lambda part=part: part.read_chunk(CHUNK),
+                                      limit - skipped, body)
             return Upload(filename or request.query.get("filename"), data)
     except (ValueError, AssertionError, HttpProcessingError) as exc:
         # aiohttp's errors for a malformed multipart body or part header
@@ -116,16 +165,14 @@ def _disposition(part: BodyPartReader | MultipartReader) -> tuple[str | None, st
             content_disposition_filename(params, "filename"))
 
 
-async def _part_chunks(part: BodyPartReader):
-    while chunk := await part.read_chunk(CHUNK):
-        yield chunk
-
-
-async def _read_stream(chunks, limit: int) -> bytearray:
+async def _read_stream(read: Callable[[], Awaitable[bytes]], limit: int,
+                       body: Body) -> bytearray:
     buffer = bytearray()
-    async for chunk in chunks:
+    while chunk := await read():
+        body.arrived(len(chunk))
         if len(buffer) + len(chunk) > limit:
             raise _too_large(limit)
+        await body.hold(len(chunk))
         buffer += chunk
     if not buffer:
         raise ApiError("bad_request", "the upload is empty")

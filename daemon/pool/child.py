@@ -235,7 +235,8 @@ class Child:
                 log.info("job.duplicate", job_id=delivery.job_id, entry=delivery.entry_id)
             return
         structlog.contextvars.bind_contextvars(job_id=delivery.job_id,
-                                               request_id=begun.request_id or None)
+                                               request_id=begun.request_id or None,
+                                               tenant=begun.tenant or None)
         try:
             if begun.verdict == "wait":
                 self._wait_for_breaker(delivery, begun)
@@ -244,7 +245,7 @@ class Child:
             else:
                 self._run(delivery, begun)
         finally:
-            structlog.contextvars.unbind_contextvars("job_id", "request_id")
+            structlog.contextvars.unbind_contextvars("job_id", "request_id", "tenant")
 
     def _run(self, delivery: Delivery, begun: Begun) -> None:
         if begun.breaker_transition:
