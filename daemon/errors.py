@@ -121,6 +121,8 @@ ERROR_CODES: dict[str, ErrorCode] = {
         ErrorCode("method_not_allowed", 405, "the route exists, not with this HTTP method",
                   "use a method the Allow header lists"),
         ErrorCode("job_not_finished", 409, "the job has no text yet", "wait, then retry"),
+        ErrorCode("not_replayable", 409, "the dead letter's job is queued again already, or "
+                  "its document was deleted", "purge the letter if its document is gone"),
         ErrorCode("job_failed", 409, "the job failed, so it has no text",
                   "read the job's error.code"),
         ErrorCode("request_timeout", 408, "the body did not arrive within UPLOAD_TIMEOUT, or "

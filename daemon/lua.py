@@ -333,3 +333,82 @@ redis.call('DEL', job_key, payload_key, text_key, history_key)
 redis.call('PUBLISH', channel, job_id)
 return 1
 """
+
+# --- dead-letter administration (daemon.store.DeadLetters) ----------------------------
+# An operator's replay: the job goes back on the stream with a fresh attempt count, its
+# history kept (and a 'replayed' step added), and its dead letter leaves the stream, all
+# in one step, so a replay can neither be lost half-way nor queue the job twice. The job's
+# keys follow from the letter, so they are built here from the prefixes in ARGV (as TAKE
+# does). A record or history that expired since the job died is restored from the letter.
+# KEYS: dead letters, stream, depth
+# ARGV: dead letter id, now, actor (the tenant name), then the key prefixes of job,
+#       payload and history
+# Returns {1, job_id} | {0, 'gone'} | {0, 'no_payload', job_id} | {0, 'busy', job_id}
+REPLAY_DEAD = """
+local dead_letters = KEYS[1]
+local stream = KEYS[2]
+local depth_key = KEYS[3]
+local dead_id = ARGV[1]
+local now = ARGV[2]
+local actor = ARGV[3]
+local job_prefix = ARGV[4]
+local payload_prefix = ARGV[5]
+local history_prefix = ARGV[6]
+
+local found = redis.call('XRANGE', dead_letters, dead_id, dead_id)
+if #found == 0 then return {0, 'gone'} end
+local letter = {}
+for i = 1, #found[1][2], 2 do letter[found[1][2][i]] = found[1][2][i + 1] end
+local job_id = letter['job']
+local job_key = job_prefix .. job_id
+local history_key = history_prefix .. job_id
+if redis.call('EXISTS', payload_prefix .. job_id) == 0 then
+  return {0, 'no_payload', job_id}
+end
+local state = redis.call('HGET', job_key, 'state')
+if state and state ~= 'failed' then return {0, 'busy', job_id} end
+local record = cjson.decode(letter['record'] or '{}')
+if not state then
+  -- the record expired (RESULT_TTL) while the payload waited: the letter has it
+  for field, value in pairs(record) do redis.call('HSET', job_key, field, value) end
+end
+if redis.call('EXISTS', history_key) == 0 then
+  for _, step in ipairs(cjson.decode(letter['history'] or '[]')) do
+    redis.call('RPUSH', history_key, cjson.encode(step))
+  end
+end
+redis.call('HDEL', job_key, 'error_code', 'error_message', 'finished_at', 'started_at',
+           'duration_ms', 'chars', 'consumer')
+redis.call('HSET', job_key, 'state', 'queued', 'attempts', 0, 'replayed_at', now)
+redis.call('PERSIST', job_key)  -- FINISH set the result TTL; it is unfinished again
+redis.call('PERSIST', history_key)
+redis.call('RPUSH', history_key, cjson.encode({event = 'replayed', at = now, by = actor,
+           dead_letter = dead_id}))
+redis.call('XADD', stream, '*', 'job', job_id, 'family', record['family'] or 'python')
+redis.call('INCR', depth_key)
+redis.call('XDEL', dead_letters, dead_id)
+return {1, job_id}
+"""
+
+# An operator's purge: the dead letter and the payload kept for its replay go together
+# (the job's record keeps its TTL, so a client still reads why it failed).
+# KEYS: dead letters   ARGV: dead letter id, the key prefixes of job and payload
+# Returns {1, job_id} | {0, 'gone'}
+PURGE_DEAD = """
+local dead_letters = KEYS[1]
+local dead_id = ARGV[1]
+local job_prefix = ARGV[2]
+local payload_prefix = ARGV[3]
+
+local found = redis.call('XRANGE', dead_letters, dead_id, dead_id)
+if #found == 0 then return {0, 'gone'} end
+local job_id = ''
+for i = 1, #found[1][2], 2 do
+  if found[1][2][i] == 'job' then job_id = found[1][2][i + 1] end
+end
+local state = redis.call('HGET', job_prefix .. job_id, 'state')
+-- a job queued again since (replayed, then dead again) still needs its payload
+if not state or state == 'failed' then redis.call('DEL', payload_prefix .. job_id) end
+redis.call('XDEL', dead_letters, dead_id)
+return {1, job_id}
+"""

@@ -410,3 +410,112 @@ def _id_key(entry_id: str) -> tuple[int, int]:
 def _next_id(entry_id: str) -> str:
     ms, seq = _id_key(entry_id)
     return f"{ms}-{seq + 1}"
+
+
+# --- dead letters: the operators' view and actions ----------------------------------------
+DEAD_LETTER_ID_RE = r"^\d{1,20}-\d{1,20}$"  # a stream entry id: what names a dead letter
+DEAD_LETTER_SCAN = 200  # entries read per round trip while a filter skips some
+
+
+class ReplayRefused(Exception):
+    """Raised when a dead letter cannot go back on the queue: `reason` says why."""
+
+    def __init__(self, reason: str, job_id: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason  # gone | no_payload | busy
+        self.job_id = job_id
+
+
+def dead_letter_view(entry_id: bytes | str, fields: dict, *, full: bool = False) -> dict:
+    """A dead letter as the api, the CLI and the dashboard show it: the failure in front,
+    with `full`, the job's record and its attempt history as FINISH wrote them."""
+    raw = decode_record(fields)
+    try:
+        record = orjson.loads(raw.get("record") or "{}")
+    except orjson.JSONDecodeError:
+        record = {}
+    view = {
+        "id": _s(entry_id),
+        "job_id": raw.get("job"),
+        "dead_at": int(_s(entry_id).partition("-")[0]) / 1000,
+        "error": {"code": record.get("error_code"), "message": record.get("error_message")},
+        "attempts": int(record.get("attempts") or 0),
+        "filename": record.get("filename"),
+        "format": record.get("ext"),
+        "family": record.get("family"),
+        "tenant": record.get("tenant"),
+        "request_id": record.get("request_id"),
+    }
+    if full:
+        try:
+            history = orjson.loads(raw.get("history") or "[]")
+        except orjson.JSONDecodeError:
+            history = []
+        view["record"] = record
+        view["history"] = history
+    return view
+
+
+class DeadLetters:
+    """List, read, replay and purge the dead-letter stream (asyncio: the api and the CLI)."""
+
+    def __init__(self, client: aredis.Redis) -> None:
+        self.client = client
+        self._replay = client.register_script(lua.REPLAY_DEAD)
+        self._purge = client.register_script(lua.PURGE_DEAD)
+
+    async def count(self) -> int:
+        return int(await self.client.xlen(DEAD_LETTERS))
+
+    async def page(self, *, limit: int, before: str | None = None,
+                   code: str | None = None) -> tuple[list[dict], str | None]:
+        """Up to `limit` letters, newest first, older than `before`, of error `code`; and
+        the cursor of the next page (None when this one reached the oldest)."""
+        found: list[dict] = []
+        upper = f"({before}" if before else "+"
+        while len(found) < limit:
+            entries = await self.client.xrevrange(DEAD_LETTERS, max=upper, min="-",
+                                                  count=DEAD_LETTER_SCAN if code else limit)
+            for entry_id, fields in entries:
+                view = dead_letter_view(entry_id, fields)
+                if code is None or view["error"]["code"] == code:
+                    found.append(view)
+                    if len(found) == limit:
+                        return found, view["id"]
+                upper = f"({_s(entry_id)}"
+            if len(entries) < (DEAD_LETTER_SCAN if code else limit):
+                return found, None
+        return found, found[-1]["id"] if found else None
+
+    async def ids(self, code: str | None) -> list[str]:
+        """Every letter of error `code` (every letter when None), oldest first."""
+        out: list[str] = []
+        lower = "-"
+        while True:
+            entries = await self.client.xrange(DEAD_LETTERS, min=lower, max="+",
+                                               count=DEAD_LETTER_SCAN)
+            for entry_id, fields in entries:
+                if code is None or dead_letter_view(entry_id, fields)["error"]["code"] == code:
+                    out.append(_s(entry_id))
+                lower = f"({_s(entry_id)}"
+            if len(entries) < DEAD_LETTER_SCAN:
+                return out
+
+    async def get(self, dead_id: str) -> dict | None:
+        entries = await self.client.xrange(DEAD_LETTERS, min=dead_id, max=dead_id)
+        return dead_letter_view(*entries[0], full=True) if entries else None
+
+    async def replay(self, dead_id: str, actor: str) -> str:
+        """Queue the letter's job again; its id. Raises ReplayRefused."""
+        reply = await self._replay(
+            keys=[DEAD_LETTERS, STREAM, DEPTH],
+            args=[dead_id, time.time(), actor, job_key(""), payload_key(""), history_key("")])
+        if not int(reply[0]):
+            raise ReplayRefused(_s(reply[1]), _s(reply[2]) if len(reply) > 2 else "")
+        return _s(reply[1])
+
+    async def purge(self, dead_id: str) -> str | None:
+        """Remove the letter and its payload; the job id, or None when there was none."""
+        reply = await self._purge(keys=[DEAD_LETTERS],
+                                  args=[dead_id, job_key(""), payload_key("")])
+        return _s(reply[1]) if int(reply[0]) else None

@@ -22,6 +22,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from daemon import __version__
 from daemon.api.budget import MemoryBudget, UploadSlots
+from daemon.api.deadletters import setup_dead_letters
 from daemon.api.drain import DrainRate, sample_drain
 from daemon.api.keys import METRICS_HOOK, RATE_LIMITER, RETRY_AFTER
 from daemon.api.middleware import (
@@ -35,7 +36,9 @@ from daemon.api.middleware import (
     tenant_of,
 )
 from daemon.api.monitoring import setup_monitoring
+from daemon.api.openapi import setup_openapi
 from daemon.api.ratelimit import RateLimiter
+from daemon.api.ui import setup_console
 from daemon.api.uploads import SMALL_BODY, read_upload, reservation
 from daemon.api.waiters import Waiters
 from daemon.config import DEFAULT_TENANT, ConfigError, Settings
@@ -46,6 +49,7 @@ from daemon.logs import configure_logging
 from daemon.store import (
     FINAL_STATES,
     AsyncJobStore,
+    DeadLetters,
     ensure_group_async,
     job_key,
     public_job,
@@ -305,6 +309,9 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/v1/jobs/{job_id}", get_job)
     app.router.add_get("/v1/jobs/{job_id}/text", get_text)
     app.router.add_delete("/v1/jobs/{job_id}", delete_job)
+    setup_dead_letters(app, DeadLetters(client))
+    setup_console(app, settings, store)
+    setup_openapi(app)
     return app
 
 

@@ -25,9 +25,13 @@ from daemon.logs import scrub_surrogates
 
 log = structlog.get_logger()
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/ui"})
+# The console's page and assets, the API reference's: they hold no data (the page asks
+# for an admin key and sends it with every call it makes).
+OPEN_PREFIXES = ("/ui/",)
 # The operators' routes: an admin key only (ADMIN_API_KEY).
 ADMIN_PATHS = frozenset({"/metrics", "/status", "/health/detailed"})
+ADMIN_PREFIXES = ("/v1/dead-letters", "/v1/console")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 SERVER_NAME = "textractd"
 # Counted and logged for a request whose client went away before its answer (nginx's
@@ -205,7 +209,7 @@ def _admit(request: web.Request, key: AccessKey | None, key_id: int = -1) -> Non
 def auth(settings: Settings):
     @web.middleware
     async def check_key(request: web.Request, handler) -> web.StreamResponse:
-        if request.path in OPEN_PATHS:
+        if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
             return await handler(request)
         if not settings.auth_required:
             _admit(request, None)
@@ -218,7 +222,8 @@ def auth(settings: Settings):
         if key is None:
             raise ApiError("forbidden", "the API key is not valid")
         _admit(request, key, settings.access_keys.index(key))
-        if request.path in ADMIN_PATHS and not key.admin:
+        if (request.path in ADMIN_PATHS or request.path.startswith(ADMIN_PREFIXES)) \
+                and not key.admin:
             raise ApiError("forbidden", "this route needs an admin key (ADMIN_API_KEY)")
         limiter = request.app.get(RATE_LIMITER)
         if limiter is not None:

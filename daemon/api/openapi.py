@@ -1,0 +1,340 @@
+"""The API's contract: an OpenAPI 3.1 document at GET /openapi.json, read by /docs.
+
+Every route the app serves has one entry in OPERATIONS, keyed (METHOD, path) as aiohttp
+spells the path; tests/test_openapi.py fails when a route and the document disagree, so a
+new route is documented by adding its entry here (`op(...)` fills in the error answers).
+The error codes are an enum made from daemon.errors.ERROR_CODES.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from daemon import __version__
+from daemon.api.middleware import json_response
+from daemon.errors import ERROR_CODES
+
+JSON = "application/json"
+Schema = dict[str, Any]
+
+# --- shapes ---------------------------------------------------------------------------------
+NULLABLE_STR: Schema = {"type": ["string", "null"]}
+NULLABLE_NUM: Schema = {"type": ["number", "null"]}
+NULLABLE_INT: Schema = {"type": ["integer", "null"]}
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {
+            "type": "object", "required": ["code", "message", "request_id"],
+            "properties": {
+                "code": {"$ref": "#/components/schemas/ErrorCode"},
+                "message": {"type": "string"},
+                "request_id": NULLABLE_STR,
+                "job_id": NULLABLE_STR,
+                "supported": {"type": "array", "items": {"type": "string"}},
+                "job_error": {"$ref": "#/components/schemas/JobError"},
+            },
+            "additionalProperties": True}},
+    },
+    "ErrorCode": {"type": "string", "enum": sorted(ERROR_CODES),
+                  "description": "What went wrong, for a program to act on (README: "
+                                 "\"Error codes\")."},
+    "JobError": {"type": ["object", "null"],
+                 "properties": {"code": {"anyOf": [{"$ref": "#/components/schemas/ErrorCode"},
+                                                   {"type": "null"}]},
+                                "message": NULLABLE_STR}},
+    "Job": {
+        "type": "object",
+        "required": ["id", "state", "attempts", "error"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+            "state": {"type": "string", "enum": ["queued", "processing", "done", "failed"]},
+            "filename": NULLABLE_STR, "format": NULLABLE_STR, "method": NULLABLE_STR,
+            "bytes": NULLABLE_INT, "attempts": {"type": "integer", "minimum": 0},
+            "created_at": NULLABLE_NUM, "started_at": NULLABLE_NUM,
+            "finished_at": NULLABLE_NUM, "duration_ms": NULLABLE_NUM, "chars": NULLABLE_INT,
+            "request_id": NULLABLE_STR,
+            "error": {"$ref": "#/components/schemas/JobError"},
+            "text": {"type": "string"},
+        },
+    },
+    "DeadLetter": {
+        "type": "object", "required": ["id", "job_id", "dead_at", "error", "attempts"],
+        "properties": {
+            "id": {"type": "string", "pattern": r"^\d+-\d+$"},
+            "job_id": NULLABLE_STR, "dead_at": {"type": "number"},
+            "error": {"$ref": "#/components/schemas/JobError"},
+            "attempts": {"type": "integer"}, "filename": NULLABLE_STR,
+            "format": NULLABLE_STR, "family": NULLABLE_STR, "tenant": NULLABLE_STR,
+            "request_id": NULLABLE_STR,
+            "record": {"type": "object", "description": "the job's record as Redis held it"},
+            "history": {"type": "array", "items": {"type": "object"},
+                        "description": "each delivery and failure of the job, oldest first"},
+        },
+    },
+    "Upload": {"type": "object", "required": ["file"],
+               "properties": {"file": {"type": "string", "contentMediaType":
+                                       "application/octet-stream"}}},
+}
+
+# --- parameters -----------------------------------------------------------------------------
+JOB_ID = {"name": "job_id", "in": "path", "required": True,
+          "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
+DEAD_ID = {"name": "dead_id", "in": "path", "required": True,
+           "description": "the dead letter's id (its stream entry id)",
+           "schema": {"type": "string", "pattern": r"^\d{1,20}-\d{1,20}$"}}
+WAIT = {"name": "wait", "in": "query", "required": False,
+        "description": "seconds to wait for the job to finish (capped at MAX_WAIT)",
+        "schema": {"type": "number", "minimum": 0, "maximum": 30}}
+CODE_FILTER = {"name": "code", "in": "query", "required": False,
+               "schema": {"$ref": "#/components/schemas/ErrorCode"}}
+CODE_REQUIRED = {"name": "code", "in": "query", "required": True,
+                 "description": "the error code whose dead letters to act on; * for all",
+                 "schema": {"anyOf": [{"$ref": "#/components/schemas/ErrorCode"},
+                                      {"const": "*"}]}}
+UPLOAD_PARAMS = [
+    WAIT,
+    {"name": "filename", "in": "query", "required": False,
+     "description": "the document's name when the body is raw bytes",
+     "schema": {"type": "string", "maxLength": 255}},
+    {"name": "extension", "in": "query", "required": False,
+     "description": "the format the client says it is (checked against the bytes)",
+     "schema": {"type": "string", "maxLength": 16}},
+    {"name": "method", "in": "query", "required": False,
+     "description": "an extraction method the format offers (GET /v1/formats)",
+     "schema": {"type": "string", "maxLength": 32}},
+]
+UPLOAD_BODY = {"required": True, "content": {
+    "multipart/form-data": {"schema": {"$ref": "#/components/schemas/Upload"}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+
+
+# --- building operations --------------------------------------------------------------------
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def body(schema: Schema, description: str = "", media: str = JSON,
+         headers: dict | None = None) -> dict:
+    out: dict = {"description": description or "OK", "content": {media: {"schema": schema}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def error(description: str) -> dict:
+    return {"$ref": f"#/components/responses/{description}"}
+
+
+ERROR_RESPONSES = {
+    "400": "BadRequest", "401": "Unauthorized", "403": "Forbidden", "404": "NotFound",
+    "405": "MethodNotAllowed", "408": "RequestTimeout", "409": "Conflict",
+    "413": "PayloadTooLarge", "415": "UnsupportedMediaType", "422": "Unprocessable",
+    "429": "RateLimited", "503": "Unavailable", "507": "InsufficientStorage",
+}
+# What every route behind the key can answer, whatever it does.
+KEYED_ERRORS = ("401", "403", "405", "429", "503")
+
+
+def op(op_id: str, summary: str, responses: dict, *, errors: tuple[str, ...] = (),
+       params: list | None = None, request_body: dict | None = None, tags: tuple = (),
+       keyed: bool = True, admin: bool = False) -> dict:
+    """One operation; `errors` are the statuses of the error answers it may give."""
+    out: dict = {"operationId": op_id, "summary": summary, "tags": list(tags),
+                 "responses": dict(responses)}
+    for status in sorted(set(errors) | (set(KEYED_ERRORS) if keyed else {"405"})):
+        out["responses"].setdefault(status, error(ERROR_RESPONSES[status]))
+    if params:
+        out["parameters"] = params
+    if request_body:
+        out["requestBody"] = request_body
+    if not keyed:
+        out["security"] = []
+    if admin:
+        out["description"] = "Needs an admin key (ADMIN_API_KEY)."
+    return out
+
+
+def _job_links(prefix: str) -> dict:
+    job = {"job_id": "$response.body#/id"}
+    return {f"{prefix}GetJob": {"operationId": "getJob", "parameters": job},
+            f"{prefix}GetText": {"operationId": "getJobText", "parameters": job},
+            f"{prefix}DeleteJob": {"operationId": "deleteJob", "parameters": job}}
+
+
+JOB_ACCEPTED = {**body(ref("Job"), "accepted, not finished yet: poll Location"),
+                "links": _job_links("")}
+JOB_FINISHED = {**body(ref("Job"), "finished within `wait`"), "links": _job_links("Done")}
+HTML = {"description": "an HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
+ANY_OBJECT: Schema = {"type": "object"}
+
+OPERATIONS: dict[tuple[str, str], dict] = {
+    ("GET", "/health"): op("health", "Liveness: the process answers (no key needed)",
+                           {"200": body({"type": "object", "required": ["status"],
+                                         "properties": {"status": {"const": "pass"},
+                                                        "version": {"type": "string"}}})},
+                           keyed=False, tags=("operations",)),
+    ("GET", "/health/detailed"): op(
+        "healthDetailed", "Every component's check (application/health+json)",
+        {"200": body(ANY_OBJECT, "pass or warn", "application/health+json"),
+         "503": body(ANY_OBJECT, "a component fails", "application/health+json")},
+        admin=True, tags=("operations",)),
+    ("GET", "/status"): op(
+        "status", "Uptime, queue, workers, breakers, jobs in the last minute",
+        {"200": body(ANY_OBJECT), "503": body(ANY_OBJECT, "a component fails")},
+        admin=True, tags=("operations",)),
+    ("GET", "/metrics"): op(
+        "metrics", "Counters and gauges: JSON, or Prometheus/OpenMetrics text",
+        {"200": {"description": "the metrics", "content": {
+            JSON: {"schema": ANY_OBJECT},
+            "text/plain": {"schema": {"type": "string"}},
+            "application/openmetrics-text": {"schema": {"type": "string"}}}}},
+        params=[{"name": "format", "in": "query", "required": False,
+                 "schema": {"type": "string", "enum": ["json", "prometheus", "openmetrics",
+                                                       "text"]}}],
+        admin=True, tags=("operations",)),
+    ("GET", "/v1/formats"): op(
+        "listFormats", "The formats and extraction methods the service reads",
+        {"200": body({"type": "object", "required": ["formats"],
+                      "properties": {"formats": {"type": "array"}}})}, tags=("jobs",)),
+    ("POST", "/v1/jobs"): op(
+        "createJob", "Upload a document; its job (202 queued, or 200 when done within wait)",
+        {"200": JOB_FINISHED, "202": JOB_ACCEPTED},
+        errors=("400", "408", "413", "415", "422", "507"), params=UPLOAD_PARAMS,
+        request_body=UPLOAD_BODY, tags=("jobs",)),
+    ("POST", "/v1/extract"): op(
+        "extract", "Upload and wait: the text (or the job JSON with Accept: "
+                   "application/json); 202 + job when not finished in time",
+        {"200": {"description": "the text, or the finished job", "content": {
+            "text/plain": {"schema": {"type": "string"}}, JSON: {"schema": ref("Job")}}},
+         "202": JOB_ACCEPTED},
+        errors=("400", "408", "413", "415", "422", "507"), params=UPLOAD_PARAMS,
+        request_body=UPLOAD_BODY, tags=("jobs",)),
+    ("GET", "/v1/jobs/{job_id}"): op(
+        "getJob", "A job: its state, and its text once done",
+        {"200": body(ref("Job"))}, errors=("400", "404"), params=[JOB_ID, WAIT],
+        tags=("jobs",)),
+    ("GET", "/v1/jobs/{job_id}/text"): op(
+        "getJobText", "A done job's text",
+        {"200": {"description": "the text",
+                 "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        errors=("404", "409"), params=[JOB_ID], tags=("jobs",)),
+    ("DELETE", "/v1/jobs/{job_id}"): op(
+        "deleteJob", "Delete a job (a running one ends cancelled)",
+        {"204": {"description": "deleted"}}, errors=("404",), params=[JOB_ID],
+        tags=("jobs",)),
+    ("GET", "/v1/dead-letters"): op(
+        "listDeadLetters", "Dead letters, newest first, a page at a time",
+        {"200": body({"type": "object", "required": ["dead_letters", "next", "total"],
+                      "properties": {"dead_letters": {"type": "array",
+                                                      "items": ref("DeadLetter")},
+                                     "next": {"type": ["string", "null"],
+                                              "description": "`before` of the next page"},
+                                     "total": {"type": "integer"}}})},
+        errors=("400",), admin=True, tags=("dead letters",), params=[
+            {"name": "limit", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
+            {"name": "before", "in": "query", "required": False,
+             "schema": {"type": "string", "pattern": r"^\d{1,20}-\d{1,20}$"}},
+            CODE_FILTER]),
+    ("GET", "/v1/dead-letters/{dead_id}"): op(
+        "getDeadLetter", "A dead letter: the job's record and its attempt history",
+        {"200": body(ref("DeadLetter"))}, errors=("404",), params=[DEAD_ID], admin=True,
+        tags=("dead letters",)),
+    ("DELETE", "/v1/dead-letters/{dead_id}"): op(
+        "deleteDeadLetter", "Purge a dead letter and the document kept for its replay",
+        {"204": {"description": "purged"}}, errors=("404",), params=[DEAD_ID], admin=True,
+        tags=("dead letters",)),
+    ("POST", "/v1/dead-letters/{dead_id}/replay"): op(
+        "replayDeadLetter", "Queue the dead job again with a fresh attempt count",
+        {"202": {**body({"type": "object", "required": ["id", "job_id", "state"],
+                         "properties": {"id": {"type": "string"}, "job_id": {"type": "string"},
+                                        "state": {"const": "queued"}}}),
+                 "links": {"GetReplayedJob": {"operationId": "getJob", "parameters": {
+                     "job_id": "$response.body#/job_id"}}}}},
+        errors=("404", "409"), params=[DEAD_ID], admin=True, tags=("dead letters",)),
+    ("POST", "/v1/dead-letters/replay"): op(
+        "replayDeadLetters", "Replay every dead letter of one error code",
+        {"200": body({"type": "object", "properties": {
+            "code": {"type": "string"}, "replayed": {"type": "array"},
+            "skipped": {"type": "array"}}})},
+        errors=("400",), params=[CODE_REQUIRED], admin=True, tags=("dead letters",)),
+    ("POST", "/v1/dead-letters/purge"): op(
+        "purgeDeadLetters", "Purge every dead letter of one error code",
+        {"200": body({"type": "object", "properties": {
+            "code": {"type": "string"}, "purged": {"type": "array"}}})},
+        errors=("400",), params=[CODE_REQUIRED], admin=True, tags=("dead letters",)),
+    ("GET", "/v1/console"): op(
+        "console", "What the console page shows: queue, rates, latency, workers, breakers",
+        {"200": body({"type": "object", "required": ["at", "redis", "series", "failures"],
+                      "properties": {"at": {"type": "number"}, "redis": ANY_OBJECT,
+                                     "series": {"type": "array"},
+                                     "failures": {"type": "array"}}})},
+        admin=True, tags=("operations",)),
+    ("GET", "/ui"): op("consolePage", "The operator's console (HTML; asks for an admin key)",
+                       {"200": HTML}, keyed=False, tags=("pages",)),
+    ("GET", "/ui/static/{name}"): op(
+        "consoleAsset", "The console's and the reference's files",
+        {"200": {"description": "the file", "content": {
+            t: {"schema": {"type": "string"}} for t in (
+                "text/html", "text/css", "text/javascript", "text/plain",
+                "application/javascript", "image/svg+xml")}},
+         "404": error("NotFound")},
+        params=[{"name": "name", "in": "path", "required": True,
+                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9_.-]*$"}}],
+        keyed=False, tags=("pages",)),
+    ("GET", "/docs"): op("docsPage", "This reference, readable (Redoc)", {"200": HTML},
+                         keyed=False, tags=("pages",)),
+    ("GET", "/openapi.json"): op("openapi", "This document",
+                                 {"200": body(ANY_OBJECT)}, keyed=False, tags=("pages",)),
+}
+
+
+def _error_responses() -> dict:
+    out = {}
+    for status, name in ERROR_RESPONSES.items():
+        codes = sorted(c for c, e in ERROR_CODES.items() if str(e.status) == status)
+        out[name] = {
+            "description": f"an error ({', '.join(codes) or 'see the code'})",
+            "content": {JSON: {"schema": ref("Error")}},
+            "headers": {"Retry-After": {"schema": {"type": "string"},
+                                        "description": "seconds to wait, when retrying "
+                                                       "can help"}}}
+    return out
+
+
+def document() -> dict:
+    paths: dict[str, dict] = {}
+    for (method, path), operation in OPERATIONS.items():
+        paths.setdefault(path, {})[method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "textractd", "version": __version__,
+                 "description": "Document text extraction: upload a document, get its text. "
+                                "Errors are JSON {\"error\": {code, message, request_id}}."},
+        "servers": [{"url": "/"}],
+        "security": [{"apiKey": []}, {"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": _error_responses(),
+            "securitySchemes": {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+DOCUMENT = web.AppKey("openapi_document", dict)
+
+
+async def openapi_route(request: web.Request) -> web.Response:
+    return json_response(request.app[DOCUMENT])
+
+
+def setup_openapi(app: web.Application) -> None:
+    app[DOCUMENT] = document()
+    app.router.add_get("/openapi.json", openapi_route)
