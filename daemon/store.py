@@ -9,6 +9,7 @@ more than one key is a script in `daemon.lua`, so it is atomic.
 from __future__ import annotations
 
 import enum
+import re
 import time
 from dataclasses import dataclass
 from typing import NamedTuple, overload
@@ -414,7 +415,16 @@ def _next_id(entry_id: str) -> str:
 
 # --- dead letters: the operators' view and actions ----------------------------------------
 DEAD_LETTER_ID_RE = r"^\d{1,20}-\d{1,20}$"  # a stream entry id: what names a dead letter
+ENTRY_ID_MAX = 2**64 - 1  # each half of a stream entry id is an unsigned 64-bit number
 DEAD_LETTER_SCAN = 200  # entries read per round trip while a filter skips some
+
+
+def is_entry_id(value: str) -> bool:
+    """Whether `value` is a stream entry id Redis takes (more digits are an error there)."""
+    if not re.match(DEAD_LETTER_ID_RE, value):
+        return False
+    ms, _, seq = value.partition("-")
+    return int(ms) <= ENTRY_ID_MAX and int(seq) <= ENTRY_ID_MAX
 
 
 class ReplayRefused(Exception):
@@ -472,6 +482,8 @@ class DeadLetters:
         """Up to `limit` letters, newest first, older than `before`, of error `code`; and
         the cursor of the next page (None when this one reached the oldest)."""
         found: list[dict] = []
+        if before == "0-0":
+            return found, None  # nothing is older than the first possible id
         upper = f"({before}" if before else "+"
         while len(found) < limit:
             entries = await self.client.xrevrange(DEAD_LETTERS, max=upper, min="-",

@@ -7,21 +7,20 @@ the key. The atomic steps are `daemon.store.DeadLetters` (scripts in `daemon.lua
 
 from __future__ import annotations
 
-import re
-
 import structlog
 from aiohttp import web
 
 from daemon.api.middleware import ApiError, json_response, tenant_of
 from daemon.errors import ERROR_CODES
-from daemon.store import DEAD_LETTER_ID_RE, DeadLetters, ReplayRefused
+from daemon.store import DeadLetters, ReplayRefused, is_entry_id
 
 log = structlog.get_logger()
 
 DEAD_LETTERS = web.AppKey("dead_letters", DeadLetters)
 PAGE_DEFAULT = 50
 PAGE_MAX = 200
-_DEAD_ID = re.compile(DEAD_LETTER_ID_RE)
+# The route takes only what looks like an id, so /v1/dead-letters/replay is never one.
+DEAD_ID_ROUTE = "{dead_id:[0-9]+-[0-9]+}"
 REFUSALS = {
     "gone": "no such dead letter",
     "no_payload": "the job's document is gone (deleted by its client): it cannot be replayed",
@@ -36,14 +35,14 @@ def audit(request: web.Request, action: str, **fields: object) -> None:
 
 def _dead_id(request: web.Request) -> str:
     dead_id = request.match_info["dead_id"]
-    if not _DEAD_ID.match(dead_id):
+    if not is_entry_id(dead_id):
         raise ApiError("not_found", f"no dead letter {dead_id!r} (ids look like "
                                     "1700000000000-0)")
     return dead_id
 
 
 def _code(request: web.Request, *, required: bool = False) -> str | None:
-    code = request.query.get("code") or None
+    code = request.query.get("code")
     if code is None and required:
         raise ApiError("bad_request", "code is required: the error code whose dead letters "
                                       "to act on, or * for all of them")
@@ -61,8 +60,8 @@ def _limit(request: web.Request) -> int:
 
 async def list_dead_letters(request: web.Request) -> web.Response:
     limit = _limit(request)
-    before = request.query.get("before") or None
-    if before is not None and not _DEAD_ID.match(before):
+    before = request.query.get("before")
+    if before is not None and not is_entry_id(before):
         raise ApiError("bad_request", "before must be a dead letter id (as `next` gives it)")
     store = request.app[DEAD_LETTERS]
     letters, cursor = await store.page(limit=limit, before=before, code=_code(request))
@@ -126,10 +125,9 @@ async def bulk_purge(request: web.Request) -> web.Response:
 
 def setup_dead_letters(app: web.Application, store: DeadLetters) -> None:
     app[DEAD_LETTERS] = store
-    # The fixed paths first: /v1/dead-letters/replay is not a letter's id.
     app.router.add_get("/v1/dead-letters", list_dead_letters)
     app.router.add_post("/v1/dead-letters/replay", bulk_replay)
     app.router.add_post("/v1/dead-letters/purge", bulk_purge)
-    app.router.add_get("/v1/dead-letters/{dead_id}", get_dead_letter)
-    app.router.add_delete("/v1/dead-letters/{dead_id}", delete_dead_letter)
-    app.router.add_post("/v1/dead-letters/{dead_id}/replay", replay_dead_letter)
+    app.router.add_get(f"/v1/dead-letters/{DEAD_ID_ROUTE}", get_dead_letter)
+    app.router.add_delete(f"/v1/dead-letters/{DEAD_ID_ROUTE}", delete_dead_letter)
+    app.router.add_post(f"/v1/dead-letters/{DEAD_ID_ROUTE}/replay", replay_dead_letter)

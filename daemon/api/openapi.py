@@ -14,6 +14,8 @@ from aiohttp import web
 
 from daemon import __version__
 from daemon.api.middleware import json_response
+from daemon.api.ui import STATIC
+from daemon.documents import formats
 from daemon.errors import ERROR_CODES
 
 JSON = "application/json"
@@ -102,10 +104,12 @@ UPLOAD_PARAMS = [
      "schema": {"type": "string", "maxLength": 255}},
     {"name": "extension", "in": "query", "required": False,
      "description": "the format the client says it is (checked against the bytes)",
-     "schema": {"type": "string", "maxLength": 16}},
+     "schema": {"type": "string", "enum": sorted(formats.FORMATS)}},
     {"name": "method", "in": "query", "required": False,
-     "description": "an extraction method the format offers (GET /v1/formats)",
-     "schema": {"type": "string", "maxLength": 32}},
+     "description": "an extraction method the document's format offers (GET /v1/formats; "
+                    "another format's method is 400 invalid_method)",
+     "schema": {"type": "string", "enum": sorted(
+         {m for f in formats.supported_formats() for m in f["methods"]})}},
 ]
 UPLOAD_BODY = {"required": True, "content": {
     "multipart/form-data": {"schema": {"$ref": "#/components/schemas/Upload"}},
@@ -165,6 +169,13 @@ def _job_links(prefix: str) -> dict:
             f"{prefix}DeleteJob": {"operationId": "deleteJob", "parameters": job}}
 
 
+def _dead_letter_links() -> dict:
+    first = {"dead_id": "$response.body#/dead_letters/0/id"}
+    return {"GetFirst": {"operationId": "getDeadLetter", "parameters": first},
+            "ReplayFirst": {"operationId": "replayDeadLetter", "parameters": first},
+            "DeleteFirst": {"operationId": "deleteDeadLetter", "parameters": first}}
+
+
 JOB_ACCEPTED = {**body(ref("Job"), "accepted, not finished yet: poll Location"),
                 "links": _job_links("")}
 JOB_FINISHED = {**body(ref("Job"), "finished within `wait`"), "links": _job_links("Done")}
@@ -193,8 +204,9 @@ OPERATIONS: dict[tuple[str, str], dict] = {
             "text/plain": {"schema": {"type": "string"}},
             "application/openmetrics-text": {"schema": {"type": "string"}}}}},
         params=[{"name": "format", "in": "query", "required": False,
-                 "schema": {"type": "string", "enum": ["json", "prometheus", "openmetrics",
-                                                       "text"]}}],
+                 "description": "prometheus, openmetrics or text for the text formats; "
+                                "anything else (or none: then Accept decides) is JSON",
+                 "schema": {"type": "string"}}],
         admin=True, tags=("operations",)),
     ("GET", "/v1/formats"): op(
         "listFormats", "The formats and extraction methods the service reads",
@@ -228,12 +240,13 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         tags=("jobs",)),
     ("GET", "/v1/dead-letters"): op(
         "listDeadLetters", "Dead letters, newest first, a page at a time",
-        {"200": body({"type": "object", "required": ["dead_letters", "next", "total"],
-                      "properties": {"dead_letters": {"type": "array",
-                                                      "items": ref("DeadLetter")},
-                                     "next": {"type": ["string", "null"],
-                                              "description": "`before` of the next page"},
-                                     "total": {"type": "integer"}}})},
+        {"200": {**body({"type": "object", "required": ["dead_letters", "next", "total"],
+                         "properties": {"dead_letters": {"type": "array",
+                                                         "items": ref("DeadLetter")},
+                                        "next": {"type": ["string", "null"],
+                                                 "description": "`before` of the next page"},
+                                        "total": {"type": "integer"}}}),
+                 "links": _dead_letter_links()}},
         errors=("400",), admin=True, tags=("dead letters",), params=[
             {"name": "limit", "in": "query", "required": False,
              "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
@@ -284,7 +297,8 @@ OPERATIONS: dict[tuple[str, str], dict] = {
                 "application/javascript", "image/svg+xml")}},
          "404": error("NotFound")},
         params=[{"name": "name", "in": "path", "required": True,
-                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9_.-]*$"}}],
+                 "schema": {"type": "string", "enum": sorted(
+                     p.name for p in STATIC.iterdir() if p.is_file())}}],
         keyed=False, tags=("pages",)),
     ("GET", "/docs"): op("docsPage", "This reference, readable (Redoc)", {"200": HTML},
                          keyed=False, tags=("pages",)),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ import orjson
 from daemon.config import ConfigError, Settings
 from daemon.connection import REDIS_DOWN, connect_async
 from daemon.errors import ERROR_CODES
-from daemon.store import DEAD_LETTER_ID_RE, DeadLetters, ReplayRefused
+from daemon.store import DeadLetters, ReplayRefused, is_entry_id
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -61,7 +60,7 @@ def audit(action: str, **fields: object) -> None:
 
 
 def _check_ids(ids: Sequence[str]) -> None:
-    bad = [i for i in ids if not re.match(DEAD_LETTER_ID_RE, i)]
+    bad = [i for i in ids if not is_entry_id(i)]
     if bad:
         raise ValueError(f"not a dead letter id: {', '.join(bad)} (ids look like "
                          "1700000000000-0; `list` shows them)")

@@ -39,7 +39,7 @@ window.RateChart = (function () {
       var value = (yMax * i) / 4, gy = Math.round(y(value)) + 0.5;
       ctx.beginPath(); ctx.moveTo(left, gy); ctx.lineTo(left + plotW, gy); ctx.stroke();
       ctx.textAlign = "right"; ctx.textBaseline = "middle";
-      ctx.fillText(value.toFixed(value < 10 && yMax < 10 ? 1 : 0), left - 6, gy);
+      ctx.fillText(value.toFixed(yMax < 2 ? 2 : yMax < 10 ? 1 : 0), left - 6, gy);
     }
     ctx.textAlign = "center"; ctx.textBaseline = "top";
     for (var m = 15; m >= 0; m -= 5) {  // minutes ago along the bottom
