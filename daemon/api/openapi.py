@@ -302,7 +302,7 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         keyed=False, tags=("pages",)),
     ("GET", "/docs"): op("docsPage", "This reference, readable (Redoc)", {"200": HTML},
                          keyed=False, tags=("pages",)),
-    ("GET", "/openapi.json"): op("openapi", "This document",
+    ("GET", "/openapi.json"): op("getOpenApiDocument", "This document",
                                  {"200": body(ANY_OBJECT)}, keyed=False, tags=("pages",)),
 }
 
