@@ -65,5 +65,13 @@ window.RateChart = (function () {
     canvas.dataset.peak = String(peak);
   }
 
-  return { draw: draw };
+  // A resize (a phone turned, a window narrowed) redraws the last data at the new size.
+  var last = null;
+  function drawKept(canvas, series, windowSeconds, now) {
+    last = [canvas, series, windowSeconds, now];
+    draw(canvas, series, windowSeconds, now);
+  }
+  window.addEventListener("resize", function () { if (last) draw.apply(null, last); });
+
+  return { draw: drawKept };
 })();

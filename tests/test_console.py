@@ -1,0 +1,182 @@
+"""The console in a real browser: Debian's headless Chromium, driven by Selenium, against
+a running stack. It signs in, watches jobs move the counters and the chart, sees the pdf
+breaker open when a fake broken pdftotext (tests/fakes) fails, replays a dead letter
+with the page's button, uploads a document, fits a phone, and logs no console error.
+Screenshots (desktop and phone) go under the test's temporary folder."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from selenium.webdriver.common.by import By
+
+from devtools.browser import PHONE, chromium, sign_in
+from devtools.stack import Stack, wait_for
+from tests.fakes import FOX, PDF, TXT, FakeTools, job, request, submit, wait_all, wait_final
+
+pytestmark = pytest.mark.slow
+CONSOLE_ERRORS: list[dict] = []  # every SEVERE browser log entry of the module
+
+
+@pytest.fixture(scope="module")
+def tools(tmp_path_factory) -> FakeTools:
+    tools = FakeTools(tmp_path_factory.mktemp("fake-tools"))
+    tools.mode("pdftotext", "pass")
+    return tools
+
+
+@pytest.fixture(scope="module")
+def stack(tools: FakeTools) -> Iterator[Stack]:
+    stack = Stack(env=tools.env(WORKER_PROCESSES=2, MAX_ATTEMPTS=2,
+                                CIRCUIT_BREAKER_FAILURE_THRESHOLD=3,
+                                CIRCUIT_BREAKER_RECOVERY_TIMEOUT=8,
+                                CIRCUIT_BREAKER_SUCCESS_THRESHOLD=1)).start()
+    yield stack
+    stack.stop()
+    shutil.rmtree(stack.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def screens(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory, stack: Stack):
+    driver = chromium(tmp_path_factory.mktemp("chromium-profile"))
+    sign_in(driver, stack.url, stack.api_key)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(autouse=True)
+def console_log(browser) -> Iterator[None]:
+    yield
+    CONSOLE_ERRORS.extend(e for e in browser.get_log("browser") if e["level"] == "SEVERE")
+
+
+def shown(browser, element_id: str) -> str:
+    return browser.find_element(By.ID, element_id).text
+
+
+def number(browser, element_id: str) -> int:
+    text = shown(browser, element_id)
+    return int(text) if text.isdigit() else -1
+
+
+def see(check, timeout: float, what: str):
+    return wait_for(check, timeout, what, interval=0.2)
+
+
+def breaker_badge(browser, family: str) -> tuple[str, str]:
+    badge = browser.find_element(By.CSS_SELECTOR, f'#breakers tr[data-family="{family}"] .badge')
+    return badge.text, badge.get_attribute("class")
+
+
+def test_signing_in_keeps_the_key_in_this_tab_only_and_no_inline_script_runs(stack, browser):
+    with urllib.request.urlopen(f"{stack.url}/ui", timeout=10) as resp:
+        policy = resp.headers["Content-Security-Policy"]
+        page = resp.read().decode()
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    assert all("src=" in tag for tag in re.findall(r"<script[^>]*>", page))  # none inline
+
+    see(lambda: shown(browser, "link-state") == "Live", 15, "the board to go live")
+    assert browser.execute_script(
+        "return sessionStorage.getItem('textractd.adminKey')") == stack.api_key
+    assert stack.api_key not in browser.current_url
+    assert browser.execute_script("return document.cookie") == ""
+    assert browser.find_element(By.ID, "sign-in").is_displayed() is False
+    # Each worker, with the pid its heartbeat carries.
+    see(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#workers tbody tr")) == 2, 10,
+        "two worker rows")
+    pids = {int(r.find_elements(By.TAG_NAME, "td")[2].text)
+            for r in browser.find_elements(By.CSS_SELECTOR, "#workers tbody tr")}
+    beats = request(stack, "GET", "/v1/console")[1]["workers"]
+    assert pids == {w["pid"] for w in beats}
+
+
+def test_submitted_jobs_move_the_counters_and_the_chart(stack, browser):
+    see(lambda: number(browser, "t-done") >= 0, 10, "the done counter")
+    before = number(browser, "t-done")
+    assert float(browser.find_element(By.ID, "chart").get_attribute("data-peak")) == 0
+
+    ids = [submit(stack, TXT) for _ in range(12)]
+    assert all(j["state"] == "done" for j in wait_all(stack, ids, 60))
+
+    see(lambda: number(browser, "t-done") == before + 12, 10, "done to count 12 more")
+    see(lambda: float(browser.find_element(By.ID, "chart").get_attribute("data-peak")) > 0,
+        10, "the chart to rise")
+    assert re.match(r"[\d.]+ (ms|s) / [\d.]+ (ms|s)", shown(browser, "t-latency"))
+    assert int(browser.find_element(By.ID, "chart").get_attribute("data-points")) >= 2
+
+
+def test_an_open_breaker_is_shown_in_words_with_when_it_tries_again(stack, tools, browser,
+                                                                     screens):
+    assert breaker_badge(browser, "pdf") == ("Closed", "badge state-ok")
+    tools.mode("pdftotext", "segv")
+    first = submit(stack, PDF)
+    dead = wait_final(stack, first, 30)  # two failed attempts: dead-lettered
+    assert dead["error"]["code"] == "extractor_failed"
+    submit(stack, PDF)  # the third failure in a row opens the breaker
+
+    see(lambda: breaker_badge(browser, "pdf")[0] == "Open", 20, "the pdf breaker shown open")
+    assert "state-bad" in breaker_badge(browser, "pdf")[1]
+    row = browser.find_element(By.CSS_SELECTOR, '#breakers tr[data-family="pdf"]')
+    assert re.search(r"\(in \d", row.text), row.text  # when it will try again
+    # The failure, with its code and its request id, and its dead letter.
+    see(lambda: dead["request_id"] in shown(browser, "failures"), 10, "the failure listed")
+    assert "extractor_failed" in shown(browser, "failures")
+    see(lambda: number(browser, "t-dead") == 1, 10, "one dead letter counted")
+    browser.save_screenshot(str(screens / "console-desktop.png"))
+
+    tools.mode("pdftotext", "pass")  # the tool is mended: the trial job closes it again
+    see(lambda: breaker_badge(browser, "pdf")[0] == "Closed", 30, "the breaker closed")
+
+
+def test_replaying_a_dead_letter_with_the_button_runs_the_job_to_done(stack, browser):
+    letters = request(stack, "GET", "/v1/dead-letters")[1]["dead_letters"]
+    [letter] = letters
+    button = f'#dead button[data-action="replay"][data-id="{letter["id"]}"]'
+    see(lambda: browser.find_elements(By.CSS_SELECTOR, button), 10, "the replay button")
+    browser.find_element(By.CSS_SELECTOR, button).click()
+    see(lambda: browser.find_element(By.ID, "confirm").is_displayed(), 5, "the confirmation")
+    assert letter["job_id"] in shown(browser, "confirm-text")
+    browser.find_element(By.ID, "confirm-ok").click()
+
+    see(lambda: shown(browser, "dead-message") == f"Job {letter['job_id']}: done", 30,
+        "the page to report the replayed job done")
+    assert job(stack, letter["job_id"])["attempts"] == 1
+    see(lambda: number(browser, "t-dead") == 0, 10, "the dead letter gone from the count")
+    assert not browser.find_elements(By.CSS_SELECTOR, button)
+
+
+def test_the_upload_box_shows_the_text_and_the_job(browser):
+    browser.find_element(By.ID, "file").send_keys(str(TXT))
+    see(lambda: '"state": "done"' in shown(browser, "upload-job"), 30, "the job JSON")
+    assert FOX in re.sub(r"\W", "", shown(browser, "upload-text")).lower()
+    shown_job = json.loads(shown(browser, "upload-job"))
+    assert shown_job["filename"] == TXT.name and shown_job["format"] == "txt"
+
+
+def test_the_page_fits_a_phone_and_logged_no_console_error(browser, screens):
+    browser.set_window_size(*PHONE)
+    see(lambda: browser.execute_script("return window.innerWidth") <= PHONE[0], 5,
+        "the phone-sized viewport")
+    see(lambda: browser.execute_script(
+        "var c = document.getElementById('chart');"
+        "return c.width === Math.round(c.clientWidth * (window.devicePixelRatio || 1))"),
+        5, "the chart redrawn at the phone's width")
+    overflow = browser.execute_script(
+        "return document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page is {overflow} px wider than a phone"
+    assert browser.find_element(By.ID, "chart").size["width"] <= PHONE[0]
+    browser.save_screenshot(str(screens / "console-phone.png"))
+    CONSOLE_ERRORS.extend(e for e in browser.get_log("browser") if e["level"] == "SEVERE")
+    assert CONSOLE_ERRORS == []
+    print(f"\nscreenshots: {screens / 'console-desktop.png'}, {screens / 'console-phone.png'}")
