@@ -85,7 +85,12 @@ def main(argv: list[str] | None = None) -> int:
             60, "the pdf breaker to open")
         _wait(lambda: "Open" in driver.find_element(By.ID, "breakers").text, 10,
               "the page to show it")
-        time.sleep(2)  # one more poll, so every panel shows the same moment
+        # The whole page, 1280 wide: the window grows to its height (headless has no
+        # screen to stop it), then one more poll so every panel shows the same moment.
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(DESKTOP[0], height)
+        before = driver.find_element(By.ID, "updated").text
+        _wait(lambda: driver.find_element(By.ID, "updated").text != before, 10, "a poll")
         args.output.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(args.output))
         print(f"wrote {args.output}")

@@ -35,11 +35,15 @@ window.RateChart = (function () {
     ctx.fillStyle = css("--muted");
     ctx.strokeStyle = css("--line");
     ctx.lineWidth = 1;
-    for (var i = 0; i <= 4; i++) {  // horizontal grid with the rate on the left
-      var value = (yMax * i) / 4, gy = Math.round(y(value)) + 0.5;
+    // Grid lines at round rates: a top of 1, 5 or 10 (x10^n) in fifths, of 2 in quarters.
+    var lead = Math.round(yMax / Math.pow(10, Math.floor(Math.log10(yMax))));
+    var steps = lead === 2 ? 4 : 5, step = yMax / steps;
+    var decimals = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
+    for (var i = 0; i <= steps; i++) {  // horizontal grid with the rate on the left
+      var value = step * i, gy = Math.round(y(value)) + 0.5;
       ctx.beginPath(); ctx.moveTo(left, gy); ctx.lineTo(left + plotW, gy); ctx.stroke();
       ctx.textAlign = "right"; ctx.textBaseline = "middle";
-      ctx.fillText(value.toFixed(yMax < 2 ? 2 : yMax < 10 ? 1 : 0), left - 6, gy);
+      ctx.fillText(value.toFixed(decimals), left - 6, gy);
     }
     ctx.textAlign = "center"; ctx.textBaseline = "top";
     for (var m = 15; m >= 0; m -= 5) {  // minutes ago along the bottom

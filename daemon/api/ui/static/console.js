@@ -24,7 +24,8 @@
       signOut((body && body.error && body.error.message) || "the key was refused");
       throw new Error("signed out");
     }
-    return { status: response.status, body: body };
+    return { status: response.status, body: body,
+             retryAfter: Number(response.headers.get("Retry-After")) || 0 };
   }
 
   // --- small helpers ------------------------------------------------------------------
@@ -179,12 +180,16 @@
 
   // --- the poll -----------------------------------------------------------------------
   async function refresh() {
+    var delay = EVERY_MS;
     try {
       var calls = [api("GET", "/v1/console"), api("GET", "/v1/dead-letters?limit=20")];
       if (hasQuarantine && tick % 4 === 0) calls.push(api("GET", "/v1/quarantine"));
       var answers = await Promise.all(calls);
       if (answers[0].status === 200) showOverview(answers[0].body);
-      else setLink("Error " + answers[0].status, "bad");
+      else if (answers[0].status === 429) {  // RATE_LIMIT_PER_MINUTE: poll less often
+        setLink("Rate limited", "warn");
+        delay = Math.max(EVERY_MS, answers[0].retryAfter * 1000);
+      } else setLink("Error " + answers[0].status, "bad");
       if (answers[1].status === 200) showDeadLetters(answers[1].body);
       if (answers[2]) showQuarantine(answers[2].status === 200 ? answers[2].body : null);
       else if (hasQuarantine === false && tick === 0) showQuarantine(null);
@@ -193,7 +198,7 @@
       setLink("Disconnected", "bad");
     }
     tick += 1;
-    if (key()) timer = setTimeout(refresh, EVERY_MS);
+    if (key()) timer = setTimeout(refresh, delay);
   }
 
   async function discover() {
