@@ -436,6 +436,11 @@ class ReplayRefused(Exception):
         self.job_id = job_id
 
 
+def _entries(reply: object) -> list[tuple[bytes, dict]]:
+    """A stream range reply as a list (redis-py types the reply loosely)."""
+    return list(reply or [])  # type: ignore[call-overload]  # a list of (id, fields) or None
+
+
 def dead_letter_view(entry_id: bytes | str, fields: dict, *, full: bool = False) -> dict:
     """A dead letter as the api, the CLI and the dashboard show it: the failure in front,
     with `full`, the job's record and its attempt history as FINISH wrote them."""
@@ -486,8 +491,8 @@ class DeadLetters:
             return found, None  # nothing is older than the first possible id
         upper = f"({before}" if before else "+"
         while len(found) < limit:
-            entries = await self.client.xrevrange(DEAD_LETTERS, max=upper, min="-",
-                                                  count=DEAD_LETTER_SCAN if code else limit)
+            entries = _entries(await self.client.xrevrange(
+                DEAD_LETTERS, max=upper, min="-", count=DEAD_LETTER_SCAN if code else limit))
             for entry_id, fields in entries:
                 view = dead_letter_view(entry_id, fields)
                 if code is None or view["error"]["code"] == code:
@@ -504,8 +509,8 @@ class DeadLetters:
         out: list[str] = []
         lower = "-"
         while True:
-            entries = await self.client.xrange(DEAD_LETTERS, min=lower, max="+",
-                                               count=DEAD_LETTER_SCAN)
+            entries = _entries(await self.client.xrange(DEAD_LETTERS, min=lower, max="+",
+                                                        count=DEAD_LETTER_SCAN))
             for entry_id, fields in entries:
                 if code is None or dead_letter_view(entry_id, fields)["error"]["code"] == code:
                     out.append(_s(entry_id))
@@ -514,7 +519,7 @@ class DeadLetters:
                 return out
 
     async def get(self, dead_id: str) -> dict | None:
-        entries = await self.client.xrange(DEAD_LETTERS, min=dead_id, max=dead_id)
+        entries = _entries(await self.client.xrange(DEAD_LETTERS, min=dead_id, max=dead_id))
         return dead_letter_view(*entries[0], full=True) if entries else None
 
     async def replay(self, dead_id: str, actor: str) -> str:

@@ -125,13 +125,13 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                     failed += 1
                     print(f"{dead_id}: not replayed ({exc.reason})", file=sys.stderr)
             else:
-                job_id = await store.purge(dead_id)
-                if job_id is None:
+                purged = await store.purge(dead_id)
+                if purged is None:
                     failed += 1
                     print(f"{dead_id}: no such dead letter", file=sys.stderr)
                 else:
-                    print(f"{dead_id}: job {job_id} purged")
-                    audit("dead_letter.purge", dead_letter_id=dead_id, job_id=job_id)
+                    print(f"{dead_id}: job {purged} purged")
+                    audit("dead_letter.purge", dead_letter_id=dead_id, job_id=purged)
         return EXIT_FAILED if failed else EXIT_OK
     finally:
         await client.aclose()

@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
@@ -142,7 +143,8 @@ class Console:
         if facts.error:
             return body
         async with client.pipeline(transaction=False) as pipe:
-            exposition.queue_reads(pipe)
+            # the same commands on an asyncio pipeline (monitoring.py does the same)
+            exposition.queue_reads(pipe)  # type: ignore[arg-type]  # typed for the blocking one
             counters = exposition.parse_reads(await pipe.execute())
         body.update({
             "queue": {"depth": facts.depth, "in_flight": facts.pending,
@@ -199,7 +201,7 @@ async def console_route(request: web.Request) -> web.Response:
     return json_response(await request.app[CONSOLE].overview())
 
 
-async def console_context(app: web.Application) -> None:
+async def console_context(app: web.Application) -> AsyncIterator[None]:
     console = app[CONSOLE]
     tasks = [asyncio.create_task(console.sampling()), asyncio.create_task(console.listening())]
     yield
