@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from selenium.webdriver.common.by import By
 
-from devtools.browser import PHONE, chromium, sign_in
+from daemon.api.openapi import OPERATIONS
+from daemon.api.ui.overview import quantile
+from devtools.browser import DESKTOP, PHONE, chromium, sign_in
 from devtools.stack import Stack, wait_for
 from tests.fakes import FOX, PDF, TXT, FakeTools, job, request, submit, wait_all, wait_final
 
@@ -180,3 +182,45 @@ def test_the_page_fits_a_phone_and_logged_no_console_error(browser, screens):
     CONSOLE_ERRORS.extend(e for e in browser.get_log("browser") if e["level"] == "SEVERE")
     assert CONSOLE_ERRORS == []
     print(f"\nscreenshots: {screens / 'console-desktop.png'}, {screens / 'console-phone.png'}")
+
+
+def test_the_api_reference_renders_every_operation_from_the_package(stack, browser):
+    browser.set_window_size(*DESKTOP)
+    browser.get(f"{stack.url}/docs")
+    summaries = sorted(op["summary"] for op in OPERATIONS.values())
+    headings = "return Array.from(document.querySelectorAll('h2'), h => h.textContent.trim())"
+    see(lambda: set(summaries) <= set(browser.execute_script(headings)), 30,
+        "Redoc to render every operation's summary")
+    scripts = [e.get_attribute("src") for e in browser.find_elements(By.TAG_NAME, "script")]
+    assert scripts and all(src.startswith(f"{stack.url}/ui/static/") for src in scripts if src)
+    # Redoc's own "API docs by Redocly" badge points at its CDN: the policy blocks it, and
+    # that is the only complaint the page may log.
+    logged = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert all("cdn.redoc.ly" in e["message"] for e in logged), logged
+
+
+def test_a_redis_outage_is_shown_in_words_and_the_page_recovers(stack, browser):
+    browser.get(f"{stack.url}/ui")  # the key is still in this tab's sessionStorage
+    see(lambda: shown(browser, "link-state") == "Live", 15, "the board live again")
+    stack.supervisorctl("stop", "redis")
+    try:
+        see(lambda: shown(browser, "link-state") == "Redis unreachable", 20,
+            "the outage shown")
+        badge = browser.find_element(By.ID, "link-state").get_attribute("class")
+        assert "state-bad" in badge
+        assert "Redis unreachable" in shown(browser, "workers")
+    finally:
+        stack.supervisorctl("start", "redis")
+    see(lambda: shown(browser, "link-state") == "Live", 30, "the board live after it")
+    see(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#workers .badge")) == 2, 30,
+        "both workers back")
+    browser.get_log("browser")  # the 503s of the outage are expected console lines
+
+
+def test_latency_quantiles_interpolate_inside_their_bucket():
+    buckets = {"0.1": 50, "0.5": 90, "1": 100, "+Inf": 100}
+    assert quantile(buckets, 0.5) == 0.1
+    assert quantile(buckets, 0.7) == pytest.approx(0.3)
+    assert quantile(buckets, 0.95) == pytest.approx(0.75)
+    assert quantile({"0.1": 0, "+Inf": 0}, 0.5) is None
+    assert quantile({"0.1": 0, "+Inf": 4}, 0.5) == 0.1  # past the last bound
