@@ -245,3 +245,15 @@ def test_the_command_line_lists_shows_replays_and_purges(stack, tools):
     assert purged.returncode == 0 and f"job {second['id']} purged" in purged.stdout
     assert dlq(stack, "show", ids[second["id"]]).returncode == 1
     assert dlq(stack, "replay", "nonsense").returncode == 2
+
+
+def test_a_dead_job_its_client_deleted_cannot_be_replayed(stack, tools):
+    dead = poisoned(stack, tools)
+    dead_id = letter_of(stack, dead["id"])["id"]
+    assert request(stack, "DELETE", f"/v1/jobs/{dead['id']}")[0] == 204
+
+    status, body, _ = request(stack, "POST", f"/v1/dead-letters/{dead_id}/replay")
+    assert status == 409 and body["error"]["code"] == "not_replayable"
+    assert body["error"]["job_id"] == dead["id"]
+    assert letters(stack)["total"] == 1  # still there, for an operator to purge
+    assert request(stack, "GET", f"/v1/jobs/{dead['id']}")[0] == 404  # not brought back

@@ -142,9 +142,13 @@
     var select = $("bulk-code"), chosen = select.value;
     var codes = {};
     letters.forEach(function (d) { if (d.error && d.error.code) codes[d.error.code] = true; });
-    select.replaceChildren(new Option("every code", "*"));
-    Object.keys(codes).sort().forEach(function (c) { select.appendChild(new Option(c, c)); });
-    select.value = codes[chosen] || chosen === "*" ? chosen : "*";
+    var wanted = ["*"].concat(Object.keys(codes).sort());
+    var have = Array.from(select.options, function (o) { return o.value; });
+    if (wanted.join() !== have.join()) {  // rebuilt only on a change: an open list stays open
+      select.replaceChildren(new Option("every code", "*"));
+      wanted.slice(1).forEach(function (c) { select.appendChild(new Option(c, c)); });
+      select.value = codes[chosen] ? chosen : "*";
+    }
   }
 
   function showQuarantine(result) {
@@ -237,6 +241,10 @@
     // Watch a replayed job to its end, so the operator sees whether the replay worked.
     for (var i = 0; i < 60; i++) {
       var answer = await api("GET", "/v1/jobs/" + jobId + "?wait=5");
+      if (answer.status === 404) {  // another tenant's job: only its own keys can read it
+        say("Job " + jobId + ": queued again (another tenant's job: not followed here)");
+        return;
+      }
       if (answer.status !== 200) { say("Job " + jobId + ": " + answer.status); return; }
       var job = answer.body;
       if (job.state === "done" || job.state === "failed") {
