@@ -12,12 +12,13 @@ import errno
 import io
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import structlog
 import textract
 from textract import exceptions as tx
 
-from daemon.documents import legacy_doc
+from daemon.documents import legacy_doc, pages
 from daemon.errors import (
     CorruptDocument,
     EncryptedDocument,
@@ -34,15 +35,31 @@ _PASSWORD = re.compile(rb"password|encrypt", re.IGNORECASE)
 _TOOL_BROKEN_EXIT = {126, 127}
 
 
+class Extraction(NamedTuple):
+    text: str
+    # Where each page ends in `text`, when the extractor itself knew (OCR of a PDF); None
+    # otherwise: daemon.documents.pages cuts other texts after the fact.
+    page_ends: list[int] | None = None
+
+
 def extract_text(path: Path, ext: str, method: str = "", *, fast_doc: bool = True) -> str:
     """The document's text, or a DocumentError / MachineryError saying why not."""
+    return extract(path, ext, method, fast_doc=fast_doc).text
+
+
+def extract(path: Path, ext: str, method: str = "", *, fast_doc: bool = True) -> Extraction:
+    """extract_text's text, with the page boundaries of a scanned PDF read through OCR."""
     if fast_doc and ext == "doc" and not method:
         # Milliseconds instead of a LibreOffice start; None when it cannot vouch for the
         # text, and textract's own path below runs as before.
         text = legacy_doc.extract(path)
         if text is not None:
-            return text
+            return Extraction(text)
     try:
+        if ext == "pdf" and method == "tesseract":
+            # textract's OCR joins the pages with nothing between them: the same steps
+            # here keep the boundaries (and raise what textract raises).
+            return Extraction(*pages.ocr_pdf(path))
         kwargs = {"method": method} if method else {}
         # Some parsers print to stdout (xlrd: "WARNING *** file size ..."), which is this
         # process's JSON log: catch it and log it as one field instead.
@@ -74,8 +91,8 @@ def extract_text(path: Path, ext: str, method: str = "", *, fast_doc: bool = Tru
     except Exception as exc:
         raise CorruptDocument(_describe(exc)) from exc
     if isinstance(raw, bytes):
-        return raw.decode("utf-8", "replace")
-    return str(raw)
+        return Extraction(raw.decode("utf-8", "replace"))
+    return Extraction(str(raw))
 
 
 def _classify_shell_error(exc: tx.ShellError) -> Exception:
