@@ -3,14 +3,15 @@
 The expected values are read independently of daemon.documents: pdfinfo for PDFs, the zip
 part itself for DOCX, the email module for mail headers, hashlib for the hash. Read-only
 tests share one stack (conftest's `shared_stack`); the cache tests make their documents
-unique (a comment after a PDF's %%EOF, a nonce in a text file) so that no other test's
-upload can serve or spoil them.
+unique (a comment after a PDF's %%EOF, random bytes) so that no other test's upload can
+serve or spoil them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
 import subprocess
 import uuid
 import xml.etree.ElementTree as ET
@@ -80,6 +81,17 @@ def worker_events(stack: Stack, event: str, sha256: str) -> list[dict]:
 def finished_count(stack: Stack) -> int:
     with stack.redis() as r:
         return int(r.hget(JOB_COUNTERS, "finished") or 0)
+
+
+@pytest.fixture(scope="module")
+def shared_stack() -> Iterator[Stack]:
+    """The module's one stack: conftest's, with the result cache on (test stacks have it
+    off, since other tests upload the same documents and expect each to be extracted)."""
+    stack = Stack(env={"WORKER_PROCESSES": "2", "RESULT_TTL": "600",
+                       "RESULT_CACHE_TTL": "600"}).start()
+    yield stack
+    stack.stop()
+    shutil.rmtree(stack.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
