@@ -151,7 +151,7 @@ def public_job(record: dict[str, str], text: str | None = None) -> dict:
         value = record.get(name)
         return kind(value) if value not in (None, "") else None
 
-    job = {
+    job: dict[str, object] = {
         "id": record["id"],
         "state": record["state"],
         "filename": record.get("filename"),
@@ -213,7 +213,7 @@ class AsyncJobStore:
         self._submit = client.register_script(lua.SUBMIT)
         self._delete = client.register_script(lua.DELETE)
 
-    async def submit(self, record: dict[str, str], payload: bytes,
+    async def submit(self, record: dict[str, str], payload: bytes | bytearray,
                      use_cache: bool = False) -> Submitted:
         """Store record + payload and XADD, atomically. Raises QueueFull.
 
