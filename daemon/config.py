@@ -105,6 +105,11 @@ class Settings:
     claim_idle: float = _setting(0.0, "idle seconds before another consumer's entry is "
                                       "taken over; 0: JOB_TIMEOUT + 30")
     result_ttl: int = _setting(3600, "seconds a finished job and its text are kept")
+    result_cache_ttl: int = _setting(3600, "seconds a done job's result serves new uploads "
+                                           "of the same bytes and options (at most "
+                                           "RESULT_TTL); 0: no result cache")
+    result_cache_shared: bool = _setting(False, "1: the result cache is shared by every "
+                                                "tenant; else each tenant has its own")
     shutdown_timeout: float = _setting(30.0, "seconds to finish in-flight work on stop")
     chore_interval: float = _setting(5.0, "seconds between the master's chores")
     consumer_prefix: str = _setting(socket.gethostname(), "consumer names are "

@@ -115,8 +115,11 @@ def test_job_counters_and_extraction_metrics_add_up_across_both_children(make_st
 
     assert [j["state"] for j in jobs] == ["done"] * 6
     assert len(consumers) == 2  # both children worked; the counters add them up
-    assert before["jobs"] == {"submitted": 0, "finished": 0, "done": 0, "failed": {}}
-    assert after["jobs"] == {"submitted": 6, "finished": 6, "done": 6, "failed": {}}
+    assert before["jobs"] == {"submitted": 0, "finished": 0, "done": 0, "failed": {},
+                              "cache": {"hits": 0, "misses": 0}}
+    # Six different documents: each looked in the result cache once and missed.
+    assert after["jobs"] == {"submitted": 6, "finished": 6, "done": 6, "failed": {},
+                             "cache": {"hits": 0, "misses": 6}}
     by_format: dict[str, list[dict]] = {}
     for path, job in zip(paths, jobs, strict=True):
         by_format.setdefault(job["format"], []).append({"bytes": path.stat().st_size,

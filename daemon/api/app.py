@@ -36,6 +36,15 @@ from daemon.api.middleware import (
 )
 from daemon.api.monitoring import setup_monitoring
 from daemon.api.ratelimit import RateLimiter
+from daemon.api.results import (
+    cache_fields,
+    cache_wanted,
+    detected,
+    one_page,
+    page_number,
+    wants_pages,
+    with_pages,
+)
 from daemon.api.uploads import SMALL_BODY, read_upload, reservation
 from daemon.api.waiters import Waiters
 from daemon.config import DEFAULT_TENANT, ConfigError, Settings
@@ -73,6 +82,11 @@ async def list_formats(_request: web.Request) -> web.Response:
     return json_response({"formats": formats.supported_formats()})
 
 
+async def detect(request: web.Request) -> web.Response:
+    """What an upload is, read and checked as POST /v1/jobs would; nothing is queued."""
+    return json_response(await _accept(request, "", queue=False))
+
+
 async def submit_job(request: web.Request) -> web.Response:
     wait = _wait_seconds(request, default=0.0)  # a bad ?wait= must not leave a job behind
     job = await _accept_and_wait(request, wait)
@@ -98,10 +112,13 @@ async def get_job(request: web.Request) -> web.Response:
     job_id = _job_id(request)
     wait = _wait_seconds(request, default=0.0)
     await _check_owner(request, job_id)
+    pages = wants_pages(request)
     if wait > 0:
         job = await request.app[WAITERS].wait(job_id, wait)
     else:
         job = await request.app[STORE].get(job_id)
+    if pages:
+        job = await with_pages(request.app[STORE], job_id, job)
     if job is None:
         raise _no_job(job_id)
     return json_response(job, status=200)
@@ -110,17 +127,20 @@ async def get_job(request: web.Request) -> web.Response:
 async def get_text(request: web.Request) -> web.Response:
     job_id = _job_id(request)
     await _check_owner(request, job_id)
-    store = request.app[STORE]
-    job = await store.get(job_id)
-    if job is None:
+    page = page_number(request)
+    found = await request.app[STORE].read(job_id)
+    if found is None:
         raise _no_job(job_id)
+    record, text = found
+    job = public_job(record)
     if job["state"] == "failed":
         raise ApiError("job_failed", f"the job failed: {job['error']['code']}",
                        extra={"job_id": job_id, "job_error": job["error"]})
     if job["state"] != "done":
         raise ApiError("job_not_finished", f"the job is {job['state']}", retry_after=1)
-    return web.Response(text=job.get("text") or "", content_type="text/plain",
-                        charset="utf-8")
+    if page is not None:
+        text = one_page(job_id, record, text or "", page)
+    return web.Response(text=text or "", content_type="text/plain", charset="utf-8")
 
 
 async def delete_job(request: web.Request) -> web.Response:
@@ -149,10 +169,12 @@ async def _accept_and_wait(request: web.Request, wait: float) -> dict:
         waiters.discard(job_id, registered)
 
 
-async def _accept(request: web.Request, job_id: str) -> dict:
-    """Read, check and store one upload; returns the queued job's JSON."""
+async def _accept(request: web.Request, job_id: str, *, queue: bool = True) -> dict:
+    """Read, check and store one upload; returns the queued job's JSON (the job done at
+    once when the result cache served it; what it is, without `queue`)."""
     app = request.app
     settings = app[SETTINGS]
+    use_cache = cache_wanted(request, settings)
     budget = app[UPLOAD_BUDGET]
     most = reservation(request, settings)
     slots, key_id = app[UPLOAD_SLOTS], request.get("key_id", -1)
@@ -163,6 +185,8 @@ async def _accept(request: web.Request, job_id: str) -> dict:
     try:
         upload = await read_upload(request, settings, budget, share)
         fmt, method, family = _check_type(request, upload.filename, upload.data)
+        if not queue:
+            return detected(fmt, family)
         request["job_id"] = job_id
         record = {
             "id": job_id, "state": "queued", "attempts": "0", "ext": fmt.ext,
@@ -171,14 +195,17 @@ async def _accept(request: web.Request, job_id: str) -> dict:
             "created_at": f"{time.time():.6f}", "request_id": request["request_id"],
             "tenant": tenant_of(request),
         }
-        await app[STORE].submit(record, upload.data)
+        record.update(await cache_fields(record, upload.data, settings))
+        submitted = await app[STORE].submit(record, upload.data, use_cache=use_cache)
     finally:
         slots.give_back(key_id)
         if share is not None:
             await budget.close(share)
     # Logged on the request's own line (one line per request, not two).
     request["accepted"] = {"format": fmt.ext, "bytes": record["size"],
-                           "extract_method": method or None}
+                           "extract_method": method or None, "cached": submitted.cached}
+    if submitted.cached:
+        return await app[STORE].get(job_id) or _queued_view(record)
     return _queued_view(record)
 
 
@@ -302,6 +329,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/v1/formats", list_formats)
     app.router.add_post("/v1/jobs", submit_job)
     app.router.add_post("/v1/extract", extract)
+    app.router.add_post("/v1/detect", detect)
     app.router.add_get("/v1/jobs/{job_id}", get_job)
     app.router.add_get("/v1/jobs/{job_id}/text", get_text)
     app.router.add_delete("/v1/jobs/{job_id}", delete_job)
