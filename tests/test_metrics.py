@@ -86,7 +86,8 @@ def test_the_api_counts_requests_in_memory_and_adds_them_to_redis_once_a_second(
 
 
 def test_job_counters_and_extraction_metrics_add_up_across_both_children(make_stack):
-    stack = make_stack(env={"WORKER_PROCESSES": "2"})
+    # The result cache on (test stacks default to off), so its misses are counted too.
+    stack = make_stack(env={"WORKER_PROCESSES": "2", "RESULT_CACHE_TTL": "600"})
     with monitored(stack) as api:
         before = json.loads(api.get("/metrics")[2])
         paths = [CORPUS / "textract-tests" / d for d in DOCUMENTS]
