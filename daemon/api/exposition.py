@@ -62,7 +62,8 @@ def parse_reads(replies: list) -> dict:
         route, _, status = rest.rpartition("|")
         by_route.append({"route": route, "method": method, "status": int(status),
                          "count": int(count)})
-    bytes_in, chars_out = {}, {}
+    bytes_in: dict[str, int] = {}
+    chars_out: dict[str, int] = {}
     for name, value in volume.items():
         kind, _, fmt = name.partition("|")
         (bytes_in if kind == "bytes_in" else chars_out)[fmt] = int(value)
