@@ -142,19 +142,19 @@ async def tika(request: web.Request) -> web.Response:
     kind = negotiate(request.headers.get("Accept"), TEXT_OFFERS, "text/plain")
     parsed = _parsed_or_422(await parse(request))
     if kind == "application/json":
-        return json_response(tika_object(parsed, DEFAULT_HANDLER))
+        return _tagged(json_response(tika_object(parsed, DEFAULT_HANDLER)), parsed)
     if kind == "text/plain":
-        return _text(parsed.text)
+        return _tagged(_text(parsed.text), parsed)
     xml = kind in ("text/xml", "application/xml")
     body = content_for(parsed, tika_metadata(parsed), "xml" if xml else "html")
-    return web.Response(text=body, content_type=kind, charset="utf-8")
+    return _tagged(web.Response(text=body, content_type=kind, charset="utf-8"), parsed)
 
 
 async def tika_json(request: web.Request) -> web.Response:
     """PUT /tika/{handler}, POST /tika/form/{handler}: one JSON object (Tika 3.x)."""
     handler = _handler(request)
     parsed = _parsed_or_422(await parse(request))
-    return json_response(tika_object(parsed, handler))
+    return _tagged(json_response(tika_object(parsed, handler)), parsed)
 
 
 # --- /rmeta ---------------------------------------------------------------------------
@@ -163,7 +163,7 @@ async def rmeta(request: web.Request) -> web.Response:
     (textract gives no embedded documents, so the list has one object)."""
     handler = _handler(request)
     parsed = await parse(request)
-    return json_response([tika_object(parsed, handler)])
+    return _tagged(json_response([tika_object(parsed, handler)]), parsed)
 
 
 # --- /meta ----------------------------------------------------------------------------
@@ -171,10 +171,12 @@ async def meta(request: web.Request) -> web.Response:
     """PUT /meta, POST /meta/form: the metadata object (CSV when Accept prefers it)."""
     kind = negotiate(request.headers.get("Accept"), ("application/json", "text/csv"),
                      "application/json")
-    metadata = tika_metadata(_parsed_or_422(await parse(request)))
+    parsed = _parsed_or_422(await parse(request))
+    metadata = tika_metadata(parsed)
     if kind == "text/csv":
-        return web.Response(text=as_csv(metadata), content_type="text/csv", charset="utf-8")
-    return json_response(metadata)
+        return _tagged(web.Response(text=as_csv(metadata), content_type="text/csv",
+                                    charset="utf-8"), parsed)
+    return _tagged(json_response(metadata), parsed)
 
 
 async def meta_field(request: web.Request) -> web.Response:
@@ -234,6 +236,14 @@ ROUTE_LIST = (
 
 
 # --- helpers --------------------------------------------------------------------------
+def _tagged(response: web.Response, parsed: Parsed) -> web.Response:
+    """The job's id in X-Job-ID (as /v1/extract): an operator can find it, and a client
+    that knows textractd can read the job itself."""
+    if parsed.job is not None:
+        response.headers["X-Job-ID"] = parsed.job["id"]
+    return response
+
+
 def _text(body: str) -> web.Response:
     return web.Response(text=body, content_type="text/plain", charset="utf-8")
 
