@@ -39,7 +39,6 @@ from daemon.api.tika.render import xhtml
 from daemon.api.tika.routes import negotiate
 from daemon.documents.detect import detect
 from daemon.documents.formats import FORMATS
-from daemon.errors import UnsupportedFormat
 from devtools.stack import Stack, free_port, wait_for
 from tests.conftest import CORPUS, CorpusDoc, corpus_documents
 
@@ -103,13 +102,15 @@ def v1_job(http: httpx.Client, name: str, data: bytes) -> dict:
     return reply.json()
 
 
-def tells_itself(doc: CorpusDoc) -> bool:
-    """Whether the content alone gives the format the name gives (so a client that sends
-    no name, like tika-python's from_buffer, reads it as /v1 does)."""
+def tells_itself(doc: CorpusDoc, mime: str | None = None) -> bool:
+    """Whether the content (with a Content-Type `mime`) gives the format the name gives,
+    so a client that sends no name (from_buffer) reads it as /v1 does. A .psv sent as
+    text/plain is plain text to Tika too."""
     data = doc.path.read_bytes()
     try:
-        return detect(None, data)["format"] == detect(doc.path.name, data)["format"]
-    except UnsupportedFormat:
+        return tell_format(None, data, hinted_ext(mime)).ext == \
+            detect(doc.path.name, data)["format"]
+    except TypedOnly:
         return False
 
 
@@ -141,6 +142,8 @@ def test_every_corpus_document_reads_through_each_client_as_v1_extract_reads_it(
 
     client_call = index % 3
     mime = FORMATS[detect(doc.path.name, data)["format"]].mime
+    if client_call == 1 and not tells_itself(doc, mime):
+        client_call = 0
     if client_call == 0:  # POST /tika/form/text, part `upload-file`
         content = tika_client.tika.as_text.from_file(doc.path, mime).content
     elif client_call == 1:  # PUT /tika/text, gzip above 1 KB, Content-Type as the hint
