@@ -255,8 +255,11 @@ def test_rmeta_is_a_list_with_the_container_first_its_content_as_the_handler_say
     assert container.data["X-TIKA:content_handler"] == "ToHTMLContentHandler"
     assert strings_only(container.data)
     [default] = http.put("/rmeta", content=path.read_bytes()).json()  # Tika's default: xml
-    assert default["X-TIKA:content"].startswith("<?xml")
-    ElementTree.fromstring(default["X-TIKA:content"])
+    assert default["X-TIKA:content_handler"] == "ToXMLContentHandler"
+    assert ElementTree.fromstring(default["X-TIKA:content"]).tag == XHTML + "html"
+    as_xml = http.put("/tika", content=path.read_bytes(), headers={"Accept": "text/xml"})
+    assert as_xml.headers["Content-Type"].startswith("text/xml")
+    assert as_xml.text.startswith('<?xml version="1.0" encoding="UTF-8"?>')
     [ignored] = http.put("/rmeta/ignore", content=path.read_bytes()).json()
     assert "X-TIKA:content" not in ignored and ignored["Content-Type"] == container.type
 

@@ -196,7 +196,7 @@ async def _accept(request: web.Request, job_id: str, read: UploadReader,
 
 
 def _check_type(request: web.Request, filename: str | None,
-                data: bytes) -> tuple[formats.Format, str, str]:
+                data: bytes | bytearray) -> tuple[formats.Format, str, str]:
     """The upload's format, the `method=` asked for, and the extractor family for both."""
     declared = request.query.get("extension") or None
     try:

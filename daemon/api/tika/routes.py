@@ -23,6 +23,7 @@ import structlog
 from aiohttp import web
 
 from daemon import __version__
+from daemon.api.budget import MemoryBudget, Reservation
 from daemon.api.middleware import ApiError, json_response
 from daemon.api.tika.access import LOOPBACK
 from daemon.api.tika.intake import (
@@ -61,8 +62,8 @@ class Accept(Protocol):
 
 
 class _Reader(Protocol):
-    def __call__(self, request: web.Request, settings: Settings, budget: object,
-                 share: object) -> Awaitable[Upload]: ...
+    def __call__(self, request: web.Request, settings: Settings, budget: MemoryBudget,
+                 share: Reservation | None) -> Awaitable[Upload]: ...
 
 
 class TikaContext(NamedTuple):
@@ -124,11 +125,13 @@ def _parsed_or_422(parsed: Parsed) -> Parsed:
 
 
 def content_for(parsed: Parsed, metadata: dict, handler: str) -> str | None:
+    """X-TIKA:content for a content handler: the text, XHTML (html and xml: Tika's
+    ToXMLContentHandler writes no XML declaration either), or none for `ignore`."""
     if handler == "ignore":
         return None
     if handler == "text":
         return parsed.text
-    return xhtml(parsed.text, metadata, parsed.page_ends, declaration=handler == "xml")
+    return xhtml(parsed.text, metadata, parsed.page_ends)
 
 
 def tika_object(parsed: Parsed, handler: str) -> dict:
@@ -145,8 +148,9 @@ async def tika(request: web.Request) -> web.Response:
         return _tagged(json_response(tika_object(parsed, DEFAULT_HANDLER)), parsed)
     if kind == "text/plain":
         return _tagged(_text(parsed.text), parsed)
-    xml = kind in ("text/xml", "application/xml")
-    body = content_for(parsed, tika_metadata(parsed), "xml" if xml else "html")
+    # text/xml is written as XML, with its declaration (Tika's transformer, method=xml).
+    body = xhtml(parsed.text, tika_metadata(parsed), parsed.page_ends,
+                 declaration=kind in ("text/xml", "application/xml"))
     return _tagged(web.Response(text=body, content_type=kind, charset="utf-8"), parsed)
 
 
@@ -288,7 +292,11 @@ def tika_listeners(settings: Settings) -> list[socket.socket] | None:
     if settings.tika_port <= 0:
         return None
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    return [socket.create_server((settings.host, settings.tika_port), family=family)]
+    try:
+        return [socket.create_server((settings.host, settings.tika_port), family=family)]
+    except OSError as exc:  # taken, or not ours to bind: refuse to start, in one line
+        log.error("api.refused", reason=f"TIKA_PORT {settings.tika_port}: {exc.strerror}")
+        raise SystemExit(2) from exc
 
 
 def setup_tika(app: web.Application, settings: Settings, store: AsyncJobStore,
