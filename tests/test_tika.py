@@ -16,6 +16,7 @@ import importlib
 import io
 import os
 import shutil
+import subprocess
 import sys
 import zlib
 from collections.abc import Iterator
@@ -285,6 +286,32 @@ def test_a_document_that_cannot_be_parsed_is_422_on_tika_and_meta_and_an_excepti
     parsed = tika_python.parser.from_buffer(BROKEN_PDF)
     assert parsed["status"] == 200
     assert "corrupt_document" in parsed["metadata"]["X-TIKA:EXCEPTION:container_exception"]
+
+
+def test_a_password_protected_document_is_422_or_an_rmeta_exception_whoever_finds_it(
+        http, tmp_path) -> None:
+    """Found on upload (an encrypted OOXML file: no job) or by the worker (a PDF that
+    needs a user password): the same answers."""
+    from msoffcrypto.format.ooxml import OOXMLFile
+
+    office = io.BytesIO()
+    with (C / "docx/raw_text.docx").open("rb") as source:
+        OOXMLFile(source).encrypt("secret", office)
+    locked_pdf = tmp_path / "locked.pdf"
+    subprocess.run(["gs", "-q", "-dNOPAUSE", "-dBATCH", "-sDEVICE=pdfwrite",
+                    "-sOwnerPassword=owner", "-sUserPassword=user",
+                    f"-sOutputFile={locked_pdf}", str(C / "pdf/standardized_text.pdf")],
+                   check=True, timeout=60)
+    for data in (office.getvalue(), locked_pdf.read_bytes()):
+        for path in ("/tika", "/meta"):
+            reply = http.put(path, content=data, headers={"Accept": "application/json"})
+            assert reply.status_code == 422, reply.text
+            assert reply.json()["error"]["code"] == "encrypted_document"
+        [container] = http.put("/rmeta/text", content=data).json()
+        assert container["X-TIKA:EXCEPTION:container_exception"].startswith(
+            "textractd encrypted_document: ")
+    assert http.put("/detect/stream", content=office.getvalue()).text == \
+        "application/x-tika-ooxml-protected"
 
 
 def test_an_unknown_type_is_200_with_nothing_never_415(http) -> None:
