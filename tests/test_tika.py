@@ -40,6 +40,7 @@ from daemon.api.tika.render import xhtml
 from daemon.api.tika.routes import negotiate
 from daemon.documents.detect import detect
 from daemon.documents.formats import FORMATS
+from daemon.store import breaker_key
 from devtools.stack import Stack, free_port, wait_for
 from tests.conftest import CORPUS, CorpusDoc, corpus_documents
 
@@ -336,6 +337,16 @@ def test_gzip_and_deflate_uploads_read_as_the_plain_body(http) -> None:
         assert reply.json()["X-TIKA:content"] == expected
 
 
+def test_the_upload_limit_holds_on_the_tika_routes_counted_inflated(http) -> None:
+    """The same reader as /v1: a gzip body that inflates past MAX_CONTENT_LENGTH (16 MiB)
+    is refused, however small it travels."""
+    bomb = gzip.compress(b"\0" * (17 * 1024 * 1024))
+    assert len(bomb) < 100_000
+    reply = http.put("/tika/text", content=bomb, headers={"Content-Encoding": "gzip"})
+    assert reply.status_code == 413
+    assert reply.json()["error"]["code"] == "payload_too_large"
+
+
 @pytest.mark.parametrize("disposition", ["attachment; filename=b'raw_text.csv'",
                                          "attachment; filename=raw text.csv",
                                          'attachment; filename="raw_text.csv"'])
@@ -484,6 +495,27 @@ def test_redis_down_is_503_with_retry_after_never_a_hang(own_stack) -> None:
         assert int(reply.headers["Retry-After"]) > 0
     finally:
         own_stack.supervisorctl("start", "redis")
+
+
+@pytest.mark.slow
+def test_a_broken_extractor_is_503_with_retry_after_not_the_documents_422(make_stack,
+                                                                          tools) -> None:
+    """A PDF waiting behind an open pdf breaker fails extractor_unavailable: Tika's
+    clients hear "try later", not "this document is bad"."""
+    tools.mode("pdftotext", "segv")
+    stack = make_stack(env=tools.env(WORKER_PROCESSES=1, MAX_ATTEMPTS=6, BREAKER_MAX_WAIT=2,
+                                     CIRCUIT_BREAKER_RECOVERY_TIMEOUT=60))
+    pdf = (C / "pdf/standardized_text.pdf").read_bytes()
+    key = {"X-API-Key": stack.api_key}
+    httpx.post(f"{stack.url}/v1/jobs", params={"filename": "a.pdf"}, content=pdf, headers=key)
+    with stack.redis() as r:
+        wait_for(lambda: r.hget(breaker_key("pdf"), "state") == b"open", 30,
+                 "the pdf breaker to open")
+    for path in ("/tika/text", "/rmeta/text"):
+        reply = httpx.put(f"{stack.url}{path}", content=pdf, headers=key, timeout=30)
+        assert reply.status_code == 503, reply.text
+        assert reply.json()["error"]["code"] == "extractor_unavailable"
+        assert int(reply.headers["Retry-After"]) > 0
 
 
 # --- the decisions, in-process ------------------------------------------------------------
