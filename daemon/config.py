@@ -86,6 +86,9 @@ class Settings:
                                     "instead of starting LibreOffice (1.4 s); 0: always "
                                     "LibreOffice")
     max_attempts: int = _setting(3, "deliveries before a job fails and is dead-lettered")
+    quarantine_ttl: int = _setting(86400, "seconds a document that killed its worker "
+                                          "MAX_ATTEMPTS times is refused (422 "
+                                          "poison_document)")
     claim_idle: float = _setting(0.0, "idle seconds before another consumer's entry is "
                                       "taken over; 0: JOB_TIMEOUT + 30")
     result_ttl: int = _setting(3600, "seconds a finished job and its text are kept")

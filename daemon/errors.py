@@ -142,6 +142,10 @@ ERROR_CODES: dict[str, ErrorCode] = {
         ErrorCode("shutting_down", 503, "the api is stopping", "retry after Retry-After seconds"),
         ErrorCode("insufficient_storage", 507, "no disk space to accept the upload",
                   "retry later"),
+        ErrorCode("poison_document", 422,
+                  "the same bytes killed a worker (deadline, memory, signal) MAX_ATTEMPTS "
+                  "times and are quarantined for QUARANTINE_TTL; a job queued before fails "
+                  "with this code unrun", "do not retry; an operator can lift the quarantine"),
         ErrorCode("internal_error", 500, "a bug: reported in the logs with the request id",
                   "retry once, then report the request id"),
         # Codes a failed job carries in its `error.code` (the job request itself is 200).

@@ -8,6 +8,7 @@ done channel (daemon.api.waiters) when the client asked to wait.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import sys
@@ -148,12 +149,17 @@ async def _accept(request: web.Request, job_id: str) -> dict:
     try:
         upload = await read_upload(request, settings)
         fmt, method, family = _check_type(request, upload.filename, upload.data)
+        sha256 = hashlib.sha256(upload.data).hexdigest()
+        if await app[STORE].quarantined(sha256):  # it killed its worker MAX_ATTEMPTS times
+            raise ApiError("poison_document", "this document is quarantined: it took its "
+                           "worker down on every attempt", extra={"sha256": sha256})
         request["job_id"] = job_id
         record = {
             "id": job_id, "state": "queued", "attempts": "0", "ext": fmt.ext,
             "family": family, "method": method,
             "filename": formats.safe_display_name(upload.filename), "size": len(upload.data),
             "created_at": f"{time.time():.6f}", "request_id": request["request_id"],
+            "sha256": sha256,
         }
         await app[STORE].submit(record, upload.data)
     finally:

@@ -21,7 +21,7 @@ from multiprocessing.connection import wait
 import structlog
 import textract  # noqa: F401 - imported before the fork so children start warm
 
-from daemon.breaker import death_outcome, log_breaker_move
+from daemon.breaker import death_outcome, is_poison_death, log_breaker_move
 from daemon.config import Settings
 from daemon.connection import REDIS_DOWN, RedisTooOld, connect, require_redis_version
 from daemon.logs import configure_logging
@@ -223,7 +223,7 @@ class Pool:
             settled = self.store.retry(
                 delivery, consumer=master_consumer_name(self.settings),
                 error_code=code, error_message=message,
-                outcome=death_outcome(reason))
+                outcome=death_outcome(reason), died=is_poison_death(reason))
         except REDIS_DOWN as exc:
             # Still pending under the slot's consumer name: its next child reads it first.
             log.warning("job.requeue_deferred", job_id=delivery.job_id, error=str(exc))
@@ -232,6 +232,9 @@ class Pool:
             return  # the child had finished or re-queued it itself just before it died
         self.requeued += 1
         log.warning("job.requeued", job_id=delivery.job_id, reason=reason, error_code=code)
+        if settled.quarantined:
+            log.warning("document.quarantined", job_id=delivery.job_id, reason=reason,
+                        ttl=self.settings.quarantine_ttl)
         log_breaker_move(delivery.family, settled.breaker_from, settled.breaker_to)
 
     def _enforce_deadlines(self) -> None:
