@@ -26,6 +26,7 @@ from daemon.api.drain import DrainRate, sample_drain
 from daemon.api.keys import METRICS_HOOK, RATE_LIMITER, RETRY_AFTER
 from daemon.api.middleware import ApiError, auth, errors, json_response, request_context
 from daemon.api.monitoring import setup_monitoring
+from daemon.api.quarantine import setup_quarantine
 from daemon.api.ratelimit import RateLimiter
 from daemon.api.uploads import MemoryBudget, read_upload, reservation
 from daemon.api.waiters import Waiters
@@ -279,6 +280,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/v1/jobs/{job_id}", get_job)
     app.router.add_get("/v1/jobs/{job_id}/text", get_text)
     app.router.add_delete("/v1/jobs/{job_id}", delete_job)
+    setup_quarantine(app, store)
     return app
 
 
