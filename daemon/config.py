@@ -89,6 +89,9 @@ class Settings:
     quarantine_ttl: int = _setting(86400, "seconds a document that killed its worker "
                                           "MAX_ATTEMPTS times is refused (422 "
                                           "poison_document)")
+    job_disk_max_mb: int = _setting(256, "disk one job's tools may fill: each file "
+                                         "(RLIMIT_FSIZE) and the job's folder in all "
+                                         "(watched); past it the job fails output_limit")
     claim_idle: float = _setting(0.0, "idle seconds before another consumer's entry is "
                                       "taken over; 0: JOB_TIMEOUT + 30")
     result_ttl: int = _setting(3600, "seconds a finished job and its text are kept")

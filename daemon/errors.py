@@ -47,6 +47,12 @@ class DocumentTooComplex(DocumentError):
     code = "document_too_complex"
 
 
+class OutputLimit(DocumentError):
+    """Raised when a job's tools tried to write more than JOB_DISK_MAX_MB to disk."""
+
+    code = "output_limit"
+
+
 # --- the extraction machinery -------------------------------------------------------
 class MachineryError(TextractdError):
     """Raised when the extraction machinery failed; the job is retried elsewhere."""
@@ -156,6 +162,9 @@ ERROR_CODES: dict[str, ErrorCode] = {
                   "send it decrypted"),
         ErrorCode("document_too_complex", 200,
                   "job: a bomb guard tripped (entries, ratio, pixels, pages, text size)",
+                  "do not retry"),
+        ErrorCode("output_limit", 200,
+                  "job: its tools tried to write more than JOB_DISK_MAX_MB to disk",
                   "do not retry"),
         ErrorCode("extraction_timeout", 200, "job: ran past JOB_TIMEOUT on every attempt",
                   "retry later or split the document"),

@@ -21,6 +21,8 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
+
 from daemon.store import breaker_key
 from devtools.stack import Stack, wait_for
 from tests.conftest import CORPUS, squash
@@ -178,3 +180,61 @@ def test_deeply_nested_html_past_the_deadline_never_opens_the_python_breaker(
     print(f"\ntwo 20,000-deep HTML documents: failed {[f['error']['code'] for f in failed]}, "
           f"python breaker closed; another key's .txt extract took {baseline:.2f} s before, "
           f"{during:.2f} s during, {after:.2f} s after")
+
+
+# --- PostScript writing to its temporary folder (issue 13.2) -------------------------------
+# -dSAFER lets Ghostscript write temporary files, in TMPDIR: one file as large as it likes,
+# or many files each below any per-file bound.
+PS_ONE_BIG_FILE = b"""%!PS
+/f null (w) .tempfile exch pop def
+/s 65536 string def
+{ f s writestring } loop
+"""
+PS_MANY_FILES = b"""%!PS
+/s 65536 string def
+{ null (w) .tempfile exch pop /f exch def 0 1 30 { pop f s writestring } for } loop
+"""
+
+
+def spool_bytes(stack: Stack) -> int:
+    return sum(p.stat().st_size for p in (stack.root / "var" / "spool").rglob("*")
+               if p.is_file())
+
+
+@pytest.mark.parametrize("document", [PS_ONE_BIG_FILE, PS_MANY_FILES],
+                         ids=["one-big-file", "many-2mb-files"])
+def test_postscript_writing_to_its_temp_folder_fails_output_limit_and_leaves_nothing(
+        make_stack, document) -> None:
+    limit_mb = 16
+    stack, attacker, victim = keys_stack(make_stack, WORKER_PROCESSES=2, JOB_TIMEOUT=20,
+                                         JOB_DISK_MAX_MB=limit_mb)
+    attack = submit(stack, attacker, document, "writer.ps")
+    peak = 0
+
+    def final() -> dict | None:
+        nonlocal peak
+        peak = max(peak, spool_bytes(stack))
+        found = job(stack, attacker, attack)
+        return found if found["state"] in ("done", "failed") else None
+
+    started = time.perf_counter()
+    failed = wait_for(final, 20, "the writing job to end", interval=0.02)
+    took = time.perf_counter() - started
+
+    assert failed["state"] == "failed" and failed["error"]["code"] == "output_limit", failed
+    assert failed["attempts"] == 1  # the document's doing: not retried
+    assert "spool" not in failed["error"]["message"]
+    assert took < 10  # stopped by the bound, not by the 20 s deadline
+    # Bounded while it ran: each file by RLIMIT_FSIZE exactly; in all, by the limit plus
+    # what the tools write between two looks of the watch thread (50 ms, at a few hundred
+    # MB/s on a busy host). Unbounded, gs writes gigabytes before the deadline.
+    assert peak <= (limit_mb + 200) * 1024 * 1024, peak
+    wait_for(lambda: spool_bytes(stack) == 0, 5, "the job's folder to be removed")
+    state = breaker(stack, "postscript")
+    assert int(state.get("total_failures", 0)) == 0, state
+    took_normal, text = timed_extract(stack, victim, NORMAL_PS, "normal.ps")
+    assert FOX in squash(text)
+    print(f"\n{len(document)}-byte PostScript writing to TMPDIR: output_limit after "
+          f"{took:.2f} s, spool peak {peak / 1048576:.1f} MB (limit {limit_mb} MB), empty "
+          f"after; another key's .ps extract {took_normal:.2f} s")
+

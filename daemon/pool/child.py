@@ -10,9 +10,12 @@ turn is two steps: running the extraction (`_attempt`), then settling its outcom
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import errno
 import os
 import random
+import resource
 import shutil
 import signal
 import sys
@@ -29,7 +32,13 @@ from daemon.connection import REDIS_DOWN, connect
 from daemon.documents import guards
 from daemon.documents.extract import extract_text
 from daemon.documents.formats import FORMATS
-from daemon.errors import DocumentError, MachineryError, SpoolFull, TextractdError
+from daemon.errors import (
+    DocumentError,
+    MachineryError,
+    OutputLimit,
+    SpoolFull,
+    TextractdError,
+)
 from daemon.logs import configure_logging
 from daemon.metrics import JobMetrics
 from daemon.pool import faults
@@ -39,6 +48,7 @@ from daemon.pool.slots import (
     EXIT_RECYCLE_JOBS,
     EXIT_RECYCLE_MEMORY,
     SlotState,
+    job_folder,
     set_parent_death_signal,
 )
 from daemon.pool.summary import JobSummary, finished_event, log_summary
@@ -133,7 +143,8 @@ class Child:
         shutil.rmtree(self.spool, ignore_errors=True)
         self.spool.mkdir(mode=0o700)
         (self.spool / "tmp").mkdir(mode=0o700)
-        # textract's tools (soffice profiles, pdftoppm pages) write under TMPDIR.
+        # textract's tools (soffice profiles, pdftoppm pages) write under TMPDIR (a folder
+        # of the job's own while one runs).
         os.environ["TMPDIR"] = tempfile.tempdir = str(self.spool / "tmp")
         os.environ.setdefault("OMP_THREAD_LIMIT", "1")
         self.store = JobStore(connect(self.settings), self.settings)
@@ -265,30 +276,54 @@ class Child:
     # --- step 1: run the extraction ----------------------------------------------------
     def _attempt(self, delivery: Delivery, begun: Begun) -> Attempt:
         started = time.perf_counter()
-        path = self.spool / f"{delivery.job_id}.{begun.ext}"
+        folder = job_folder(self.settings.spool_dir, self.slot_no, delivery.job_id)
         text: str | None = None
         error: DocumentError | MachineryError | None = None
         try:
-            text = self._extract(path, begun)
+            text = self._extract(folder, delivery.job_id, begun)
         except (DocumentError, MachineryError) as exc:
-            error = exc
+            error = self._output_limit(exc) or exc
         finally:
-            path.unlink(missing_ok=True)
+            # However the job ended, what its tools wrote goes with it (a killed child's
+            # folder is removed by the master that reaps it).
+            self._leave_job_folder()
+            shutil.rmtree(folder, ignore_errors=True)
         return Attempt(text, error, round((time.perf_counter() - started) * 1000, 1))
 
-    def _extract(self, path: Path, begun: Begun) -> str:
+    def _extract(self, folder: Path, job_id: str, begun: Begun) -> str:
         fmt = FORMATS[begun.ext]
+        path = folder / f"{job_id}.{begun.ext}"
         try:
+            shutil.rmtree(folder, ignore_errors=True)  # an earlier attempt's, if any
+            folder.mkdir(mode=0o700)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(begun.payload)
         except OSError as exc:
-            path.unlink(missing_ok=True)
             raise SpoolFull(f"cannot write the spool file: {exc.strerror}") from exc
+        # The tools' TMPDIR is the job's folder, so nothing they write outlives the job.
+        os.environ["TMPDIR"] = tempfile.tempdir = str(folder)
         guards.check_document(path, fmt, self.limits)
-        text = extract_text(path, begun.ext, begun.method, fast_doc=self.settings.fast_doc)
+        with file_size_limit(self.settings.job_disk_max_mb * 1024 * 1024):
+            text = extract_text(path, begun.ext, begun.method, fast_doc=self.settings.fast_doc)
         guards.check_text_size(text, self.limits)
         return text
+
+    def _leave_job_folder(self) -> None:
+        os.environ["TMPDIR"] = tempfile.tempdir = str(self.spool / "tmp")
+
+    def _output_limit(self, error: TextractdError) -> OutputLimit | None:
+        """The error to report when the job's tools wrote past JOB_DISK_MAX_MB: a tool
+        killed by SIGXFSZ (directly, or as a shell wrapper such as ps2ascii reports it),
+        a write of ours refused with EFBIG, or the watch thread finding the folder full."""
+        cause = error.__cause__
+        exit_code = getattr(cause, "exit_code", None)
+        if (self.slot.output_exceeded
+                or exit_code in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ)
+                or (isinstance(cause, OSError) and cause.errno == errno.EFBIG)):
+            return OutputLimit(f"the document's tools tried to write more than "
+                               f"{self.settings.job_disk_max_mb} MB (JOB_DISK_MAX_MB)")
+        return None
 
     # --- step 2: settle the outcome ------------------------------------------------------
     def _settle(self, delivery: Delivery, begun: Begun, attempt: Attempt) -> None:
@@ -398,6 +433,24 @@ class Child:
         while not self.draining and time.monotonic() < deadline:
             self.slot.turned()  # waiting out an outage is a turn, not a wedge
             time.sleep(min(0.1, deadline - time.monotonic()))
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int):
+    """Lower this process's RLIMIT_FSIZE soft limit to `limit` bytes while the tools run:
+    textract starts them with subprocess, which offers no hook of ours, and they inherit
+    the limit. Set here rather than once in boot() because the payload (up to
+    MAX_CONTENT_LENGTH) is written first, and the child's own writes outside a job stay
+    unlimited. A tool past it dies of SIGXFSZ; this process (Python ignores SIGXFSZ)
+    gets EFBIG. The soft limit goes back up afterwards: lowering it needs no privilege,
+    nor raising it again up to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    lowered = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (lowered, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
 def _on_parent_death(_signo: int, _frame: object) -> None:
