@@ -89,6 +89,10 @@ class Settings:
     quarantine_ttl: int = _setting(86400, "seconds a document that killed its worker "
                                           "MAX_ATTEMPTS times is refused (422 "
                                           "poison_document)")
+    tool_env: tuple[str, ...] = _setting((), "comma-separated names of further environment "
+                                             "variables the workers' tools receive; all but "
+                                             "PATH, HOME, LANG/LC_*, TZ, TMPDIR, "
+                                             "OMP_THREAD_LIMIT, TESSDATA_PREFIX is withheld")
     job_disk_max_mb: int = _setting(256, "disk one job's tools may fill: each file "
                                          "(RLIMIT_FSIZE) and the job's folder in all "
                                          "(watched); past it the job fails output_limit")

@@ -26,7 +26,7 @@ import pytest
 from daemon.store import breaker_key
 from devtools.stack import Stack, wait_for
 from tests.conftest import CORPUS, squash
-from tests.fakes import FOX
+from tests.fakes import FAKES, FOX, PDF
 
 PS_LOOP = b"%!PS\n{ } loop\n"  # 14 bytes: ps2ascii spins until the deadline
 NORMAL_PS = CORPUS / "textract-tests" / "ps" / "standardized_text.ps"
@@ -238,3 +238,35 @@ def test_postscript_writing_to_its_temp_folder_fails_output_limit_and_leaves_not
           f"{took:.2f} s, spool peak {peak / 1048576:.1f} MB (limit {limit_mb} MB), empty "
           f"after; another key's .ps extract {took_normal:.2f} s")
 
+
+# --- secrets and paths (issue 13.6) ----------------------------------------------------------
+def test_the_tools_a_worker_runs_see_no_api_key_nor_redis_password(make_stack, tools) -> None:
+    tools.mode("pdftotext", "env")
+    secret = secrets.token_urlsafe(12)  # any secret an operator exports to the service
+    stack = make_stack(env=tools.env(WORKER_PROCESSES=1, LC_ALL="C.UTF-8",
+                                     CALLBACK_SECRET=secret))
+    _took, text = timed_extract(stack, stack.api_key, PDF, "fox.pdf")
+
+    assert FOX in squash(text)
+    seen = dict(line.split("=", 1) for line in
+                (tools.root / "env").read_text().splitlines() if "=" in line)
+    assert stack.api_key not in (tools.root / "env").read_text()
+    assert secret not in (tools.root / "env").read_text()
+    assert not {"API_KEY", "REDIS_URL", "CALLBACK_SECRET", "TEXTRACTD_HOME"} & set(seen)
+    # what the tool does need is there: its programs, its locale, the job's own folder
+    assert seen["PATH"].split(os.pathsep)[0] == str(FAKES)
+    assert seen["LC_ALL"] == "C.UTF-8" and seen["FAKE_TOOL_DIR"] == str(tools.root)
+    assert "/job-" in seen["TMPDIR"]
+    print(f"\nthe tool's environment: {sorted(seen)}")
+
+
+def test_health_detailed_names_folders_without_the_install_path(make_stack) -> None:
+    stack = make_stack(env={"WORKER_PROCESSES": "1"})
+    status, body = call(stack, stack.api_key, "GET", "/health/detailed")
+
+    assert status in (200, 503)
+    raw = json.dumps(body)
+    assert str(stack.root) not in raw
+    disk = body["checks"]["disk"][0]["figures"]
+    assert {figure["path"] for figure in disk.values()} <= {"var", "logs", "."}
+    assert body["checks"]["tempfiles"][0]["figures"]["path"] == "var/spool"

@@ -42,6 +42,7 @@ from daemon.errors import (
 from daemon.logs import configure_logging
 from daemon.metrics import JobMetrics
 from daemon.pool import faults
+from daemon.pool.environment import withhold_secrets
 from daemon.pool.slots import (
     EXIT_BOOT_FAILED,
     EXIT_OK,
@@ -147,6 +148,7 @@ class Child:
         # of the job's own while one runs).
         os.environ["TMPDIR"] = tempfile.tempdir = str(self.spool / "tmp")
         os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+        withhold_secrets(self.settings.tool_env)  # no API_KEY or Redis password for tools
         self.store = JobStore(connect(self.settings), self.settings)
         Watchdog(self.settings, self.slot_no, self.consumer, self.slot,
                  lambda: self.jobs_done).start()
