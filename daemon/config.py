@@ -104,8 +104,8 @@ class Settings:
     consumer_prefix: str = _setting(socket.gethostname(), "consumer names are "
                                                           "`<prefix>-<slot>`", shown="host name")
     # --- circuit breaker -------------------------------------------------------------
-    circuit_breaker_failure_threshold: int = _setting(3, "consecutive failures that open a "
-                                                         "breaker")
+    circuit_breaker_failure_threshold: int = _setting(3, "failures of distinct documents in "
+                                                         "a row that open a breaker")
     circuit_breaker_recovery_timeout: float = _setting(120.0, "seconds before an open "
                                                               "breaker lets trials through")
     circuit_breaker_success_threshold: int = _setting(2, "trial successes that close it")
