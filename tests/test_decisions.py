@@ -10,11 +10,14 @@ same rules with real processes.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import multiprocessing
 import os
+import resource
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 import uuid
@@ -24,6 +27,7 @@ from pathlib import Path
 import pytest
 import redis
 from structlog.testing import capture_logs
+from textract.exceptions import ShellError
 
 from daemon import lua
 from daemon.breaker import Outcome, death_outcome, is_poison_death, outcome_of
@@ -33,9 +37,11 @@ from daemon.errors import (
     DocumentTooComplex,
     ExtractorUnavailable,
     MachineryError,
+    OutputLimit,
     SpoolFull,
 )
-from daemon.pool.child import Attempt, Child, Settlement, settlement
+from daemon.pool.child import Attempt, Child, Settlement, file_size_limit, settlement
+from daemon.pool.environment import minimal_environment
 from daemon.pool.master import DEATH_ERRORS, Pool
 from daemon.pool.slots import (
     EXIT_BOOT_FAILED,
@@ -44,6 +50,7 @@ from daemon.pool.slots import (
     EXIT_RECYCLE_MEMORY,
     KillReason,
     exit_reason,
+    job_folder,
     make_slots,
 )
 from daemon.pool.summary import JobSummary
@@ -556,6 +563,73 @@ def test_reaping_a_child_that_died_before_its_finish_landed_requeues_and_logs_no
     assert one(events, "job.requeued")["job_id"] == delivery.job_id
     assert record(store, delivery.job_id)["state"] == "queued"
     assert slot.unlogged() is None and slot.done == 0
+
+
+def test_reaping_a_child_killed_mid_job_removes_what_the_jobs_tools_wrote(
+        pool, store, settings) -> None:
+    delivery, _begun = taken(store, consumer_name(settings, 0))
+    pool.slots[0].begin(delivery.job_id, delivery.entry_id, delivery.family)
+    folder = job_folder(settings.spool_dir, 0, delivery.job_id)
+    (folder / "gs_tmp").mkdir(parents=True)
+    (folder / "gs_tmp" / "big.bin").write_bytes(b"x" * 65536)
+    reap_after_sigkill(pool)
+
+    assert not folder.exists()
+    assert record(store, delivery.job_id)["state"] == "queued"
+
+
+# --- what a job's tools may write, and see ---------------------------------------------------
+def _tool_error(exit_code: int) -> MachineryError:
+    """The error extract_text raises for a tool that ended with `exit_code`."""
+    try:
+        raise MachineryError("the tool failed") from ShellError("ps2ascii x", exit_code,
+                                                                 b"", b"")
+    except MachineryError as exc:
+        return exc
+
+
+@pytest.mark.parametrize(("exit_code", "past_limit"), [
+    (-signal.SIGXFSZ, True),  # the tool itself, killed by SIGXFSZ
+    (128 + signal.SIGXFSZ, True),  # as a shell wrapper (ps2ascii) reports it
+    (-signal.SIGSEGV, False), (1, False),
+])
+def test_a_tool_stopped_by_the_file_size_limit_fails_the_job_output_limit(
+        child, exit_code, past_limit) -> None:
+    found = child._output_limit(_tool_error(exit_code))
+    assert isinstance(found, OutputLimit) is past_limit
+    if found is not None:
+        assert found.code == "output_limit" and "spool" not in str(found)
+        assert settlement(found, 1, MAX_ATTEMPTS) is Settlement.FAILED  # never retried
+
+
+def test_the_watch_threads_disk_verdict_and_an_efbig_write_also_read_as_output_limit(
+        child) -> None:
+    try:
+        raise MachineryError("OSError") from OSError(errno.EFBIG, "File too large")
+    except MachineryError as exc:
+        assert isinstance(child._output_limit(exc), OutputLimit)
+    child.slot.output_exceeded = 1  # the watch thread killed the job's tools
+    assert isinstance(child._output_limit(_tool_error(-signal.SIGKILL)), OutputLimit)
+
+
+def test_the_file_size_limit_binds_a_tool_only_while_the_job_runs(tmp_path) -> None:
+    before = resource.getrlimit(resource.RLIMIT_FSIZE)
+    with file_size_limit(4096):
+        writer = subprocess.run(["dd", "if=/dev/zero", f"of={tmp_path / 'out'}", "bs=1024",
+                                 "count=64"], capture_output=True)
+    assert writer.returncode != 0  # dd died of SIGXFSZ at 4 KiB
+    assert (tmp_path / "out").stat().st_size == 4096
+    assert resource.getrlimit(resource.RLIMIT_FSIZE) == before
+
+
+def test_a_childs_environment_keeps_what_tools_need_and_no_secret() -> None:
+    environ = {"PATH": "/usr/bin", "HOME": "/home/t", "LANG": "C.UTF-8", "LC_ALL": "C",
+               "TMPDIR": "/x", "OMP_THREAD_LIMIT": "1", "API_KEY": "k", "CALLBACK_SECRET": "s",
+               "REDIS_URL": "redis://:pw@h/0", "TEXTRACTD_HOME": "/srv/t", "EXTRA": "e"}
+    kept = minimal_environment(environ, extra=("EXTRA",))
+    assert set(kept) == {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "OMP_THREAD_LIMIT",
+                         "EXTRA"}
+    assert "EXTRA" not in minimal_environment(environ)
 
 
 # --- a loop that stops turning ---------------------------------------------------------------
