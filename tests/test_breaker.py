@@ -17,6 +17,7 @@ import pytest
 from daemon.store import (
     DEFERRED,
     GROUP,
+    QUARANTINE,
     STREAM,
     Delivery,
     JobStore,
@@ -211,6 +212,8 @@ def test_document_faults_from_the_tool_never_open_a_breaker(make_stack, tools):
     assert codes == ["encrypted_document"] * 4
     with stack.redis() as r:
         state = r.hgetall(breaker_key("pdf"))
+        quarantined = r.zcard(QUARANTINE)
+    assert quarantined == 0  # a document that merely fails is never poison
     assert state.get(b"state", b"closed") == b"closed"
     assert int(state.get(b"consecutive_failures", 0)) == 0
     assert not [e for e in events(stack) if e.get("event", "").startswith("breaker.")]
