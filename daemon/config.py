@@ -112,6 +112,16 @@ class Settings:
                                     "instead of starting LibreOffice (1.4 s); 0: always "
                                     "LibreOffice")
     max_attempts: int = _setting(3, "deliveries before a job fails and is dead-lettered")
+    quarantine_ttl: int = _setting(86400, "seconds a document that killed its worker "
+                                          "MAX_ATTEMPTS times is refused (422 "
+                                          "poison_document)")
+    tool_env: tuple[str, ...] = _setting((), "comma-separated names of further environment "
+                                             "variables the workers' tools receive; all but "
+                                             "PATH, HOME, LANG/LC_*, TZ, TMPDIR, "
+                                             "OMP_THREAD_LIMIT, TESSDATA_PREFIX is withheld")
+    job_disk_max_mb: int = _setting(256, "disk one job's tools may fill: each file "
+                                         "(RLIMIT_FSIZE) and the job's folder in all "
+                                         "(watched); past it the job fails output_limit")
     claim_idle: float = _setting(0.0, "idle seconds before another consumer's entry is "
                                       "taken over; 0: JOB_TIMEOUT + 30")
     result_ttl: int = _setting(3600, "seconds a finished job and its text are kept")
@@ -125,8 +135,8 @@ class Settings:
     consumer_prefix: str = _setting(socket.gethostname(), "consumer names are "
                                                           "`<prefix>-<slot>`", shown="host name")
     # --- circuit breaker -------------------------------------------------------------
-    circuit_breaker_failure_threshold: int = _setting(3, "consecutive failures that open a "
-                                                         "breaker")
+    circuit_breaker_failure_threshold: int = _setting(3, "failures of distinct documents in "
+                                                         "a row that open a breaker")
     circuit_breaker_recovery_timeout: float = _setting(120.0, "seconds before an open "
                                                               "breaker lets trials through")
     circuit_breaker_success_threshold: int = _setting(2, "trial successes that close it")

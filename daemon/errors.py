@@ -47,6 +47,12 @@ class DocumentTooComplex(DocumentError):
     code = "document_too_complex"
 
 
+class OutputLimit(DocumentError):
+    """Raised when a job's tools tried to write more than JOB_DISK_MAX_MB to disk."""
+
+    code = "output_limit"
+
+
 # --- the extraction machinery -------------------------------------------------------
 class MachineryError(TextractdError):
     """Raised when the extraction machinery failed; the job is retried elsewhere."""
@@ -148,6 +154,10 @@ ERROR_CODES: dict[str, ErrorCode] = {
         ErrorCode("shutting_down", 503, "the api is stopping", "retry after Retry-After seconds"),
         ErrorCode("insufficient_storage", 507, "no disk space to accept the upload",
                   "retry later"),
+        ErrorCode("poison_document", 422,
+                  "the same bytes killed a worker (deadline, memory, signal) MAX_ATTEMPTS "
+                  "times and are quarantined for QUARANTINE_TTL; a job queued before fails "
+                  "with this code unrun", "do not retry; an operator can lift the quarantine"),
         ErrorCode("internal_error", 500, "a bug: reported in the logs with the request id",
                   "retry once, then report the request id"),
         # Codes a failed job carries in its `error.code` (the job request itself is 200).
@@ -158,6 +168,9 @@ ERROR_CODES: dict[str, ErrorCode] = {
                   "send it decrypted"),
         ErrorCode("document_too_complex", 200,
                   "job: a bomb guard tripped (entries, ratio, pixels, pages, text size)",
+                  "do not retry"),
+        ErrorCode("output_limit", 200,
+                  "job: its tools tried to write more than JOB_DISK_MAX_MB to disk",
                   "do not retry"),
         ErrorCode("extraction_timeout", 200, "job: ran past JOB_TIMEOUT on every attempt",
                   "retry later or split the document"),

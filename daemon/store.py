@@ -43,6 +43,11 @@ REQUESTS = f"{PREFIX}:metrics:requests"
 REQUEST_SECONDS = f"{PREFIX}:metrics:request_seconds"
 EXTRACT_SECONDS = f"{PREFIX}:metrics:extract_seconds"
 VOLUME = f"{PREFIX}:metrics:volume"
+# Poison documents: sha256 -> expiry (a sorted set, so "quarantined now" and the count
+# are one call), their details beside it, and the deaths counted per sha256 so far.
+QUARANTINE = f"{PREFIX}:quarantine"
+QUARANTINE_DETAILS = f"{PREFIX}:quarantine:details"
+DEATHS_PREFIX = f"{PREFIX}:deaths:"
 
 
 class JobState(enum.StrEnum):
@@ -95,6 +100,10 @@ def cache_key(sha256: str, ext: str, method: str, scope: str) -> str:
     """The result cache's key for a document's bytes, its format and `method=`, and the
     tenant (or CACHE_SHARED_SCOPE) whose uploads may share the result."""
     return f"{PREFIX}:cache:{sha256}:{ext}:{method or '-'}:{scope}"
+
+
+def deaths_key(sha256: str) -> str:
+    return f"{DEATHS_PREFIX}{sha256}"
 
 
 def breaker_key(family: str) -> str:
@@ -260,6 +269,56 @@ class AsyncJobStore:
                 history_key(job_id)]
         return bool(await self._delete(keys=keys, args=[DONE_CHANNEL, job_id]))
 
+    async def quarantined(self, sha256: str) -> bool:
+        """Whether an upload with this hash is a quarantined poison document."""
+        expires = await self.client.zscore(QUARANTINE, sha256)
+        return expires is not None and expires > time.time()
+
+    async def quarantine_count(self) -> int:
+        return int(await self.client.zcount(QUARANTINE, f"({time.time()}", "+inf"))
+
+    async def quarantine_entries(self) -> list[dict]:
+        return _entries(await self.client.zrangebyscore(QUARANTINE, f"({time.time()}", "+inf"),
+                        await self.client.hgetall(QUARANTINE_DETAILS))
+
+    async def lift_quarantine(self, sha256: str) -> bool:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.zrem(QUARANTINE, sha256)
+            pipe.hdel(QUARANTINE_DETAILS, sha256)
+            pipe.delete(deaths_key(sha256))
+            removed, _, _ = await pipe.execute()
+        return bool(removed)
+
+
+# --- poison documents, for the operator's CLI (blocking) ------------------------------
+def quarantine_entries(client: redis.Redis) -> list[dict]:
+    """The documents quarantined now, oldest first, with what is known of each."""
+    return _entries(client.zrangebyscore(QUARANTINE, f"({time.time()}", "+inf"),
+                    client.hgetall(QUARANTINE_DETAILS))
+
+
+def lift_quarantine(client: redis.Redis, sha256: str) -> bool:
+    """Let uploads of `sha256` through again (and forget its deaths); False if it was not
+    quarantined."""
+    pipe = client.pipeline(transaction=True)
+    pipe.zrem(QUARANTINE, sha256)
+    pipe.hdel(QUARANTINE_DETAILS, sha256)
+    pipe.delete(deaths_key(sha256))
+    removed, _, _ = pipe.execute()
+    return bool(removed)
+
+
+def _entries(members: list, details: dict) -> list[dict]:
+    found = []
+    for member in members:
+        raw = details.get(member)
+        try:
+            entry = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError:
+            entry = {}
+        found.append({**entry, "sha256": _s(member)})
+    return found
+
 
 # --- the workers' side (blocking) -----------------------------------------------------
 @dataclass(frozen=True)
@@ -314,10 +373,12 @@ class Settled(NamedTuple):
     written: bool
     breaker_from: str
     breaker_to: str
+    quarantined: bool = False  # RETRY of a death: the document is quarantined now
 
     @classmethod
     def from_reply(cls, reply: list) -> Settled:
-        return cls(bool(reply[0]), _s(reply[1]), _s(reply[2]))
+        return cls(bool(reply[0]), _s(reply[1]), _s(reply[2]),
+                   len(reply) > 3 and bool(reply[3]))
 
 
 class JobStore:
@@ -370,7 +431,7 @@ class JobStore:
         s, job_id = self.settings, delivery.job_id
         reply = self._begin(
             keys=[job_key(job_id), payload_key(job_id), breaker_key(delivery.family),
-                  history_key(job_id)],
+                  history_key(job_id), QUARANTINE],
             args=[consumer, time.time(), s.max_attempts, s.circuit_breaker_recovery_timeout])
         return Begun.from_reply(reply)
 
@@ -378,7 +439,7 @@ class JobStore:
         """The next new entry, begun in the same call; None when none is waiting."""
         s = self.settings
         reply = self._in_group(
-            self._take, keys=[STREAM],
+            self._take, keys=[STREAM, QUARANTINE],
             args=[GROUP, consumer, time.time(), s.max_attempts,
                   s.circuit_breaker_recovery_timeout, job_key(""), payload_key(""),
                   breaker_key(""), history_key("")])
@@ -404,15 +465,18 @@ class JobStore:
 
     def retry(self, delivery: Delivery, *, consumer: str, error_code: str = "",
               error_message: str = "", ready_at: float = 0.0,
-              outcome: Outcome = Outcome.NONE) -> Settled:
-        """Acknowledge this delivery and queue the job again (now, or at ready_at)."""
+              outcome: Outcome = Outcome.NONE, died: bool = False) -> Settled:
+        """Acknowledge this delivery and queue the job again (now, or at ready_at).
+        `died`: the attempt killed its child, which counts toward quarantining the
+        document once it has done so MAX_ATTEMPTS times."""
         s, job_id = self.settings, delivery.job_id
         reply = self._retry(
             keys=[job_key(job_id), STREAM, DEFERRED, breaker_key(delivery.family),
-                  history_key(job_id)],
+                  history_key(job_id), QUARANTINE, QUARANTINE_DETAILS],
             args=[GROUP, delivery.entry_id, job_id, time.time(), ready_at, outcome,
                   s.circuit_breaker_failure_threshold, s.circuit_breaker_success_threshold,
-                  error_code, error_message[:500], consumer, delivery.family])
+                  error_code, error_message[:500], consumer, delivery.family,
+                  "1" if died else "0", s.max_attempts, s.quarantine_ttl, DEATHS_PREFIX])
         return Settled.from_reply(reply)
 
     def finished_since(self, job_id: str, since: float) -> bool:

@@ -35,6 +35,7 @@ from daemon.api.middleware import (
     tenant_of,
 )
 from daemon.api.monitoring import setup_monitoring
+from daemon.api.quarantine import setup_quarantine
 from daemon.api.ratelimit import RateLimiter
 from daemon.api.results import (
     cache_fields,
@@ -209,6 +210,10 @@ async def _accept(request: web.Request, job_id: str, read: UploadReader,
             "tenant": tenant_of(request),
         }
         record.update(await cache_fields(record, upload.data, settings))
+        if await app[STORE].quarantined(record["sha256"]):
+            # It took its worker down on every attempt: no worker is risked on it again.
+            raise ApiError("poison_document", "this document is quarantined: it took its "
+                           "worker down on every attempt", extra={"sha256": record["sha256"]})
         submitted = await app[STORE].submit(record, upload.data, use_cache=use_cache)
     finally:
         slots.give_back(key_id)
@@ -347,6 +352,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/v1/jobs/{job_id}/text", get_text)
     app.router.add_delete("/v1/jobs/{job_id}", delete_job)
     setup_tika(app, settings, store, _accept_and_wait)
+    setup_quarantine(app, store)
     return app
 
 

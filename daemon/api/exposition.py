@@ -200,6 +200,9 @@ class SnapshotCollector:
                        [], [([], jobs["cache"]["misses"])])
         yield from self._queue()
         yield from self._breakers()
+        if s.get("quarantined_documents") is not None:
+            yield _gauge(f"{p}_quarantined_documents", "Documents refused as poison (they "
+                         "killed their worker MAX_ATTEMPTS times)", s["quarantined_documents"])
         w = s["workers"]
         yield _gauge(f"{p}_workers_live", "Pool children alive (all hosts)", w["cluster_live"])
         yield _gauge(f"{p}_workers_busy", "Pool children running a job (all hosts)", w["busy"])

@@ -30,6 +30,11 @@ log = structlog.get_logger()
 OPEN_PATHS = frozenset({"/health"})
 # The operators' routes: an admin key only (ADMIN_API_KEY).
 ADMIN_PATHS = frozenset({"/metrics", "/status", "/health/detailed"})
+ADMIN_PREFIXES = ("/v1/quarantine",)  # and every path below them
+
+
+def is_admin_path(path: str) -> bool:
+    return path in ADMIN_PATHS or path.startswith(ADMIN_PREFIXES)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 SERVER_NAME = "textractd"
 # Counted and logged for a request whose client went away before its answer (nginx's
@@ -237,7 +242,7 @@ def auth(settings: Settings):
         if key is None:
             raise ApiError("forbidden", "the API key is not valid")
         _admit(request, key, settings.access_keys.index(key))
-        if request.path in ADMIN_PATHS and not key.admin:
+        if is_admin_path(request.path) and not key.admin:
             raise ApiError("forbidden", "this route needs an admin key (ADMIN_API_KEY)")
         limiter = request.app.get(RATE_LIMITER)
         if limiter is not None:
