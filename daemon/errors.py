@@ -47,6 +47,12 @@ class DocumentTooComplex(DocumentError):
     code = "document_too_complex"
 
 
+class OutputLimit(DocumentError):
+    """Raised when a job's tools tried to write more than JOB_DISK_MAX_MB to disk."""
+
+    code = "output_limit"
+
+
 # --- the extraction machinery -------------------------------------------------------
 class MachineryError(TextractdError):
     """Raised when the extraction machinery failed; the job is retried elsewhere."""
@@ -121,10 +127,16 @@ ERROR_CODES: dict[str, ErrorCode] = {
         ErrorCode("method_not_allowed", 405, "the route exists, not with this HTTP method",
                   "use a method the Allow header lists"),
         ErrorCode("job_not_finished", 409, "the job has no text yet", "wait, then retry"),
-        ErrorCode("not_replayable", 409, "the dead letter's job is queued again already, or "
-                  "its document was deleted", "purge the letter if its document is gone"),
+        ErrorCode("not_replayable", 409, "the dead letter's job is queued again already, its "
+                  "document was deleted, or it is quarantined",
+                  "lift the quarantine first (its sha256 is in the error); purge the letter "
+                  "if its document is gone"),
         ErrorCode("job_failed", 409, "the job failed, so it has no text",
                   "read the job's error.code"),
+        ErrorCode("no_pages", 404, "/text?page=: the job's document has no pages (only PDF "
+                  "and PPTX keep them)", "read the whole text"),
+        ErrorCode("page_not_found", 404, "/text?page=: the document has fewer pages",
+                  "ask for a page from 1 to the error's `pages`"),
         ErrorCode("request_timeout", 408, "the body did not arrive within UPLOAD_TIMEOUT, or "
                   "came slower than UPLOAD_MIN_RATE_KB",
                   "retry on a better connection"),
@@ -146,6 +158,10 @@ ERROR_CODES: dict[str, ErrorCode] = {
         ErrorCode("shutting_down", 503, "the api is stopping", "retry after Retry-After seconds"),
         ErrorCode("insufficient_storage", 507, "no disk space to accept the upload",
                   "retry later"),
+        ErrorCode("poison_document", 422,
+                  "the same bytes killed a worker (deadline, memory, signal) MAX_ATTEMPTS "
+                  "times and are quarantined for QUARANTINE_TTL; a job queued before fails "
+                  "with this code unrun", "do not retry; an operator can lift the quarantine"),
         ErrorCode("internal_error", 500, "a bug: reported in the logs with the request id",
                   "retry once, then report the request id"),
         # Codes a failed job carries in its `error.code` (the job request itself is 200).
@@ -156,6 +172,9 @@ ERROR_CODES: dict[str, ErrorCode] = {
                   "send it decrypted"),
         ErrorCode("document_too_complex", 200,
                   "job: a bomb guard tripped (entries, ratio, pixels, pages, text size)",
+                  "do not retry"),
+        ErrorCode("output_limit", 200,
+                  "job: its tools tried to write more than JOB_DISK_MAX_MB to disk",
                   "do not retry"),
         ErrorCode("extraction_timeout", 200, "job: ran past JOB_TIMEOUT on every attempt",
                   "retry later or split the document"),

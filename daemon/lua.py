@@ -22,9 +22,31 @@ local function breaker_gate(key, now, recovery)
   return {state, 0}
 end
 
-local function breaker_record(key, outcome, now, fail_threshold, success_threshold)
+-- The document a failure is evidence from: its hash (copies of one upload are one
+-- document), else the job (its retries are one document).
+local function document_of(job_key, job_id)
+  local sha = redis.call('HGET', job_key, 'sha256')
+  if sha and sha ~= '' then return string.sub(sha, 1, 16) end
+  return job_id
+end
+
+local MAX_DOCS_KEPT = 32  -- failing documents remembered: a few past the threshold
+
+local function breaker_record(key, outcome, now, fail_threshold, success_threshold, doc)
   local state = redis.call('HGET', key, 'state') or 'closed'
   if outcome == 'failure' then
+    -- A failure counts once per distinct document until the next success: one hostile
+    -- document (or its retries, or its copies) is one piece of evidence, not three.
+    local docs = redis.call('HGET', key, 'failing_docs') or ''
+    if string.find(',' .. docs .. ',', ',' .. doc .. ',', 1, true) then
+      redis.call('HINCRBY', key, 'repeat_failures', 1)
+      return {state, state}
+    end
+    local listed = {}
+    for d in string.gmatch(docs, '[^,]+') do listed[#listed + 1] = d end
+    listed[#listed + 1] = doc
+    while #listed > MAX_DOCS_KEPT do table.remove(listed, 1) end
+    redis.call('HSET', key, 'failing_docs', table.concat(listed, ','))
     redis.call('HINCRBY', key, 'total_failures', 1)
     local fails = redis.call('HINCRBY', key, 'consecutive_failures', 1)
     if state == 'half_open' or (state == 'closed' and fails >= fail_threshold) then
@@ -41,32 +63,99 @@ local function breaker_record(key, outcome, now, fail_threshold, success_thresho
         -- HALF_OPEN -> CLOSED: enough trial jobs succeeded
         redis.call('HSET', key, 'state', 'closed', 'consecutive_failures', 0,
                    'successes', 0, 'changed_at', now)
+        redis.call('HDEL', key, 'failing_docs')
         return {state, 'closed'}
       end
     elseif state == 'closed' then
       redis.call('HSET', key, 'consecutive_failures', 0)
+      redis.call('HDEL', key, 'failing_docs')
     end
   end
   return {state, state}
 end
 """
 
+# A child died mid-job (deadline, memory, signal): count the death against the
+# document's hash, and once it has killed MAX_ATTEMPTS workers, quarantine the hash for
+# QUARANTINE_TTL (a sorted set scored by expiry, details in a hash beside it), so neither
+# a queued copy nor a new upload of the same bytes risks another worker.
+NOTE_DEATH_LUA = """
+local function note_death(job_key, job_id, now, max_attempts, ttl, deaths_prefix,
+                          quarantine, details, code)
+  local sha = redis.call('HGET', job_key, 'sha256')
+  if (not sha) or sha == '' then return 0 end
+  local deaths_key = deaths_prefix .. sha
+  local deaths = redis.call('INCR', deaths_key)
+  redis.call('EXPIRE', deaths_key, ttl)
+  if deaths < max_attempts then return 0 end
+  for _, old in ipairs(redis.call('ZRANGEBYSCORE', quarantine, '-inf', now)) do
+    redis.call('ZREM', quarantine, old)
+    redis.call('HDEL', details, old)
+  end
+  redis.call('ZADD', quarantine, now + ttl, sha)
+  redis.call('HSET', details, sha, cjson.encode({
+    sha256 = sha, quarantined_at = now, expires_at = now + ttl, deaths = deaths,
+    job_id = job_id, error_code = code,
+    format = redis.call('HGET', job_key, 'ext') or ''}))
+  return 1
+end
+"""
+
 # Each script names its KEYS and ARGV slots in locals at its top, so no body reads a slot
 # by number (dramatiq's habit).
 
-# KEYS: job, payload, stream, depth
-# ARGV: max_depth, job_id, payload, family, then the job record as field/value pairs
+# KEYS: job, payload, stream, depth, text, job counters
+# ARGV: max_depth, job_id, payload, family, cache key to look up ('' for none), now,
+#       result_ttl, the key prefixes of job and text, then the job record as field/value
+#       pairs
+# Returns {0, depth} (queue full), {1, entry id} (queued) or {2, source job id} (served
+# from the result cache: the job is stored done with a copy of the source's result and
+# nothing is queued, so a full queue does not refuse it).
 SUBMIT = """
 local job_key = KEYS[1]
 local payload_key = KEYS[2]
 local stream = KEYS[3]
 local depth_key = KEYS[4]
+local text_key = KEYS[5]
+local counters_key = KEYS[6]
 local max_depth = tonumber(ARGV[1])
 local job_id = ARGV[2]
 local payload = ARGV[3]
 local family = ARGV[4]
-local RECORD_FROM = 5  -- the record's field/value pairs fill ARGV from here
+local cache_key = ARGV[5]
+local now = ARGV[6]
+local ttl = tonumber(ARGV[7])
+local job_prefix = ARGV[8]
+local text_prefix = ARGV[9]
+local RECORD_FROM = 10  -- the record's field/value pairs fill ARGV from here
 
+-- The source's keys follow from the id the cache key names, so they are built here from
+-- the prefixes: standalone Redis and Sentinel allow it; Redis Cluster would not.
+local function serve_from_cache()
+  local source = redis.call('GET', cache_key)
+  if not source then return nil end
+  local src = redis.call('HMGET', job_prefix .. source, 'state', 'chars', 'metadata',
+                         'page_ends')
+  if src[1] ~= 'done' or redis.call('EXISTS', text_prefix .. source) == 0 then
+    redis.call('DEL', cache_key)  -- its job expired: the entry serves no one any more
+    return nil
+  end
+  redis.call('HSET', job_key, unpack(ARGV, RECORD_FROM))
+  redis.call('HSET', job_key, 'state', 'done', 'cached', '1', 'chars', src[2],
+             'metadata', src[3] or '{}', 'page_ends', src[4] or 'null', 'started_at', now,
+             'finished_at', now, 'duration_ms', '0')
+  redis.call('EXPIRE', job_key, ttl)
+  -- a copy, not a reference: deleting either job leaves the other's text whole
+  redis.call('COPY', text_prefix .. source, text_key, 'REPLACE')
+  redis.call('EXPIRE', text_key, ttl)
+  return source
+end
+
+if cache_key ~= '' then
+  local source = serve_from_cache()
+  redis.call('HINCRBY', counters_key, source and 'cache_hits' or 'cache_misses', 1)
+  if source then return {2, source} end
+end
 local depth = tonumber(redis.call('GET', depth_key) or '0')
 if max_depth > 0 and depth >= max_depth then return {0, depth} end
 redis.call('HSET', job_key, unpack(ARGV, RECORD_FROM))
@@ -80,10 +169,10 @@ return {1, entry}
 # exhausted(attempts, last error code, message) |
 # run(attempts, payload, breaker_transition, ext, method, request_id, tenant)
 BEGIN_LUA = BREAKER_LUA + """
-local function begin_job(job_key, payload_key, breaker_key, history_key, consumer, at,
-                         max_attempts, recovery)
+local function begin_job(job_key, payload_key, breaker_key, history_key, quarantine,
+                         consumer, at, max_attempts, recovery)
   local job = redis.call('HMGET', job_key, 'state', 'attempts', 'created_at', 'error_code',
-                        'error_message', 'ext', 'method', 'request_id', 'tenant')
+                        'error_message', 'ext', 'method', 'request_id', 'tenant', 'sha256')
   local state = job[1]
   if not state then return {'gone'} end
   if state == 'done' or state == 'failed' then return {'final'} end
@@ -92,6 +181,15 @@ local function begin_job(job_key, payload_key, breaker_key, history_key, consume
   local attempts = tonumber(job[2] or '0') + 1
   if attempts > tonumber(max_attempts) then
     return {'exhausted', attempts - 1, job[4] or '', job[5] or ''}
+  end
+  local sha = job[10]
+  if sha and sha ~= '' then
+    local expires = redis.call('ZSCORE', quarantine, sha)
+    if expires and tonumber(expires) > tonumber(at) then
+      -- queued before its hash was quarantined: fail it without risking a worker
+      return {'exhausted', attempts - 1, 'poison_document',
+              'the document is quarantined: it killed its worker on every attempt'}
+    end
   end
   redis.call('HSET', job_key, 'state', 'processing', 'attempts', attempts,
              'started_at', at, 'consumer', consumer)
@@ -105,32 +203,34 @@ local function begin_job(job_key, payload_key, breaker_key, history_key, consume
 end
 """
 
-# KEYS: job, payload, breaker, history
+# KEYS: job, payload, breaker, history, quarantine
 # ARGV: consumer, now, max_attempts, breaker recovery seconds
 BEGIN = BEGIN_LUA + """
 local job_key = KEYS[1]
 local payload_key = KEYS[2]
 local breaker_key = KEYS[3]
 local history_key = KEYS[4]
+local quarantine = KEYS[5]
 local consumer = ARGV[1]
 local now = ARGV[2]
 local max_attempts = ARGV[3]
 local recovery = ARGV[4]
 
-return begin_job(job_key, payload_key, breaker_key, history_key, consumer, now,
-                 max_attempts, recovery)
+return begin_job(job_key, payload_key, breaker_key, history_key, quarantine, consumer,
+                 now, max_attempts, recovery)
 """
 
 # The next new entry for this consumer, taken up in the same call: one round trip per job
 # instead of XREADGROUP + BEGIN while work is queued (the blocking read is for when none
 # is). The job's keys follow from the entry, so they are built here from the prefixes in
 # ARGV: standalone Redis and Sentinel allow it; Redis Cluster would not.
-# KEYS: stream
+# KEYS: stream, quarantine
 # ARGV: group, consumer, now, max_attempts, breaker recovery seconds, then the key
 #       prefixes of job, payload, breaker and history
 # Returns {} when nothing is waiting, else {entry_id, job_id, family, BEGIN's reply...}
 TAKE = BEGIN_LUA + """
 local stream = KEYS[1]
+local quarantine = KEYS[2]
 local group = ARGV[1]
 local consumer = ARGV[2]
 local now = ARGV[3]
@@ -153,19 +253,20 @@ if not job_id then
   return {}
 end
 local begun = begin_job(job_prefix .. job_id, payload_prefix .. job_id,
-                        breaker_prefix .. family, history_prefix .. job_id, consumer, now,
-                        max_attempts, recovery)
+                        breaker_prefix .. family, history_prefix .. job_id, quarantine,
+                        consumer, now, max_attempts, recovery)
 return {entry[1], job_id, family, unpack(begun)}
 """
 
 # KEYS: job, payload, text, stream, depth, breaker, dead, history, job counters
 # ARGV: group, entry_id, ttl, now, channel, job_id, outcome('success'|'none'|'failure'),
 #       fail_threshold, success_threshold, dead(0|1), the longest text (bytes) the done
-#       message may carry, then result fields as pairs
+#       message may carry, result cache seconds (0: none), then result fields as pairs
 #       (state, error_code, ... ; a 'text' pair is stored under the text key, not in the
 #       hash)
 # The done message is the job id, or "<job id>\n" + JSON {record, text} when the text is
 # short: a waiting api then answers from the message without reading the job back.
+# A done job whose record names a `cache_key` (set by the api) becomes that key's result.
 FINISH = BREAKER_LUA + """
 local job_key = KEYS[1]
 local payload_key = KEYS[2]
@@ -187,7 +288,8 @@ local fail_threshold = tonumber(ARGV[8])
 local success_threshold = tonumber(ARGV[9])
 local dead = ARGV[10] == '1'
 local message_text_max = tonumber(ARGV[11])
-local RESULT_FROM = 12  -- the result's field/value pairs fill ARGV from here
+local cache_ttl = tonumber(ARGV[12])
+local RESULT_FROM = 13  -- the result's field/value pairs fill ARGV from here
 
 local function record_of(key)
   local flat = redis.call('HGETALL', key)
@@ -227,13 +329,17 @@ else
   redis.call('DEL', payload_key)
 end
 if tonumber(redis.call('DECR', depth_key)) < 0 then redis.call('SET', depth_key, 0) end
+if record.state == 'done' and cache_ttl > 0 and (record.cache_key or '') ~= '' then
+  -- never longer than the result it names lives
+  redis.call('SET', record.cache_key, job_id, 'EX', math.min(cache_ttl, ttl))
+end
 redis.call('HINCRBY', counters_key, 'finished', 1)
 redis.call('HINCRBY', counters_key,
            record.state == 'done' and 'done' or ('failed:' .. (record.error_code or '')), 1)
 local transition = {'', ''}
 if outcome ~= 'none' then
   transition = breaker_record(breaker_key, outcome, tonumber(now), fail_threshold,
-                              success_threshold)
+                              success_threshold, document_of(job_key, job_id))
 end
 local message = job_id
 if (not text) or #text <= message_text_max then
@@ -248,15 +354,20 @@ return {1, transition[1], transition[2]}
 # still pending is re-queued: a second RETRY of the same entry (the master re-queueing
 # for a child that had just re-queued it itself, or redis-py re-sending the call after a
 # dropped reply) must not put the job on the stream twice.
-# KEYS: job, stream, deferred, breaker, history
+# A death of the child (`died` = 1) also counts toward the document's quarantine.
+# KEYS: job, stream, deferred, breaker, history, quarantine, quarantine details
 # ARGV: group, entry_id, job_id, now, ready_at (0: now), outcome('failure'|'none'),
-#       fail_threshold, success_threshold, error_code, error_message, consumer, family
-RETRY = BREAKER_LUA + """
+#       fail_threshold, success_threshold, error_code, error_message, consumer, family,
+#       died (0|1), max_attempts, quarantine ttl, the death counters' key prefix
+# Returns {written, breaker before, breaker after, quarantined (0|1)}
+RETRY = BREAKER_LUA + NOTE_DEATH_LUA + """
 local job_key = KEYS[1]
 local stream = KEYS[2]
 local deferred = KEYS[3]
 local breaker_key = KEYS[4]
 local history_key = KEYS[5]
+local quarantine = KEYS[6]
+local quarantine_details = KEYS[7]
 local group = ARGV[1]
 local entry_id = ARGV[2]
 local job_id = ARGV[3]
@@ -269,11 +380,15 @@ local error_code = ARGV[9]
 local error_message = ARGV[10]
 local consumer = ARGV[11]
 local family = ARGV[12]
+local died = ARGV[13] == '1'
+local max_attempts = tonumber(ARGV[14])
+local quarantine_ttl = tonumber(ARGV[15])
+local deaths_prefix = ARGV[16]
 
 local state = redis.call('HGET', job_key, 'state')
 local acked = redis.call('XACK', stream, group, entry_id)
 if acked == 0 or (not state) or state == 'done' or state == 'failed' then
-  return {0, '', ''}
+  return {0, '', '', 0}
 end
 local fields = {'state', 'queued'}
 if error_code ~= '' then
@@ -290,9 +405,14 @@ end
 local transition = {'', ''}
 if outcome ~= 'none' then
   transition = breaker_record(breaker_key, outcome, tonumber(now), fail_threshold,
-                              success_threshold)
+                              success_threshold, document_of(job_key, job_id))
 end
-return {1, transition[1], transition[2]}
+local quarantined = 0
+if died then
+  quarantined = note_death(job_key, job_id, tonumber(now), max_attempts, quarantine_ttl,
+                           deaths_prefix, quarantine, quarantine_details, error_code)
+end
+return {1, transition[1], transition[2], quarantined}
 """
 
 # Move deferred jobs whose time has come back onto the stream.
@@ -314,7 +434,9 @@ return #ready
 """
 
 # KEYS: job, payload, text, depth, history   ARGV: channel, job_id
-# A job deleted before it finished ends 'cancelled' for anyone waiting on it.
+# A job deleted before it finished ends 'cancelled' for anyone waiting on it. Its
+# document's result cache entry goes too, whichever job it names: after a DELETE the
+# result is served to no one, and the next upload of the bytes is extracted afresh.
 DELETE = """
 local job_key = KEYS[1]
 local payload_key = KEYS[2]
@@ -324,11 +446,13 @@ local history_key = KEYS[5]
 local channel = ARGV[1]
 local job_id = ARGV[2]
 
-local state = redis.call('HGET', job_key, 'state')
+local job = redis.call('HMGET', job_key, 'state', 'cache_key')
+local state, cache_key = job[1], job[2]
 if not state then return 0 end
 if state ~= 'done' and state ~= 'failed' then
   if tonumber(redis.call('DECR', depth_key)) < 0 then redis.call('SET', depth_key, 0) end
 end
+if cache_key and cache_key ~= '' then redis.call('DEL', cache_key) end
 redis.call('DEL', job_key, payload_key, text_key, history_key)
 redis.call('PUBLISH', channel, job_id)
 return 1
@@ -340,14 +464,18 @@ return 1
 # in one step, so a replay can neither be lost half-way nor queue the job twice. The job's
 # keys follow from the letter, so they are built here from the prefixes in ARGV (as TAKE
 # does). A record or history that expired since the job died is restored from the letter.
-# KEYS: dead letters, stream, depth
+# A document still quarantined (it killed its worker on every attempt) is refused: the
+# worker would fail it at once as poison_document; the operator lifts it first.
+# KEYS: dead letters, stream, depth, quarantine
 # ARGV: dead letter id, now, actor (the tenant name), then the key prefixes of job,
 #       payload and history
-# Returns {1, job_id} | {0, 'gone'} | {0, 'no_payload', job_id} | {0, 'busy', job_id}
+# Returns {1, job_id} | {0, 'gone'} | {0, 'no_payload', job_id} | {0, 'busy', job_id} |
+#         {0, 'quarantined', job_id, sha256}
 REPLAY_DEAD = """
 local dead_letters = KEYS[1]
 local stream = KEYS[2]
 local depth_key = KEYS[3]
+local quarantine = KEYS[4]
 local dead_id = ARGV[1]
 local now = ARGV[2]
 local actor = ARGV[3]
@@ -368,6 +496,13 @@ end
 local state = redis.call('HGET', job_key, 'state')
 if state and state ~= 'failed' then return {0, 'busy', job_id} end
 local record = cjson.decode(letter['record'] or '{}')
+local sha = record['sha256']
+if sha and sha ~= '' then
+  local expires = redis.call('ZSCORE', quarantine, sha)
+  if expires and tonumber(expires) > tonumber(now) then
+    return {0, 'quarantined', job_id, sha}
+  end
+end
 if not state then
   -- the record expired (RESULT_TTL) while the payload waited: the letter has it
   for field, value in pairs(record) do redis.call('HSET', job_key, field, value) end

@@ -44,6 +44,11 @@ REQUESTS = f"{PREFIX}:metrics:requests"
 REQUEST_SECONDS = f"{PREFIX}:metrics:request_seconds"
 EXTRACT_SECONDS = f"{PREFIX}:metrics:extract_seconds"
 VOLUME = f"{PREFIX}:metrics:volume"
+# Poison documents: sha256 -> expiry (a sorted set, so "quarantined now" and the count
+# are one call), their details beside it, and the deaths counted per sha256 so far.
+QUARANTINE = f"{PREFIX}:quarantine"
+QUARANTINE_DETAILS = f"{PREFIX}:quarantine:details"
+DEATHS_PREFIX = f"{PREFIX}:deaths:"
 
 
 class JobState(enum.StrEnum):
@@ -84,6 +89,22 @@ def text_key(job_id: str) -> str:
 
 def history_key(job_id: str) -> str:
     return f"{PREFIX}:history:{job_id}"
+
+
+# The result cache: one key per (document, options that change its text, tenant) naming
+# the done job whose result serves it. The tenant goes last: the parts before it come
+# from fixed vocabularies without colons, so no tenant name can make two keys meet.
+CACHE_SHARED_SCOPE = "*"  # RESULT_CACHE_SHARED=1: one scope for every tenant
+
+
+def cache_key(sha256: str, ext: str, method: str, scope: str) -> str:
+    """The result cache's key for a document's bytes, its format and `method=`, and the
+    tenant (or CACHE_SHARED_SCOPE) whose uploads may share the result."""
+    return f"{PREFIX}:cache:{sha256}:{ext}:{method or '-'}:{scope}"
+
+
+def deaths_key(sha256: str) -> str:
+    return f"{DEATHS_PREFIX}{sha256}"
 
 
 def breaker_key(family: str) -> str:
@@ -140,7 +161,7 @@ def public_job(record: dict[str, str], text: str | None = None) -> dict:
         value = record.get(name)
         return kind(value) if value not in (None, "") else None
 
-    job = {
+    job: dict[str, object] = {
         "id": record["id"],
         "state": record["state"],
         "filename": record.get("filename"),
@@ -154,13 +175,22 @@ def public_job(record: dict[str, str], text: str | None = None) -> dict:
         "duration_ms": num("duration_ms"),
         "chars": num("chars", int),
         "request_id": record.get("request_id"),
+        "cached": record.get("cached") == "1",
         "error": None,
     }
     if record["state"] == JobState.FAILED:
         job["error"] = {"code": record.get("error_code"), "message": record.get("error_message")}
+    if record["state"] == JobState.DONE:
+        job["metadata"] = orjson.loads(record.get("metadata") or "{}")
     if text is not None:
         job["text"] = text
     return job
+
+
+def record_page_ends(record: dict[str, str]) -> list[int] | None:
+    """Where each page of a done job's text ends (None: the job has no pages)."""
+    raw = record.get("page_ends")
+    return orjson.loads(raw) if raw else None
 
 
 def parse_done_message(data: bytes) -> tuple[str, dict | None]:
@@ -177,6 +207,15 @@ def parse_done_message(data: bytes) -> tuple[str, dict | None]:
 
 
 # --- the api's side (asyncio) ---------------------------------------------------------
+SUBMIT_FULL, SUBMIT_QUEUED, SUBMIT_CACHED = 0, 1, 2  # lua.SUBMIT's first answer
+
+
+class Submitted(NamedTuple):
+    job_id: str
+    entry_id: str = ""  # the stream entry of a queued job
+    cached: bool = False  # stored done at once, from the result cache
+
+
 class AsyncJobStore:
     def __init__(self, client: aredis.Redis, settings: Settings) -> None:
         self.client = client
@@ -184,39 +223,102 @@ class AsyncJobStore:
         self._submit = client.register_script(lua.SUBMIT)
         self._delete = client.register_script(lua.DELETE)
 
-    async def submit(self, record: dict[str, str], payload: bytes) -> str:
-        """Store record + payload and XADD, atomically. Raises QueueFull."""
+    async def submit(self, record: dict[str, str], payload: bytes | bytearray,
+                     use_cache: bool = False) -> Submitted:
+        """Store record + payload and XADD, atomically. Raises QueueFull.
+
+        With `use_cache`, a done job of the record's `cache_key` serves it instead: the
+        job is stored done with a copy of that result, nothing is queued (`cached`)."""
         job_id = record["id"]
         flat = [x for pair in record.items() for x in pair]
-        ok, value = await self._submit(
-            keys=[job_key(job_id), payload_key(job_id), STREAM, DEPTH],
-            args=[self.settings.max_queue_depth, job_id, payload, record["family"], *flat],
+        s = self.settings
+        status, value = await self._submit(
+            keys=[job_key(job_id), payload_key(job_id), STREAM, DEPTH, text_key(job_id),
+                  JOB_COUNTERS],
+            args=[s.max_queue_depth, job_id, payload, record["family"],
+                  record.get("cache_key", "") if use_cache else "", time.time(),
+                  s.result_ttl, job_key(""), text_key(""), *flat],
         )
-        if not ok:
+        if status == SUBMIT_FULL:
             raise QueueFull(int(value))
+        if status == SUBMIT_CACHED:
+            return Submitted(job_id, cached=True)
         wanted = self.settings.redis_wait_for_replicas
         if wanted:
             # The stronger guarantee: the 202 waits until a replica has the job too.
             acked = await self.client.wait(wanted, 1000)
             if acked < wanted:
                 raise ReplicationTimeout(job_id, acked, wanted)
-        return _s(value)
+        return Submitted(job_id, entry_id=_s(value))
 
     async def get(self, job_id: str) -> dict | None:
+        found = await self.read(job_id)
+        return public_job(*found) if found else None
+
+    async def read(self, job_id: str) -> tuple[dict[str, str], str | None] | None:
+        """The job's record and its text (None before it is done), in one round trip."""
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(job_key(job_id))
             pipe.get(text_key(job_id))
             raw, text = await pipe.execute()
         if not raw:
             return None
-        record = decode_record(raw)
-        text = text.decode("utf-8", "replace") if text is not None else None
-        return public_job(record, text)
+        return decode_record(raw), text.decode("utf-8", "replace") if text is not None else None
 
     async def delete(self, job_id: str) -> bool:
         keys = [job_key(job_id), payload_key(job_id), text_key(job_id), DEPTH,
                 history_key(job_id)]
         return bool(await self._delete(keys=keys, args=[DONE_CHANNEL, job_id]))
+
+    async def quarantined(self, sha256: str) -> bool:
+        """Whether an upload with this hash is a quarantined poison document."""
+        expires = await self.client.zscore(QUARANTINE, sha256)
+        return expires is not None and expires > time.time()
+
+    async def quarantine_count(self) -> int:
+        return int(await self.client.zcount(QUARANTINE, f"({time.time()}", "+inf"))
+
+    async def quarantine_entries(self) -> list[dict]:
+        return _entries(await self.client.zrangebyscore(QUARANTINE, f"({time.time()}", "+inf"),
+                        await self.client.hgetall(QUARANTINE_DETAILS))
+
+    async def lift_quarantine(self, sha256: str) -> bool:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.zrem(QUARANTINE, sha256)
+            pipe.hdel(QUARANTINE_DETAILS, sha256)
+            pipe.delete(deaths_key(sha256))
+            removed, _, _ = await pipe.execute()
+        return bool(removed)
+
+
+# --- poison documents, for the operator's CLI (blocking) ------------------------------
+def quarantine_entries(client: redis.Redis) -> list[dict]:
+    """The documents quarantined now, oldest first, with what is known of each."""
+    return _entries(client.zrangebyscore(QUARANTINE, f"({time.time()}", "+inf"),
+                    client.hgetall(QUARANTINE_DETAILS))
+
+
+def lift_quarantine(client: redis.Redis, sha256: str) -> bool:
+    """Let uploads of `sha256` through again (and forget its deaths); False if it was not
+    quarantined."""
+    pipe = client.pipeline(transaction=True)
+    pipe.zrem(QUARANTINE, sha256)
+    pipe.hdel(QUARANTINE_DETAILS, sha256)
+    pipe.delete(deaths_key(sha256))
+    removed, _, _ = pipe.execute()
+    return bool(removed)
+
+
+def _entries(members: list, details: dict) -> list[dict]:
+    found = []
+    for member in members:
+        raw = details.get(member)
+        try:
+            entry = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError:
+            entry = {}
+        found.append({**entry, "sha256": _s(member)})
+    return found
 
 
 # --- the workers' side (blocking) -----------------------------------------------------
@@ -272,10 +374,12 @@ class Settled(NamedTuple):
     written: bool
     breaker_from: str
     breaker_to: str
+    quarantined: bool = False  # RETRY of a death: the document is quarantined now
 
     @classmethod
     def from_reply(cls, reply: list) -> Settled:
-        return cls(bool(reply[0]), _s(reply[1]), _s(reply[2]))
+        return cls(bool(reply[0]), _s(reply[1]), _s(reply[2]),
+                   len(reply) > 3 and bool(reply[3]))
 
 
 class JobStore:
@@ -328,7 +432,7 @@ class JobStore:
         s, job_id = self.settings, delivery.job_id
         reply = self._begin(
             keys=[job_key(job_id), payload_key(job_id), breaker_key(delivery.family),
-                  history_key(job_id)],
+                  history_key(job_id), QUARANTINE],
             args=[consumer, time.time(), s.max_attempts, s.circuit_breaker_recovery_timeout])
         return Begun.from_reply(reply)
 
@@ -336,7 +440,7 @@ class JobStore:
         """The next new entry, begun in the same call; None when none is waiting."""
         s = self.settings
         reply = self._in_group(
-            self._take, keys=[STREAM],
+            self._take, keys=[STREAM, QUARANTINE],
             args=[GROUP, consumer, time.time(), s.max_attempts,
                   s.circuit_breaker_recovery_timeout, job_key(""), payload_key(""),
                   breaker_key(""), history_key("")])
@@ -357,20 +461,23 @@ class JobStore:
             args=[GROUP, delivery.entry_id, s.result_ttl, time.time(), DONE_CHANNEL, job_id,
                   outcome, s.circuit_breaker_failure_threshold,
                   s.circuit_breaker_success_threshold, "1" if dead else "0",
-                  DONE_MESSAGE_TEXT_MAX, *flat])
+                  DONE_MESSAGE_TEXT_MAX, s.result_cache_ttl, *flat])
         return Settled.from_reply(reply)
 
     def retry(self, delivery: Delivery, *, consumer: str, error_code: str = "",
               error_message: str = "", ready_at: float = 0.0,
-              outcome: Outcome = Outcome.NONE) -> Settled:
-        """Acknowledge this delivery and queue the job again (now, or at ready_at)."""
+              outcome: Outcome = Outcome.NONE, died: bool = False) -> Settled:
+        """Acknowledge this delivery and queue the job again (now, or at ready_at).
+        `died`: the attempt killed its child, which counts toward quarantining the
+        document once it has done so MAX_ATTEMPTS times."""
         s, job_id = self.settings, delivery.job_id
         reply = self._retry(
             keys=[job_key(job_id), STREAM, DEFERRED, breaker_key(delivery.family),
-                  history_key(job_id)],
+                  history_key(job_id), QUARANTINE, QUARANTINE_DETAILS],
             args=[GROUP, delivery.entry_id, job_id, time.time(), ready_at, outcome,
                   s.circuit_breaker_failure_threshold, s.circuit_breaker_success_threshold,
-                  error_code, error_message[:500], consumer, delivery.family])
+                  error_code, error_message[:500], consumer, delivery.family,
+                  "1" if died else "0", s.max_attempts, s.quarantine_ttl, DEATHS_PREFIX])
         return Settled.from_reply(reply)
 
     def finished_since(self, job_id: str, since: float) -> bool:
@@ -414,7 +521,7 @@ def _next_id(entry_id: str) -> str:
 
 
 # --- dead letters: the operators' view and actions ----------------------------------------
-DEAD_LETTER_ID_RE = r"^\d{1,20}-\d{1,20}$"  # a stream entry id: what names a dead letter
+DEAD_LETTER_ID_RE = r"^\d{1,19}-\d{1,19}$"  # a stream entry id: what names a dead letter
 ENTRY_ID_MAX = 2**64 - 1  # each half of a stream entry id is an unsigned 64-bit number
 DEAD_LETTER_SCAN = 200  # entries read per round trip while a filter skips some
 
@@ -430,13 +537,14 @@ def is_entry_id(value: str) -> bool:
 class ReplayRefused(Exception):
     """Raised when a dead letter cannot go back on the queue: `reason` says why."""
 
-    def __init__(self, reason: str, job_id: str = "") -> None:
+    def __init__(self, reason: str, job_id: str = "", sha256: str = "") -> None:
         super().__init__(reason)
-        self.reason = reason  # gone | no_payload | busy
+        self.reason = reason  # gone | no_payload | busy | quarantined
         self.job_id = job_id
+        self.sha256 = sha256  # the quarantined document's, for the operator to lift
 
 
-def _entries(reply: object) -> list[tuple[bytes, dict]]:
+def _stream_entries(reply: object) -> list[tuple[bytes, dict]]:
     """A stream range reply as a list (redis-py types the reply loosely)."""
     return list(reply or [])  # type: ignore[call-overload]  # a list of (id, fields) or None
 
@@ -491,7 +599,7 @@ class DeadLetters:
             return found, None  # nothing is older than the first possible id
         upper = f"({before}" if before else "+"
         while len(found) < limit:
-            entries = _entries(await self.client.xrevrange(
+            entries = _stream_entries(await self.client.xrevrange(
                 DEAD_LETTERS, max=upper, min="-", count=DEAD_LETTER_SCAN if code else limit))
             for entry_id, fields in entries:
                 view = dead_letter_view(entry_id, fields)
@@ -509,7 +617,7 @@ class DeadLetters:
         out: list[str] = []
         lower = "-"
         while True:
-            entries = _entries(await self.client.xrange(DEAD_LETTERS, min=lower, max="+",
+            entries = _stream_entries(await self.client.xrange(DEAD_LETTERS, min=lower, max="+",
                                                         count=DEAD_LETTER_SCAN))
             for entry_id, fields in entries:
                 if code is None or dead_letter_view(entry_id, fields)["error"]["code"] == code:
@@ -519,16 +627,16 @@ class DeadLetters:
                 return out
 
     async def get(self, dead_id: str) -> dict | None:
-        entries = _entries(await self.client.xrange(DEAD_LETTERS, min=dead_id, max=dead_id))
+        entries = _stream_entries(await self.client.xrange(DEAD_LETTERS, min=dead_id, max=dead_id))
         return dead_letter_view(*entries[0], full=True) if entries else None
 
     async def replay(self, dead_id: str, actor: str) -> str:
         """Queue the letter's job again; its id. Raises ReplayRefused."""
         reply = await self._replay(
-            keys=[DEAD_LETTERS, STREAM, DEPTH],
+            keys=[DEAD_LETTERS, STREAM, DEPTH, QUARANTINE],
             args=[dead_id, time.time(), actor, job_key(""), payload_key(""), history_key("")])
         if not int(reply[0]):
-            raise ReplayRefused(_s(reply[1]), _s(reply[2]) if len(reply) > 2 else "")
+            raise ReplayRefused(*(_s(x) for x in reply[1:4]))
         return _s(reply[1])
 
     async def purge(self, dead_id: str) -> str | None:

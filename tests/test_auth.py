@@ -34,7 +34,8 @@ JOB = "0123456789abcdef0123456789abcdef"
 ROUTES = [("GET", "/v1/formats"), ("POST", "/v1/jobs"), ("POST", "/v1/extract"),
           ("GET", f"/v1/jobs/{JOB}"), ("GET", f"/v1/jobs/{JOB}/text"),
           ("DELETE", f"/v1/jobs/{JOB}"), ("GET", "/health/detailed"), ("GET", "/status"),
-          ("GET", "/metrics"), ("GET", "/no/such/route"), ("PUT", "/v1/jobs")]
+          ("GET", "/metrics"), ("GET", "/no/such/route"), ("PUT", "/v1/jobs"),
+          ("GET", "/v1/quarantine"), ("DELETE", f"/v1/quarantine/{'0' * 64}")]
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 
 import orjson
@@ -51,9 +52,11 @@ def no_letters_left(stack: Stack, tools: FakeTools) -> Iterator[None]:
 
 
 def poisoned(stack: Stack, tools: FakeTools, mode: str = "signal-parent:KILL") -> dict:
-    """A job that dies MAX_ATTEMPTS times and is dead-lettered; its final JSON."""
+    """A job that dies MAX_ATTEMPTS times and is dead-lettered; its final JSON. Each is a
+    document of its own (a comment after %%EOF), or the second would be refused at the
+    door as quarantined, or answered from the result cache."""
     tools.mode("pdftotext", mode)
-    job_id = submit(stack, PDF)
+    job_id = submit(stack, PDF.read_bytes() + f"\n% {uuid.uuid4()}\n".encode(), "poison.pdf")
     found = wait_final(stack, job_id, 40)
     assert found["state"] == "failed"
     tools.mode("pdftotext", "pass")
@@ -68,6 +71,12 @@ def letters(stack: Stack, query: str = "") -> dict:
 
 def letter_of(stack: Stack, job_id: str) -> dict:
     return next(d for d in letters(stack)["dead_letters"] if d["job_id"] == job_id)
+
+
+def lift_quarantine(stack: Stack, dead_id: str) -> None:
+    """The operator's first step before replaying a job that killed its workers."""
+    sha256 = request(stack, "GET", f"/v1/dead-letters/{dead_id}")[1]["record"]["sha256"]
+    assert request(stack, "DELETE", f"/v1/quarantine/{sha256}")[0] == 204
 
 
 def as_tenant(stack: Stack, method: str, path: str) -> int:
@@ -128,6 +137,7 @@ def test_the_list_is_paged_newest_first(stack, tools):
 def test_replaying_queues_the_job_with_fresh_attempts_and_keeps_its_history(stack, tools):
     dead = poisoned(stack, tools)
     dead_id = letter_of(stack, dead["id"])["id"]
+    lift_quarantine(stack, dead_id)
 
     status, body, headers = request(stack, "POST", f"/v1/dead-letters/{dead_id}/replay")
     assert status == 202 and body == {"id": dead_id, "job_id": dead["id"], "state": "queued"}
@@ -155,6 +165,7 @@ def test_replaying_queues_the_job_with_fresh_attempts_and_keeps_its_history(stac
 def test_a_replayed_job_that_still_poisons_ends_dead_again_not_in_a_loop(stack, tools):
     dead = poisoned(stack, tools)
     dead_id = letter_of(stack, dead["id"])["id"]
+    lift_quarantine(stack, dead_id)
     tools.mode("pdftotext", "signal-parent:KILL")
 
     status, _, _ = request(stack, "POST", f"/v1/dead-letters/{dead_id}/replay")
@@ -165,6 +176,10 @@ def test_a_replayed_job_that_still_poisons_ends_dead_again_not_in_a_loop(stack, 
     again = wait_final(stack, dead["id"], 5)
     assert again["state"] == "failed" and again["attempts"] == 2
     assert again["error"]["code"] == "too_many_attempts"
+    sha256 = request(stack, "GET", f"/v1/dead-letters/{letter_of(stack, dead['id'])['id']}"
+                     )[1]["record"]["sha256"]
+    quarantined = request(stack, "GET", "/v1/quarantine")[1]["documents"]
+    assert sha256 in [d["sha256"] for d in quarantined]  # quarantined again
     # Two deaths for its first life, two for the replay, and then no more.
     deaths = lambda: len(events(stack, "child.exited", job_id=dead["id"]))  # noqa: E731
     wait_for(lambda: deaths() == 4, 10, "the fourth death to be logged")
@@ -222,7 +237,7 @@ def test_dead_letters_need_an_admin_key(stack, tools):
 
 
 def test_the_command_line_lists_shows_replays_and_purges(stack, tools):
-    first, second = poisoned(stack, tools), poisoned(stack, tools)
+    first, second = poisoned(stack, tools, "segv"), poisoned(stack, tools, "segv")
 
     listed = dlq(stack, "list", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -239,9 +254,9 @@ def test_the_command_line_lists_shows_replays_and_purges(stack, tools):
     assert audit["event"] == "audit" and audit["action"] == "dead_letter.replay"
     assert audit["tenant"].startswith("cli:")
 
-    refused = dlq(stack, "purge", "--code", "too_many_attempts")
+    refused = dlq(stack, "purge", "--code", "extractor_failed")
     assert refused.returncode == 2 and "--yes" in refused.stderr
-    purged = dlq(stack, "purge", "--code", "too_many_attempts", "--yes")
+    purged = dlq(stack, "purge", "--code", "extractor_failed", "--yes")
     assert purged.returncode == 0 and f"job {second['id']} purged" in purged.stdout
     assert dlq(stack, "show", ids[second["id"]]).returncode == 1
     assert dlq(stack, "replay", "nonsense").returncode == 2
@@ -257,3 +272,20 @@ def test_a_dead_job_its_client_deleted_cannot_be_replayed(stack, tools):
     assert body["error"]["job_id"] == dead["id"]
     assert letters(stack)["total"] == 1  # still there, for an operator to purge
     assert request(stack, "GET", f"/v1/jobs/{dead['id']}")[0] == 404  # not brought back
+
+
+def test_a_quarantined_document_is_not_replayed_until_its_quarantine_is_lifted(stack, tools):
+    dead = poisoned(stack, tools)  # it killed its worker on every attempt: quarantined
+    dead_id = letter_of(stack, dead["id"])["id"]
+    sha256 = request(stack, "GET", f"/v1/dead-letters/{dead_id}")[1]["record"]["sha256"]
+
+    status, body, _ = request(stack, "POST", f"/v1/dead-letters/{dead_id}/replay")
+    assert status == 409 and body["error"]["code"] == "not_replayable"
+    assert body["error"]["sha256"] == sha256 and "/v1/quarantine" in body["error"]["message"]
+    refused = dlq(stack, "replay", dead_id)
+    assert refused.returncode == 1 and f"quarantine lift {sha256}" in refused.stderr
+    assert letters(stack)["total"] == 1
+
+    assert request(stack, "DELETE", f"/v1/quarantine/{sha256}")[0] == 204
+    assert request(stack, "POST", f"/v1/dead-letters/{dead_id}/replay")[0] == 202
+    assert wait_final(stack, dead["id"], 30)["state"] == "done"

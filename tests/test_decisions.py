@@ -10,30 +10,39 @@ same rules with real processes.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import hashlib
 import multiprocessing
 import os
+import resource
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from structlog.testing import capture_logs
+from textract.exceptions import ShellError
 
-from daemon.breaker import Outcome, death_outcome, outcome_of
+from daemon import lua
+from daemon.breaker import Outcome, death_outcome, is_poison_death, outcome_of
 from daemon.config import Settings
 from daemon.errors import (
     CorruptDocument,
     DocumentTooComplex,
     ExtractorUnavailable,
     MachineryError,
+    OutputLimit,
     SpoolFull,
 )
-from daemon.pool.child import Attempt, Child, Settlement, settlement
-from daemon.pool.master import Pool
+from daemon.pool.child import Attempt, Child, Settlement, file_size_limit, settlement
+from daemon.pool.environment import minimal_environment
+from daemon.pool.master import DEATH_ERRORS, Pool
 from daemon.pool.slots import (
     EXIT_BOOT_FAILED,
     EXIT_OK,
@@ -41,6 +50,7 @@ from daemon.pool.slots import (
     EXIT_RECYCLE_MEMORY,
     KillReason,
     exit_reason,
+    job_folder,
     make_slots,
 )
 from daemon.pool.summary import JobSummary
@@ -48,7 +58,9 @@ from daemon.pool.watchdog import Watchdog, loop_quiet_max, loop_stall_limit
 from daemon.store import (
     DEAD_LETTERS,
     DEFERRED,
+    DEPTH,
     GROUP,
+    QUARANTINE,
     STREAM,
     Begun,
     Delivery,
@@ -59,7 +71,10 @@ from daemon.store import (
     heartbeat_key,
     history_key,
     job_key,
+    lift_quarantine,
     master_consumer_name,
+    payload_key,
+    quarantine_entries,
     text_key,
 )
 from devtools.stack import wait_for
@@ -153,14 +168,141 @@ def test_only_the_extractors_own_failures_count_against_its_breaker(error, outco
     assert outcome_of(error) is outcome
 
 
-@pytest.mark.parametrize(("reason", "outcome"), [
-    ("deadline", Outcome.FAILURE), ("memory", Outcome.FAILURE),
-    ("killed", Outcome.FAILURE), ("crashed", Outcome.FAILURE),
-    ("shutdown", Outcome.NONE),
+@pytest.mark.parametrize(("reason", "outcome", "poison"), [
+    # What one document can cost by itself says nothing about the tool.
+    ("deadline", Outcome.NONE, True), ("memory", Outcome.NONE, True),
+    ("killed", Outcome.NONE, True),
+    ("crashed", Outcome.FAILURE, True),  # a crash under the tool: evidence about it
+    ("shutdown", Outcome.NONE, False),
 ])
-def test_a_child_dying_mid_job_counts_against_the_breaker_unless_we_stopped_it(
-        reason, outcome) -> None:
+def test_only_a_crash_mid_job_counts_against_the_breaker_and_every_death_but_a_stop_is_poison(
+        reason, outcome, poison) -> None:
     assert death_outcome(reason) is outcome
+    assert is_poison_death(reason) is poison
+
+
+# --- per-document evidence and the poison quarantine ------------------------------------------
+def queue_document(store: JobStore, payload: bytes, family: str = "pdf") -> str:
+    """Queue a job whose record carries its document's sha256, as the api's does."""
+    job_id = uuid.uuid4().hex
+    record = {"id": job_id, "state": "queued", "attempts": "0", "ext": "pdf",
+              "family": family, "method": "", "created_at": str(time.time()),
+              "sha256": hashlib.sha256(payload).hexdigest()}
+    store.client.register_script(lua.SUBMIT)(
+        keys=[job_key(job_id), payload_key(job_id), STREAM, DEPTH],
+        args=[0, job_id, payload, family, *[x for pair in record.items() for x in pair]])
+    return job_id
+
+
+def take_job(store: JobStore, consumer: str, job_id: str) -> tuple[Delivery, Begun]:
+    """Take `job_id` up; the re-queued entries of earlier jobs before it are dropped."""
+    while True:
+        found = store.take(consumer)
+        assert found is not None
+        if found[0].job_id == job_id:
+            return found
+        store.ack(found[0])
+
+
+def test_failures_of_one_document_count_once_against_its_breaker_however_often_they_recur(
+        child, store) -> None:
+    hostile = b"%PDF- one document that crashes the tool"
+    for _ in range(4):  # its retries and fresh uploads of the same bytes
+        job_id = queue_document(store, hostile)
+        for _attempt in range(MAX_ATTEMPTS - 1):
+            delivery, _ = take_job(store, child.consumer, job_id)
+            store.retry(delivery, consumer=child.consumer, error_code="extractor_failed",
+                        outcome=Outcome.FAILURE)
+    state = breaker(store)
+    assert state.get("state", "closed") == "closed"
+    assert (state["consecutive_failures"], state["total_failures"]) == ("1", "1")
+    assert int(state["repeat_failures"]) == 4 * (MAX_ATTEMPTS - 1) - 1
+
+
+def test_failures_of_distinct_documents_in_a_row_open_the_breaker_and_a_success_resets_them(
+        child, store, settings) -> None:
+    def fail(payload: bytes) -> tuple[str, str]:
+        job_id = queue_document(store, payload)
+        delivery, _ = take_job(store, child.consumer, job_id)
+        return store.retry(delivery, consumer=child.consumer, error_code="extractor_failed",
+                           outcome=Outcome.FAILURE)[1:3]
+
+    assert fail(b"%PDF- a") == ("closed", "closed")
+    assert fail(b"%PDF- b") == ("closed", "closed")
+    job_id = queue_document(store, b"%PDF- fine")
+    delivery, _ = take_job(store, child.consumer, job_id)
+    store.finish(delivery, {"state": "done", "text": "x"}, outcome=Outcome.SUCCESS)
+    assert "failing_docs" not in breaker(store)
+    assert fail(b"%PDF- a") == ("closed", "closed")  # counted again: the slate is clean
+    assert fail(b"%PDF- b") == ("closed", "closed")
+    assert fail(b"%PDF- c") == ("closed", "open")
+    assert breaker(store)["state"] == "open"
+    assert settings.circuit_breaker_failure_threshold == 3
+
+
+@pytest.mark.parametrize("reason", ["deadline", "memory", "killed", "crashed"])
+def test_a_document_that_killed_its_worker_on_every_attempt_fails_and_is_quarantined(
+        pool, child, store, settings, reason) -> None:
+    payload = b"%PDF- takes its worker down"
+    sha = hashlib.sha256(payload).hexdigest()
+    job_id = queue_document(store, payload)
+    copy_id = queue_document(store, payload)  # queued before the quarantine
+    consumer = consumer_name(settings, 0)
+    copy_delivery = None
+    with capture_logs() as events:
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            while True:  # the copy's first delivery comes between the job's attempts
+                delivery, begun = store.take(consumer)
+                if delivery.job_id == job_id:
+                    break
+                copy_delivery = delivery
+                store.retry(delivery, consumer=consumer, ready_at=time.time() + 60)
+            assert begun.attempts == attempt
+            pool.slots[0].begin(delivery.job_id, delivery.entry_id, delivery.family)
+            pool._requeue(0, reason)
+    assert copy_delivery is not None
+
+    assert one(events, "document.quarantined")["job_id"] == job_id
+    assert store.client.zscore(QUARANTINE, sha) > time.time() + settings.quarantine_ttl - 60
+    [entry] = quarantine_entries(store.client)
+    assert (entry["sha256"], entry["job_id"], entry["deaths"]) == (sha, job_id, MAX_ATTEMPTS)
+    # the job itself fails with its own death's code on its next delivery
+    delivery, begun = store.take(consumer)
+    assert (delivery.job_id, begun.verdict) == (job_id, "exhausted")
+    assert begun.error_code == DEATH_ERRORS[reason][0]
+    # the copy queued before is failed poison_document without being run
+    store.promote_deferred()
+    store.client.zadd(DEFERRED, {f"pdf|{copy_id}": 0})
+    store.promote_deferred()
+    delivery, begun = store.take(consumer)
+    assert (delivery.job_id, begun.verdict, begun.error_code) == (
+        copy_id, "exhausted", "poison_document")
+    assert record(store, copy_id)["attempts"] == "1"  # no new attempt: no worker risked
+    child.handle(delivery, begun)
+    failed = record(store, copy_id)
+    assert (failed["state"], failed["error_code"]) == ("failed", "poison_document")
+    if reason != "crashed":
+        assert "consecutive_failures" not in breaker(store)
+    # an operator lifts it: the next copy runs again
+    assert lift_quarantine(store.client, sha)
+    assert quarantine_entries(store.client) == [] and not lift_quarantine(store.client, sha)
+    again = queue_document(store, payload)
+    assert take_job(store, consumer, again)[1].verdict == "run"
+
+
+def test_a_document_that_merely_fails_or_a_tool_that_fails_is_never_quarantined(
+        child, store) -> None:
+    payload = b"%PDF- corrupt"
+    for _ in range(MAX_ATTEMPTS + 1):
+        job_id = queue_document(store, payload)
+        child._settle(*take_job(store, child.consumer, job_id),
+                      Attempt(None, CorruptDocument("not a PDF"), 1.0))
+    job_id = queue_document(store, payload)
+    for _ in range(MAX_ATTEMPTS):  # the tool fails, the child lives: retried, not poison
+        child._settle(*take_job(store, child.consumer, job_id),
+                      Attempt(None, MachineryError("exit 1"), 1.0))
+    assert store.client.zcard(QUARANTINE) == 0
+    assert take_job(store, child.consumer, queue_document(store, payload))[1].verdict == "run"
 
 
 # --- how a child's exit is read ------------------------------------------------------------
@@ -323,7 +465,7 @@ def test_every_summary_line_carries_the_same_fields(child, store) -> None:
 
 
 # --- the master: re-queue on death, the summary a dead child did not log ---------------------
-def test_the_job_of_a_child_killed_mid_job_is_requeued_at_once_and_fails_its_breaker(
+def test_the_job_of_a_child_killed_at_its_deadline_is_requeued_at_once_and_spares_the_breaker(
         pool, store, settings) -> None:
     delivery, _begun = taken(store, consumer_name(settings, 0))
     pool.slots[0].begin(delivery.job_id, delivery.entry_id, delivery.family)
@@ -333,11 +475,20 @@ def test_the_job_of_a_child_killed_mid_job_is_requeued_at_once_and_fails_its_bre
     job = record(store, delivery.job_id)
     assert (job["state"], job["error_code"]) == ("queued", "extraction_timeout")
     assert queued_again(store, delivery.job_id)
-    assert breaker(store)["consecutive_failures"] == "1"
+    assert "consecutive_failures" not in breaker(store)  # the document's cost, not the tool's
     history = store.client.lrange(history_key(delivery.job_id), 0, -1)
     assert master_consumer_name(settings).encode() in history[-1]
     assert one(events, "job.requeued")["reason"] == "deadline"
     assert not pool.slots[0].busy and pool.requeued == 1
+
+
+def test_the_job_of_a_child_that_crashed_mid_job_counts_once_against_its_breaker(
+        pool, store, settings) -> None:
+    delivery, _begun = taken(store, consumer_name(settings, 0))
+    pool.slots[0].begin(delivery.job_id, delivery.entry_id, delivery.family)
+    pool._requeue(0, "crashed")
+
+    assert breaker(store)["consecutive_failures"] == "1"
 
 
 def test_the_job_of_a_child_stopped_by_shutdown_stays_pending_for_the_slots_next_child(
@@ -412,6 +563,73 @@ def test_reaping_a_child_that_died_before_its_finish_landed_requeues_and_logs_no
     assert one(events, "job.requeued")["job_id"] == delivery.job_id
     assert record(store, delivery.job_id)["state"] == "queued"
     assert slot.unlogged() is None and slot.done == 0
+
+
+def test_reaping_a_child_killed_mid_job_removes_what_the_jobs_tools_wrote(
+        pool, store, settings) -> None:
+    delivery, _begun = taken(store, consumer_name(settings, 0))
+    pool.slots[0].begin(delivery.job_id, delivery.entry_id, delivery.family)
+    folder = job_folder(settings.spool_dir, 0, delivery.job_id)
+    (folder / "gs_tmp").mkdir(parents=True)
+    (folder / "gs_tmp" / "big.bin").write_bytes(b"x" * 65536)
+    reap_after_sigkill(pool)
+
+    assert not folder.exists()
+    assert record(store, delivery.job_id)["state"] == "queued"
+
+
+# --- what a job's tools may write, and see ---------------------------------------------------
+def _tool_error(exit_code: int) -> MachineryError:
+    """The error extract_text raises for a tool that ended with `exit_code`."""
+    try:
+        raise MachineryError("the tool failed") from ShellError("ps2ascii x", exit_code,
+                                                                 b"", b"")
+    except MachineryError as exc:
+        return exc
+
+
+@pytest.mark.parametrize(("exit_code", "past_limit"), [
+    (-signal.SIGXFSZ, True),  # the tool itself, killed by SIGXFSZ
+    (128 + signal.SIGXFSZ, True),  # as a shell wrapper (ps2ascii) reports it
+    (-signal.SIGSEGV, False), (1, False),
+])
+def test_a_tool_stopped_by_the_file_size_limit_fails_the_job_output_limit(
+        child, exit_code, past_limit) -> None:
+    found = child._output_limit(_tool_error(exit_code))
+    assert isinstance(found, OutputLimit) is past_limit
+    if found is not None:
+        assert found.code == "output_limit" and "spool" not in str(found)
+        assert settlement(found, 1, MAX_ATTEMPTS) is Settlement.FAILED  # never retried
+
+
+def test_the_watch_threads_disk_verdict_and_an_efbig_write_also_read_as_output_limit(
+        child) -> None:
+    try:
+        raise MachineryError("OSError") from OSError(errno.EFBIG, "File too large")
+    except MachineryError as exc:
+        assert isinstance(child._output_limit(exc), OutputLimit)
+    child.slot.output_exceeded = 1  # the watch thread killed the job's tools
+    assert isinstance(child._output_limit(_tool_error(-signal.SIGKILL)), OutputLimit)
+
+
+def test_the_file_size_limit_binds_a_tool_only_while_the_job_runs(tmp_path) -> None:
+    before = resource.getrlimit(resource.RLIMIT_FSIZE)
+    with file_size_limit(4096):
+        writer = subprocess.run(["dd", "if=/dev/zero", f"of={tmp_path / 'out'}", "bs=1024",
+                                 "count=64"], capture_output=True)
+    assert writer.returncode != 0  # dd died of SIGXFSZ at 4 KiB
+    assert (tmp_path / "out").stat().st_size == 4096
+    assert resource.getrlimit(resource.RLIMIT_FSIZE) == before
+
+
+def test_a_childs_environment_keeps_what_tools_need_and_no_secret() -> None:
+    environ = {"PATH": "/usr/bin", "HOME": "/home/t", "LANG": "C.UTF-8", "LC_ALL": "C",
+               "TMPDIR": "/x", "OMP_THREAD_LIMIT": "1", "API_KEY": "k", "CALLBACK_SECRET": "s",
+               "REDIS_URL": "redis://:pw@h/0", "TEXTRACTD_HOME": "/srv/t", "EXTRA": "e"}
+    kept = minimal_environment(environ, extra=("EXTRA",))
+    assert set(kept) == {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "OMP_THREAD_LIMIT",
+                         "EXTRA"}
+    assert "EXTRA" not in minimal_environment(environ)
 
 
 # --- a loop that stops turning ---------------------------------------------------------------

@@ -205,7 +205,7 @@ def raw(stack: Stack, data: bytes | Iterable[bytes], **kwargs: object) -> RawRep
 
 # --- the stack ------------------------------------------------------------------------
 RECORDER = """#!/bin/sh
-# Notes the file textract hands pdftotext (mode of the file and of the spool, and path),
+# Notes the file textract hands pdftotext (mode of the file and of its slot, and path),
 # then runs the real tool.
 for arg in "$@"; do
   case "$arg" in
@@ -238,7 +238,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
         "MAX_CONTENT_LENGTH": str(LIMIT), "MAX_PDF_PAGES": str(MAX_PAGES),
         "MAX_TEXT_BYTES": str(MAX_TEXT), "UPLOAD_TIMEOUT": str(UPLOAD_TIMEOUT),
         "MAX_POSTSCRIPT_SECONDS": str(PS_SECONDS),
-        "PDFTOTEXT_RECORD": str(notes),
+        "PDFTOTEXT_RECORD": str(notes), "TOOL_ENV": "PDFTOTEXT_RECORD",
         "PATH": os.pathsep.join([str(tools), str(BIN), os.environ.get("PATH", "")]),
     }).start()
     try:
@@ -778,7 +778,8 @@ def test_pdftotext_only_ever_sees_a_spool_path_of_job_id_and_extension(
     spool = hostile.stack.root / "var" / "spool"
     lines = hostile.record.read_text().splitlines()
     assert lines, "the recording pdftotext never ran"
-    pattern = re.compile(rf"^600 700 {re.escape(str(spool))}/slot-\d+/[0-9a-f]{{32}}\.pdf$")
+    pattern = re.compile(
+        rf"^600 700 {re.escape(str(spool))}/slot-\d+/job-[0-9a-f]{{32}}/[0-9a-f]{{32}}\.pdf$")
     for line in lines:
         assert pattern.match(line), line
 

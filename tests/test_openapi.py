@@ -57,7 +57,8 @@ def test_the_error_codes_are_an_enum_of_the_codes_the_service_has() -> None:
 def stack(tmp_path_factory) -> Iterator[tuple[Stack, FakeTools]]:
     tools = FakeTools(tmp_path_factory.mktemp("fake-tools"))
     stack = Stack(env=tools.env(WORKER_PROCESSES=2, MAX_ATTEMPTS=1, MAX_WAIT=2,
-                                EXTRACT_WAIT=2, CIRCUIT_BREAKER_FAILURE_THRESHOLD=1000))
+                                EXTRACT_WAIT=2, TIKA_WAIT=3,
+                                CIRCUIT_BREAKER_FAILURE_THRESHOLD=1000))
     stack.start()
     yield stack, tools
     stack.stop()

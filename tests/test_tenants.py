@@ -26,7 +26,7 @@ BARE = "bare-key-0123456789abcdefghij"
 OPS = "ops-key-0123456789abcdefghijk"
 KEYS = (ACME_1, ACME_2, GLOBEX, BARE, OPS)
 FOX = b"the quick brown fox jumps over the lazy dog"
-MANAGEMENT = ["/metrics", "/status", "/health/detailed"]
+MANAGEMENT = ["/metrics", "/status", "/health/detailed", "/v1/quarantine"]
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +115,7 @@ def test_the_admin_key_reads_the_operators_routes_and_health_stays_open(
     assert ops.request("GET", "/metrics").status == 200
     assert "requests" in ops.request("GET", "/metrics").json()
     assert ops.request("GET", "/status").status == 200
+    assert ops.request("GET", "/v1/quarantine").json()["count"] == 0
     detailed = ops.request("GET", "/health/detailed")
     assert detailed.status in (200, 503) and "checks" in detailed.json()  # 503: a host check
     assert Client(tenants, key=None).request("GET", "/health").status == 200

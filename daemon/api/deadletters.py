@@ -25,6 +25,8 @@ REFUSALS = {
     "gone": "no such dead letter",
     "no_payload": "the job's document is gone (deleted by its client): it cannot be replayed",
     "busy": "the job is queued or running already",
+    "quarantined": "the document is quarantined (it took its worker down on every "
+                   "attempt): lift it first with DELETE /v1/quarantine/{sha256}",
 }
 
 
@@ -84,8 +86,9 @@ async def replay_dead_letter(request: web.Request) -> web.Response:
     except ReplayRefused as exc:
         status = 404 if exc.reason == "gone" else 409
         code = "not_found" if exc.reason == "gone" else "not_replayable"
-        raise ApiError(code, REFUSALS[exc.reason], status=status,
-                       extra={"job_id": exc.job_id or None}) from exc
+        extra = {"job_id": exc.job_id or None, **({"sha256": exc.sha256} if exc.sha256
+                                                  else {})}
+        raise ApiError(code, REFUSALS[exc.reason], status=status, extra=extra) from exc
     audit(request, "dead_letter.replay", dead_letter_id=dead_id, job_id=job_id)
     return json_response({"id": dead_id, "job_id": job_id, "state": "queued"}, status=202,
                          headers={"Location": f"/v1/jobs/{job_id}"})

@@ -104,16 +104,20 @@ class Monitor:
         with contextlib.suppress(*REDIS_DOWN):
             await self.requests.flush_async(client)  # this process's counts up to now
         checks, facts = await self.checks(app, list(COMPONENTS))
-        counters = None
+        counters = quarantined = None
         if not facts.error:
             try:
                 async with client.pipeline(transaction=False) as pipe:
                     exposition.queue_reads(pipe)
                     counters = exposition.parse_reads(await pipe.execute())
+                quarantined = await self.store.quarantine_count()
             except REDIS_DOWN as exc:
                 facts.error = str(exc)
-        return exposition.build_snapshot({c.name: c for c in checks}, facts, counters,
-                                      version=__version__, uptime_s=self.uptime(app))
+        snapshot = exposition.build_snapshot({c.name: c for c in checks}, facts, counters,
+                                             version=__version__, uptime_s=self.uptime(app))
+        if quarantined is not None and not facts.error:
+            snapshot["quarantined_documents"] = quarantined
+        return snapshot
 
 
 MONITOR = web.AppKey("monitor", Monitor)
@@ -161,6 +165,7 @@ async def status(request: web.Request) -> web.Response:
             "workers": {"live": w["cluster_live"], "busy": w["busy"], "idle": w["idle"],
                         "expected_here": w["expected"]},
             "breakers": by_name["breaker"].figures["states"],
+            "quarantine": {"documents": await monitor.store.quarantine_count()},
             "jobs": {"last_minute": monitor.last_minute(jobs),
                      "total": {"submitted": jobs.get("submitted", 0),
                                "done": jobs.get("done", 0),

@@ -17,6 +17,7 @@ from daemon.api.middleware import json_response
 from daemon.api.ui import STATIC
 from daemon.documents import formats
 from daemon.errors import ERROR_CODES
+from daemon.store import DEAD_LETTER_ID_RE
 
 JSON = "application/json"
 Schema = dict[str, Any]
@@ -59,7 +60,11 @@ SCHEMAS: dict[str, Schema] = {
             "created_at": NULLABLE_NUM, "started_at": NULLABLE_NUM,
             "finished_at": NULLABLE_NUM, "duration_ms": NULLABLE_NUM, "chars": NULLABLE_INT,
             "request_id": NULLABLE_STR,
+            "cached": {"type": "boolean", "description": "served from the result cache"},
             "error": {"$ref": "#/components/schemas/JobError"},
+            "metadata": {"type": "object", "description": "the document's metadata (done)"},
+            "pages": {"type": ["array", "null"], "items": {"type": "object"},
+                      "description": "with ?pages=1: [{number, text}]; null: no pages"},
             "text": {"type": "string"},
         },
     },
@@ -78,7 +83,7 @@ SCHEMAS: dict[str, Schema] = {
         },
     },
     "Upload": {"type": "object", "required": ["file"],
-               "properties": {"file": {"type": "string", "contentMediaType":
+               "properties": {"file": {"type": "string", "minLength": 1, "contentMediaType":
                                        "application/octet-stream"}}},
 }
 
@@ -87,18 +92,23 @@ JOB_ID = {"name": "job_id", "in": "path", "required": True,
           "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
 DEAD_ID = {"name": "dead_id", "in": "path", "required": True,
            "description": "the dead letter's id (its stream entry id)",
-           "schema": {"type": "string", "pattern": r"^\d{1,20}-\d{1,20}$"}}
+           "schema": {"type": "string", "pattern": DEAD_LETTER_ID_RE}}
 WAIT = {"name": "wait", "in": "query", "required": False,
-        "description": "seconds to wait for the job to finish (capped at MAX_WAIT)",
-        "schema": {"type": "number", "minimum": 0, "maximum": 30}}
+        "description": "seconds to wait for the job to finish (more than MAX_WAIT is "
+                       "MAX_WAIT)",
+        "schema": {"type": "number", "minimum": 0}}
 CODE_FILTER = {"name": "code", "in": "query", "required": False,
                "schema": {"$ref": "#/components/schemas/ErrorCode"}}
 CODE_REQUIRED = {"name": "code", "in": "query", "required": True,
                  "description": "the error code whose dead letters to act on; * for all",
                  "schema": {"anyOf": [{"$ref": "#/components/schemas/ErrorCode"},
                                       {"const": "*"}]}}
+ZERO_ONE = {"type": "string", "enum": ["0", "1"]}
+CACHE = {"name": "cache", "in": "query", "required": False,
+         "description": "0: never serve this upload from the result cache",
+         "schema": ZERO_ONE}
 UPLOAD_PARAMS = [
-    WAIT,
+    WAIT, CACHE,
     {"name": "filename", "in": "query", "required": False,
      "description": "the document's name when the body is raw bytes",
      "schema": {"type": "string", "maxLength": 255}},
@@ -113,7 +123,8 @@ UPLOAD_PARAMS = [
 ]
 UPLOAD_BODY = {"required": True, "content": {
     "multipart/form-data": {"schema": {"$ref": "#/components/schemas/Upload"}},
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary",
+                                            "minLength": 1}}}}
 
 
 # --- building operations --------------------------------------------------------------------
@@ -182,6 +193,88 @@ JOB_FINISHED = {**body(ref("Job"), "finished within `wait`"), "links": _job_link
 HTML = {"description": "an HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
 ANY_OBJECT: Schema = {"type": "object"}
 
+# --- the Tika Server 3.x dialect (daemon/api/tika) --------------------------------------------
+def _text(description: str, *types: str) -> dict:
+    return {"description": description,
+            "content": {t: {"schema": {"type": "string"}} for t in types or ("text/plain",)}}
+
+
+TIKA_TEXT_TYPES = ("text/plain", "text/html", "application/xhtml+xml", "text/xml",
+                   "application/xml")
+TIKA_ERRORS = ("400", "408", "413", "415", "422", "507")
+TIKA_RAW = {"required": True, "content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary",
+                                            "minLength": 1}}}}
+TIKA_FORM = {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "properties": {"upload-file": {
+        "type": "string", "contentMediaType": "application/octet-stream"}}}}}}
+HANDLER = {"name": "handler", "in": "path", "required": True,
+           "description": "the content handler: text, main, html, xml or ignore (any other "
+                          "name is xml, as Tika takes it)",
+           "schema": {"type": "string", "minLength": 1}}
+TIKA_OBJECT = body({"type": "object"}, "Tika's metadata object, X-TIKA:content included")
+TIKA_LIST = body({"type": "array", "items": {"type": "object"}},
+                 "Tika's list of metadata objects, the container first")
+
+
+def tika_op(op_id: str, summary: str, responses: dict, *, form: bool = False,
+            params: list | None = None, errors: tuple[str, ...] = TIKA_ERRORS) -> dict:
+    return op(op_id, summary, responses, errors=errors, params=[CACHE, *(params or [])],
+              request_body=TIKA_FORM if form else TIKA_RAW, tags=("tika",))
+
+
+TIKA_OPERATIONS: dict[tuple[str, str], dict] = {
+    ("GET", "/"): op("tikaWelcome", "The Tika server's welcome page: the routes it serves",
+                     {"200": HTML}, tags=("tika",)),
+    ("GET", "/version"): op("tikaVersion", "The version, as Tika answers it",
+                            {"200": _text("the version")}, tags=("tika",)),
+    ("GET", "/tika"): op("tikaGreeting", "Tika's greeting", {"200": _text("a greeting")},
+                         tags=("tika",)),
+    ("PUT", "/tika"): tika_op(
+        "tikaText", "The text (or XHTML, or JSON) as the Accept header asks",
+        {"200": {"description": "the content", "content": {
+            **{t: {"schema": {"type": "string"}} for t in TIKA_TEXT_TYPES},
+            JSON: {"schema": {"type": "object"}}}}}),
+    ("POST", "/tika/form"): tika_op(
+        "tikaTextForm", "PUT /tika for a multipart upload",
+        {"200": {"description": "the content", "content": {
+            **{t: {"schema": {"type": "string"}} for t in TIKA_TEXT_TYPES},
+            JSON: {"schema": {"type": "object"}}}}}, form=True),
+    ("PUT", "/tika/{handler}"): tika_op("tikaJson", "One JSON object, the content in that "
+                                        "handler's form", {"200": TIKA_OBJECT},
+                                        params=[HANDLER]),
+    ("POST", "/tika/form/{handler}"): tika_op("tikaJsonForm", "PUT /tika/{handler} for a "
+                                              "multipart upload", {"200": TIKA_OBJECT},
+                                              params=[HANDLER], form=True),
+    ("PUT", "/rmeta"): tika_op("rmeta", "A list of metadata objects (an unreadable document "
+                               "is one with X-TIKA:EXCEPTION)", {"200": TIKA_LIST}),
+    ("PUT", "/rmeta/{handler}"): tika_op("rmetaHandler", "PUT /rmeta with that handler",
+                                         {"200": TIKA_LIST}, params=[HANDLER]),
+    ("POST", "/rmeta/form"): tika_op("rmetaForm", "PUT /rmeta for a multipart upload",
+                                     {"200": TIKA_LIST}, form=True),
+    ("POST", "/rmeta/form/{handler}"): tika_op(
+        "rmetaFormHandler", "PUT /rmeta/{handler} for a multipart upload",
+        {"200": TIKA_LIST}, params=[HANDLER], form=True),
+    ("PUT", "/meta"): tika_op(
+        "meta", "The metadata (JSON, or CSV with Accept: text/csv)",
+        {"200": {"description": "the metadata", "content": {
+            JSON: {"schema": {"type": "object"}}, "text/csv": {"schema": {"type": "string"}}}}}),
+    ("POST", "/meta/form"): tika_op(
+        "metaForm", "PUT /meta for a multipart upload",
+        {"200": {"description": "the metadata", "content": {
+            JSON: {"schema": {"type": "object"}}, "text/csv": {"schema": {"type": "string"}}}}},
+        form=True),
+    ("PUT", "/meta/{field}"): tika_op(
+        "metaField", "One metadata field (404: the document has none)",
+        {"200": {"description": "the field", "content": {
+            JSON: {"schema": {"type": "object"}}, "text/csv": {"schema": {"type": "string"}}}}},
+        params=[{"name": "field", "in": "path", "required": True,
+                 "schema": {"type": "string", "minLength": 1}}],
+        errors=(*TIKA_ERRORS, "404")),
+    ("PUT", "/detect/stream"): tika_op("detectStream", "The MIME type; nothing is queued",
+                                       {"200": _text("the MIME type")}),
+}
+
 OPERATIONS: dict[tuple[str, str], dict] = {
     ("GET", "/health"): op("health", "Liveness: the process answers (no key needed)",
                            {"200": body({"type": "object", "required": ["status"],
@@ -227,17 +320,43 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         request_body=UPLOAD_BODY, tags=("jobs",)),
     ("GET", "/v1/jobs/{job_id}"): op(
         "getJob", "A job: its state, and its text once done",
-        {"200": body(ref("Job"))}, errors=("400", "404"), params=[JOB_ID, WAIT],
+        {"200": body(ref("Job"))}, errors=("400", "404"), params=[JOB_ID, WAIT, {
+            "name": "pages", "in": "query", "required": False, "schema": ZERO_ONE,
+            "description": "1: the text page by page too (PDF and PPTX)"}],
         tags=("jobs",)),
     ("GET", "/v1/jobs/{job_id}/text"): op(
         "getJobText", "A done job's text",
         {"200": {"description": "the text",
                  "content": {"text/plain": {"schema": {"type": "string"}}}}},
-        errors=("404", "409"), params=[JOB_ID], tags=("jobs",)),
+        errors=("400", "404", "409"), params=[JOB_ID, {
+            "name": "page", "in": "query", "required": False,
+            "description": "one page's text (1 is the first)",
+            "schema": {"type": "integer", "minimum": 1}}], tags=("jobs",)),
     ("DELETE", "/v1/jobs/{job_id}"): op(
         "deleteJob", "Delete a job (a running one ends cancelled)",
         {"204": {"description": "deleted"}}, errors=("404",), params=[JOB_ID],
         tags=("jobs",)),
+    ("POST", "/v1/detect"): op(
+        "detect", "What an upload is (format, MIME type, extractor family); nothing queued",
+        {"200": body({"type": "object", "required": ["format", "mime_type", "family"],
+                      "properties": {"format": {"type": "string"},
+                                     "mime_type": {"type": "string"},
+                                     "family": {"type": "string"}}})},
+        errors=("400", "408", "413", "415", "422", "507"), params=UPLOAD_PARAMS,
+        request_body=UPLOAD_BODY, tags=("jobs",)),
+    ("GET", "/v1/quarantine"): op(
+        "listQuarantine", "Documents quarantined for killing their workers, by sha256",
+        {"200": body({"type": "object", "required": ["documents", "count"],
+                      "properties": {"documents": {"type": "array",
+                                                   "items": {"type": "object"}},
+                                     "count": {"type": "integer"}}})},
+        admin=True, tags=("operations",)),
+    ("DELETE", "/v1/quarantine/{sha256}"): op(
+        "liftQuarantine", "Lift one document's quarantine",
+        {"204": {"description": "lifted"}}, errors=("400", "404"), admin=True,
+        params=[{"name": "sha256", "in": "path", "required": True,
+                 "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}}],
+        tags=("operations",)),
     ("GET", "/v1/dead-letters"): op(
         "listDeadLetters", "Dead letters, newest first, a page at a time",
         {"200": {**body({"type": "object", "required": ["dead_letters", "next", "total"],
@@ -251,7 +370,7 @@ OPERATIONS: dict[tuple[str, str], dict] = {
             {"name": "limit", "in": "query", "required": False,
              "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
             {"name": "before", "in": "query", "required": False,
-             "schema": {"type": "string", "pattern": r"^\d{1,20}-\d{1,20}$"}},
+             "schema": {"type": "string", "pattern": DEAD_LETTER_ID_RE}},
             CODE_FILTER]),
     ("GET", "/v1/dead-letters/{dead_id}"): op(
         "getDeadLetter", "A dead letter: the job's record and its attempt history",
@@ -287,6 +406,7 @@ OPERATIONS: dict[tuple[str, str], dict] = {
                                      "series": {"type": "array"},
                                      "failures": {"type": "array"}}})},
         admin=True, tags=("operations",)),
+    **TIKA_OPERATIONS,
     ("GET", "/ui"): op("consolePage", "The operator's console (HTML; asks for an admin key)",
                        {"200": HTML}, keyed=False, tags=("pages",)),
     ("GET", "/ui/static/{name}"): op(
@@ -330,14 +450,16 @@ def document() -> dict:
                  "description": "Document text extraction: upload a document, get its text. "
                                 "Errors are JSON {\"error\": {code, message, request_id}}."},
         "servers": [{"url": "/"}],
-        "security": [{"apiKey": []}, {"bearer": []}],
+        "security": [{"apiKey": []}, {"bearer": []}, {"basic": []}],
         "paths": paths,
         "components": {
             "schemas": SCHEMAS,
             "responses": _error_responses(),
             "securitySchemes": {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-                "bearer": {"type": "http", "scheme": "bearer"}},
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "basic": {"type": "http", "scheme": "basic",
+                          "description": "the key as the password (or the user name)"}},
         },
     }
 

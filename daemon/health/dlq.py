@@ -123,7 +123,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                     audit("dead_letter.replay", dead_letter_id=dead_id, job_id=job_id)
                 except ReplayRefused as exc:
                     failed += 1
-                    print(f"{dead_id}: not replayed ({exc.reason})", file=sys.stderr)
+                    lift = (f"; lift it first: python -m daemon.health.quarantine lift "
+                            f"{exc.sha256}" if exc.sha256 else "")
+                    print(f"{dead_id}: not replayed ({exc.reason}{lift})", file=sys.stderr)
             else:
                 purged = await store.purge(dead_id)
                 if purged is None:

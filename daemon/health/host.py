@@ -29,6 +29,16 @@ def _existing(path: Path) -> Path:
     return path
 
 
+def shown_path(path: Path, settings: Settings) -> str:
+    """How a folder is named in a check's figures and message: relative to
+    TEXTRACTD_HOME ("var", "var/spool"), never the install's absolute path, which
+    /health/detailed would show to any key."""
+    try:
+        return str(path.relative_to(settings.home)) or "."
+    except ValueError:
+        return "outside TEXTRACTD_HOME"
+
+
 def check_disk(settings: Settings) -> Check:
     seen: dict[int, list[str]] = {}
     usage: dict[int, tuple[float, float, Path]] = {}
@@ -44,13 +54,14 @@ def check_disk(settings: Settings) -> Check:
     for dev, labels in seen.items():
         pct, inodes, where = usage[dev]
         label = "+".join(labels)
-        figures[label] = {"path": str(where), "percent": pct, "inodes_percent": round(inodes, 1)}
+        shown = shown_path(where, settings)
+        figures[label] = {"path": shown, "percent": pct, "inodes_percent": round(inodes, 1)}
         perf.append(Perf(f"disk_{label}", pct, "%", f"{settings.disk_warn:g}",
                          f"{settings.disk_crit:g}", "0", "100"))
         level = worst([pct_status(pct, settings.disk_warn, settings.disk_crit),
                        pct_status(inodes, settings.disk_warn, settings.disk_crit)])
         if level != OK:
-            problems.append((level, f"{label} ({where}) {pct:.0f}% full, inodes {inodes:.0f}%"))
+            problems.append((level, f"{label} ({shown}) {pct:.0f}% full, inodes {inodes:.0f}%"))
     base = ", ".join(f"{k} {v['percent']:.0f}%" for k, v in figures.items())
     return verdict("disk", problems, base, figures, tuple(perf))
 
@@ -174,10 +185,10 @@ def check_tempfiles(settings: Settings) -> Check:
     count, size = temp_files(settings.spool_dir)
     warn_bytes = int(settings.temp_files_warn_mb * 1048576)
     figures = {"files": count, "bytes": size, "warn_mb": settings.temp_files_warn_mb,
-               "path": str(settings.spool_dir)}
+               "path": shown_path(settings.spool_dir, settings)}
     perf = (Perf("temp_files", count, "", "", "", "0"),
             Perf("temp_size", size, "B", str(warn_bytes), "", "0"))
-    text = f"{count} files, {size / 1048576:.1f} MB in {settings.spool_dir}"
+    text = f"{count} files, {size / 1048576:.1f} MB in {shown_path(settings.spool_dir, settings)}"
     if size > warn_bytes:
         return Check("tempfiles", WARNING, f"{text}: above {settings.temp_files_warn_mb:g} MB",
                      figures, perf)

@@ -10,9 +10,13 @@ turn is two steps: running the extraction (`_attempt`), then settling its outcom
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import errno
+import hashlib
 import os
 import random
+import resource
 import shutil
 import signal
 import sys
@@ -21,24 +25,35 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+import orjson
 import structlog
 
 from daemon.breaker import BreakerState, Outcome, log_breaker_move, outcome_of
 from daemon.config import Settings
 from daemon.connection import REDIS_DOWN, connect
 from daemon.documents import guards
-from daemon.documents.extract import extract_text
+from daemon.documents.extract import extract
 from daemon.documents.formats import FORMATS
-from daemon.errors import DocumentError, MachineryError, SpoolFull, TextractdError
+from daemon.documents.metadata import read_metadata
+from daemon.documents.pages import page_ends
+from daemon.errors import (
+    DocumentError,
+    MachineryError,
+    OutputLimit,
+    SpoolFull,
+    TextractdError,
+)
 from daemon.logs import configure_logging
 from daemon.metrics import JobMetrics
 from daemon.pool import faults
+from daemon.pool.environment import withhold_secrets
 from daemon.pool.slots import (
     EXIT_BOOT_FAILED,
     EXIT_OK,
     EXIT_RECYCLE_JOBS,
     EXIT_RECYCLE_MEMORY,
     SlotState,
+    job_folder,
     set_parent_death_signal,
 )
 from daemon.pool.summary import JobSummary, finished_event, log_summary
@@ -78,12 +93,23 @@ def settlement(error: BaseException | None, attempt: int, max_attempts: int) -> 
     return Settlement.RETRY if attempt < max_attempts else Settlement.GIVE_UP
 
 
+class Extracted(NamedTuple):
+    """A document's text with what was read beside it, inside the same job's guards."""
+
+    text: str
+    metadata: dict[str, object]  # the job's `metadata` object
+    page_ends: list[int] | None  # where each page ends in `text` (pages.page_ends)
+
+
 class Attempt(NamedTuple):
     """What running the extraction gave: the text, or the error it ended with."""
 
     text: str | None
     error: DocumentError | MachineryError | None
     duration_ms: float
+    sha256: str = ""  # the document's, for the summary line
+    metadata: dict[str, object] | None = None
+    page_ends: list[int] | None = None
 
 
 class Drain(BaseException):
@@ -133,9 +159,11 @@ class Child:
         shutil.rmtree(self.spool, ignore_errors=True)
         self.spool.mkdir(mode=0o700)
         (self.spool / "tmp").mkdir(mode=0o700)
-        # textract's tools (soffice profiles, pdftoppm pages) write under TMPDIR.
+        # textract's tools (soffice profiles, pdftoppm pages) write under TMPDIR (a folder
+        # of the job's own while one runs).
         os.environ["TMPDIR"] = tempfile.tempdir = str(self.spool / "tmp")
         os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+        withhold_secrets(self.settings.tool_env)  # no API_KEY or Redis password for tools
         self.store = JobStore(connect(self.settings), self.settings)
         Watchdog(self.settings, self.slot_no, self.consumer, self.slot,
                  lambda: self.jobs_done).start()
@@ -266,31 +294,70 @@ class Child:
     # --- step 1: run the extraction ----------------------------------------------------
     def _attempt(self, delivery: Delivery, begun: Begun) -> Attempt:
         started = time.perf_counter()
-        path = self.spool / f"{delivery.job_id}.{begun.ext}"
-        text: str | None = None
+        folder = job_folder(self.settings.spool_dir, self.slot_no, delivery.job_id)
+        sha256 = hashlib.sha256(begun.payload).hexdigest()
+        extracted: Extracted | None = None
         error: DocumentError | MachineryError | None = None
         try:
-            text = self._extract(path, begun)
+            extracted = self._extract(folder, delivery.job_id, begun, sha256)
         except (DocumentError, MachineryError) as exc:
-            error = exc
+            error = self._output_limit(exc) or exc
         finally:
-            path.unlink(missing_ok=True)
-        return Attempt(text, error, round((time.perf_counter() - started) * 1000, 1))
+            # However the job ended, what its tools wrote goes with it (a killed child's
+            # folder is removed by the master that reaps it).
+            self._leave_job_folder()
+            shutil.rmtree(folder, ignore_errors=True)
+        duration_ms = round((time.perf_counter() - started) * 1000, 1)
+        if extracted is None:
+            return Attempt(None, error, duration_ms, sha256)
+        return Attempt(extracted.text, None, duration_ms, sha256, extracted.metadata,
+                       extracted.page_ends)
 
-    def _extract(self, path: Path, begun: Begun) -> str:
+    def _extract(self, folder: Path, job_id: str, begun: Begun, sha256: str) -> Extracted:
         fmt = FORMATS[begun.ext]
+        path = folder / f"{job_id}.{begun.ext}"
         try:
+            shutil.rmtree(folder, ignore_errors=True)  # an earlier attempt's, if any
+            folder.mkdir(mode=0o700)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(begun.payload)
         except OSError as exc:
-            path.unlink(missing_ok=True)
             raise SpoolFull(f"cannot write the spool file: {exc.strerror}") from exc
+        # The tools' TMPDIR is the job's folder, so nothing they write outlives the job.
+        os.environ["TMPDIR"] = tempfile.tempdir = str(folder)
         guards.check_document(path, fmt, self.limits, begun.method)
-        text = extract_text(path, begun.ext, begun.method, fast_doc=self.settings.fast_doc,
-                            postscript_seconds=self.settings.max_postscript_seconds)
+        with file_size_limit(self.settings.job_disk_max_mb * 1024 * 1024):
+            text, ends = extract(path, begun.ext, begun.method,
+                                 fast_doc=self.settings.fast_doc,
+                                 postscript_seconds=self.settings.max_postscript_seconds)
         guards.check_text_size(text, self.limits)
-        return text
+        # Read after the text, before the spool file goes: under the same deadline and
+        # memory watch as the extraction. It never raises; what it left out is logged by
+        # name only (the values are the document's data).
+        meta = read_metadata(path, fmt, text, sha256=sha256)
+        if meta.dropped or meta.error:
+            log.info("job.metadata_incomplete", dropped=sorted(meta.dropped),
+                     error=meta.error)
+        if ends is None:  # OCR gives its pages itself; every other text is cut here
+            ends = page_ends(path, fmt, begun.method, text, meta.values.get("pages"))
+        return Extracted(text, meta.values, ends)
+
+    def _leave_job_folder(self) -> None:
+        os.environ["TMPDIR"] = tempfile.tempdir = str(self.spool / "tmp")
+
+    def _output_limit(self, error: TextractdError) -> OutputLimit | None:
+        """The error to report when the job's tools wrote past JOB_DISK_MAX_MB: a tool
+        killed by SIGXFSZ (directly, or as a shell wrapper such as ps2ascii reports it),
+        a write of ours refused with EFBIG, or the watch thread finding the folder full."""
+        cause = error.__cause__
+        exit_code = getattr(cause, "exit_code", None)
+        if (self.slot.output_exceeded
+                or exit_code in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ)
+                or (isinstance(cause, OSError) and cause.errno == errno.EFBIG)):
+            return OutputLimit(f"the document's tools tried to write more than "
+                               f"{self.settings.job_disk_max_mb} MB (JOB_DISK_MAX_MB)")
+        return None
 
     # --- step 2: settle the outcome ------------------------------------------------------
     def _settle(self, delivery: Delivery, begun: Begun, attempt: Attempt) -> None:
@@ -303,7 +370,7 @@ class Child:
             bytes=len(begun.payload), attempt=begun.attempts,
             duration_ms=attempt.duration_ms,
             chars=len(attempt.text) if attempt.text is not None else None,
-            error_code=error.code if error is not None else None)
+            error_code=error.code if error is not None else None, sha256=attempt.sha256)
         if decided is Settlement.RETRY and isinstance(error, MachineryError):
             settled = self.store.retry(delivery, consumer=self.consumer, error_code=error.code,
                                        error_message=str(error), outcome=outcome,
@@ -342,7 +409,9 @@ class Child:
         if attempt.error is None:
             text = attempt.text or ""
             return {"state": JobState.DONE, "chars": len(text), "text": text,
-                    "duration_ms": attempt.duration_ms}
+                    "duration_ms": attempt.duration_ms,
+                    "metadata": orjson.dumps(attempt.metadata or {}),
+                    "page_ends": orjson.dumps(attempt.page_ends)}
         return {"state": JobState.FAILED, "error_code": attempt.error.code,
                 "error_message": str(attempt.error), "duration_ms": attempt.duration_ms}
 
@@ -400,6 +469,24 @@ class Child:
         while not self.draining and time.monotonic() < deadline:
             self.slot.turned()  # waiting out an outage is a turn, not a wedge
             time.sleep(min(0.1, deadline - time.monotonic()))
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int):
+    """Lower this process's RLIMIT_FSIZE soft limit to `limit` bytes while the tools run:
+    textract starts them with subprocess, which offers no hook of ours, and they inherit
+    the limit. Set here rather than once in boot() because the payload (up to
+    MAX_CONTENT_LENGTH) is written first, and the child's own writes outside a job stay
+    unlimited. A tool past it dies of SIGXFSZ; this process (Python ignores SIGXFSZ)
+    gets EFBIG. The soft limit goes back up afterwards: lowering it needs no privilege,
+    nor raising it again up to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    lowered = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (lowered, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
 def _on_parent_death(_signo: int, _frame: object) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import time
@@ -21,7 +22,7 @@ from multiprocessing.connection import wait
 import structlog
 import textract  # noqa: F401 - imported before the fork so children start warm
 
-from daemon.breaker import death_outcome, log_breaker_move
+from daemon.breaker import death_outcome, is_poison_death, log_breaker_move
 from daemon.config import Settings
 from daemon.connection import REDIS_DOWN, RedisTooOld, connect, require_redis_version
 from daemon.logs import configure_logging
@@ -32,6 +33,7 @@ from daemon.pool.slots import (
     KillReason,
     SummaryPhase,
     exit_reason,
+    job_folder,
     make_slots,
 )
 from daemon.pool.summary import finished_event, log_summary
@@ -173,6 +175,9 @@ class Pool:
             _killpg(child.pid)  # tools it left running die with it
             self.restarts[reason] = self.restarts.get(reason, 0) + 1
             job_id = slot.job_id.decode() if slot.busy else None
+            if job_id:  # what the killed job's tools wrote goes now, not at the sweep
+                shutil.rmtree(job_folder(self.settings.spool_dir, slot_no, job_id),
+                              ignore_errors=True)
             log.log(30 if reason in DEATH_ERRORS else 20, "child.exited", slot=slot_no,
                     child_pid=child.pid, exitcode=child.exitcode, reason=reason, job_id=job_id)
             self.chores.count_restart(reason)
@@ -223,7 +228,7 @@ class Pool:
             settled = self.store.retry(
                 delivery, consumer=master_consumer_name(self.settings),
                 error_code=code, error_message=message,
-                outcome=death_outcome(reason))
+                outcome=death_outcome(reason), died=is_poison_death(reason))
         except REDIS_DOWN as exc:
             # Still pending under the slot's consumer name: its next child reads it first.
             log.warning("job.requeue_deferred", job_id=delivery.job_id, error=str(exc))
@@ -232,6 +237,9 @@ class Pool:
             return  # the child had finished or re-queued it itself just before it died
         self.requeued += 1
         log.warning("job.requeued", job_id=delivery.job_id, reason=reason, error_code=code)
+        if settled.quarantined:
+            log.warning("document.quarantined", job_id=delivery.job_id, reason=reason,
+                        ttl=self.settings.quarantine_ttl)
         log_breaker_move(delivery.family, settled.breaker_from, settled.breaker_to)
 
     def _enforce_deadlines(self) -> None:

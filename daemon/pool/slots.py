@@ -11,9 +11,11 @@ from __future__ import annotations
 import ctypes
 import enum
 import multiprocessing
+import os
 import signal
 import time
 from multiprocessing.sharedctypes import SynchronizedArray
+from pathlib import Path
 
 from daemon.pool.summary import JobSummary
 from daemon.store import JobState
@@ -69,12 +71,17 @@ class SlotState(ctypes.Structure):
         ("summary_duration_ms", ctypes.c_double),
         ("summary_chars", ctypes.c_long),  # -1: None
         ("summary_error_code", ctypes.c_char * 40),
+        ("summary_sha256", ctypes.c_char * 65),
+        # Set by the watch thread when the job's folder outgrew TOOL_FILE_MAX_MB and it
+        # killed the job's tools: the child then fails the job output_limit.
+        ("output_exceeded", ctypes.c_int),
     ]
 
     def begin(self, job_id: str, entry_id: str, family: str) -> None:
         self.job_id = job_id.encode()
         self.entry_id = entry_id.encode()
         self.family = family.encode()[:15]
+        self.output_exceeded = 0
         self.started_at = time.time()
 
     def clear(self) -> None:
@@ -118,6 +125,7 @@ class SlotState(ctypes.Structure):
         self.summary_duration_ms = summary.duration_ms or 0.0
         self.summary_chars = summary.chars if summary.chars is not None else -1
         self.summary_error_code = (summary.error_code or "").encode()[:39]
+        self.summary_sha256 = (summary.sha256 or "").encode()[:64]
         self.finish_sent_at = time.time()
         self.summary_phase = SummaryPhase.SENT  # last: the record is whole once set
 
@@ -136,7 +144,8 @@ class SlotState(ctypes.Structure):
             attempt=self.summary_attempt,
             duration_ms=self.summary_duration_ms or None,
             chars=self.summary_chars if self.summary_chars >= 0 else None,
-            error_code=self.summary_error_code.decode() or None)
+            error_code=self.summary_error_code.decode() or None,
+            sha256=self.summary_sha256.decode() or None)
 
     def count(self, state: str) -> None:
         """Count a logged job in the tally the master writes at shutdown."""
@@ -146,6 +155,34 @@ class SlotState(ctypes.Structure):
     def forget(self) -> None:
         """Called once the summary is logged (or FINISH wrote nothing)."""
         self.summary_phase = SummaryPhase.NONE
+
+
+def job_folder(spool_dir: Path, slot_no: int, job_id: str) -> Path:
+    """The folder of one job: its payload, and the TMPDIR of the tools it runs. Removed
+    when the job ends, by the child, or by the master when it reaps a killed child."""
+    return spool_dir / f"slot-{slot_no}" / f"job-{job_id}"
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under `folder`, by the larger of size and allocated blocks (a
+    delayed allocation shows in the size first); 0 once it is gone."""
+    total = 0
+    stack = [str(folder)]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue  # removed while we looked
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                else:
+                    stat = entry.stat(follow_symlinks=False)
+                    total += max(stat.st_size, stat.st_blocks * 512)
+            except OSError:
+                continue
+    return total
 
 
 def make_slots(count: int) -> SynchronizedArray:

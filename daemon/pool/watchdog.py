@@ -20,12 +20,16 @@ import structlog
 
 from daemon.config import Settings
 from daemon.connection import REDIS_DOWN, connect
-from daemon.pool.slots import KillReason, SlotState
+from daemon.pool.slots import KillReason, SlotState, folder_bytes, job_folder
 from daemon.store import heartbeat_key
 
 log = structlog.get_logger()
 
 WATCH_EVERY = 0.25
+# While a job runs, its tools can write hundreds of MB a second: the disk bound is
+# JOB_DISK_MAX_MB plus what they write between two looks, so look often then (a look at
+# a job's folder and the process tree costs about 0.1 ms).
+BUSY_WATCH_EVERY = 0.05
 HEARTBEAT_EVERY = 2.0
 HEARTBEAT_TTL = int(HEARTBEAT_EVERY * 5)
 # An idle loop turns about once a second (its blocking read is READ_BLOCK_MS); during a
@@ -114,7 +118,7 @@ class Watchdog:
     def _run(self) -> None:
         client = connect(self.settings)  # its own: redis-py clients are not shared by threads
         while True:
-            time.sleep(WATCH_EVERY)
+            time.sleep(BUSY_WATCH_EVERY if self.slot.busy else WATCH_EVERY)
             self.check(client)
 
     def check(self, client: redis.Redis) -> None:
@@ -126,6 +130,8 @@ class Watchdog:
             log.error("child.memory_limit", rss_mb=round(rss, 1), limit_mb=hard,
                       job_id=self.slot.job_id.decode())
             os.killpg(0, signal.SIGKILL)
+        if self.slot.busy and not self.slot.output_exceeded:
+            self._check_disk()
         now = time.monotonic()
         try:
             if self.loop_stalled(now):
@@ -135,6 +141,24 @@ class Watchdog:
                 self._beat(client)
         except REDIS_DOWN:
             pass  # no heartbeat is the right signal while Redis is down
+
+    def _check_disk(self) -> None:
+        """Bound what a job's tools write in all, as RLIMIT_FSIZE bounds each file: past
+        JOB_DISK_MAX_MB, kill the tools (not the child, which then fails the job
+        output_limit: a document's doing, retrying cannot help)."""
+        job_id = self.slot.job_id.decode()
+        used = folder_bytes(job_folder(self.settings.spool_dir, self.slot_no, job_id))
+        limit = self.settings.job_disk_max_mb * 1024 * 1024
+        if used <= limit:
+            return
+        self.slot.output_exceeded = 1
+        log.error("child.output_limit", used_mb=round(used / 1048576, 1),
+                  limit_mb=self.settings.job_disk_max_mb, job_id=job_id)
+        for pid in descendants(self.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def loop_stalled(self, now: float) -> bool:
         return self.slot.stalled_for(now) > loop_quiet_max(self.settings)

@@ -38,7 +38,8 @@ class FakeTools:
     def env(self, **settings: object) -> dict[str, str]:
         """Stack env that puts the fakes first on PATH, plus the given settings."""
         path = f"{FAKES}{os.pathsep}{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-        return {"PATH": path, "FAKE_TOOL_DIR": str(self.root),
+        # TOOL_ENV: the workers withhold every other variable from the tools they run.
+        return {"PATH": path, "FAKE_TOOL_DIR": str(self.root), "TOOL_ENV": "FAKE_TOOL_DIR",
                 **{k: str(v) for k, v in settings.items()}}
 
     def mode(self, tool: str, mode: str) -> None:
