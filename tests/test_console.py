@@ -25,6 +25,7 @@ from tests.fakes import FOX, PDF, TXT, FakeTools, job, request, submit, wait_all
 
 pytestmark = pytest.mark.slow
 CONSOLE_ERRORS: list[dict] = []  # every SEVERE browser log entry of the module
+TENANT_KEY = "acme-key-" + "y" * 20  # a tenant's key, not an admin key
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,9 @@ def stack(tools: FakeTools) -> Iterator[Stack]:
     stack = Stack(env=tools.env(WORKER_PROCESSES=2, MAX_ATTEMPTS=2,
                                 CIRCUIT_BREAKER_FAILURE_THRESHOLD=3,
                                 CIRCUIT_BREAKER_RECOVERY_TIMEOUT=8,
-                                CIRCUIT_BREAKER_SUCCESS_THRESHOLD=1)).start()
+                                CIRCUIT_BREAKER_SUCCESS_THRESHOLD=1))
+    stack.env["API_KEY"] = f"{stack.api_key},acme:{TENANT_KEY}"
+    stack.start()
     yield stack
     stack.stop()
     shutil.rmtree(stack.root, ignore_errors=True)
@@ -53,7 +56,6 @@ def screens(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory, stack: Stack):
     driver = chromium(tmp_path_factory.mktemp("chromium-profile"))
-    sign_in(driver, stack.url, stack.api_key)
     yield driver
     driver.quit()
 
@@ -99,6 +101,11 @@ def test_signing_in_keeps_the_key_in_this_tab_only_and_no_inline_script_runs(sta
         page = resp.read().decode()
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy
     assert all("src=" in tag for tag in re.findall(r"<script[^>]*>", page))  # none inline
+
+    browser.get(f"{stack.url}/ui")
+    see(lambda: browser.find_element(By.ID, "sign-in").is_displayed(), 10, "the sign-in form")
+    assert browser.find_element(By.ID, "board").is_displayed() is False  # no key, no board
+    sign_in(browser, stack.url, stack.api_key)
 
     see(lambda: shown(browser, "link-state") == "Live", 15, "the board to go live")
     assert browser.execute_script(
@@ -222,8 +229,21 @@ def test_the_api_reference_renders_every_operation_from_the_package(stack, brows
     assert all("cdn.redoc.ly" in e["message"] for e in logged), logged
 
 
+def test_a_key_that_is_not_an_admin_key_is_refused_with_the_reason(stack, browser):
+    browser.get(f"{stack.url}/ui")  # the admin key is still in this tab's sessionStorage
+    see(lambda: shown(browser, "link-state") == "Live", 15, "the board live again")
+    browser.find_element(By.ID, "sign-out").click()
+    assert browser.execute_script("return sessionStorage.length") == 0
+    sign_in(browser, stack.url, TENANT_KEY)
+
+    see(lambda: "admin key" in shown(browser, "sign-in-error"), 10, "the refusal's reason")
+    assert browser.find_element(By.ID, "board").is_displayed() is False
+    assert browser.execute_script("return sessionStorage.length") == 0  # not kept
+    browser.get_log("browser")  # the refused call's 403 is an expected console line
+
+
 def test_a_redis_outage_is_shown_in_words_and_the_page_recovers(stack, browser):
-    browser.get(f"{stack.url}/ui")  # the key is still in this tab's sessionStorage
+    sign_in(browser, stack.url, stack.api_key)
     see(lambda: shown(browser, "link-state") == "Live", 15, "the board live again")
     stack.supervisorctl("stop", "redis")
     try:
