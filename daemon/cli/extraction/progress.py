@@ -47,16 +47,21 @@ class Bar:
     def __init__(self, tally: Tally, stream: IO[str]) -> None:
         from tqdm import tqdm
 
+        # The postfix given at once: the first frame already shows bytes and failures.
         self.bar = tqdm(total=tally.total, unit=" files", file=stream, bar_format=self.FORMAT,
-                        dynamic_ncols=True, mininterval=0.2, smoothing=0.1)
-        self._postfix(tally)
+                        dynamic_ncols=True, mininterval=0.2, smoothing=0.1,
+                        postfix=self._postfix_text(tally))
 
-    def _postfix(self, tally: Tally) -> None:
+    @staticmethod
+    def _postfix_text(tally: Tally) -> str:
         parts = [f"{megabytes(tally.bytes)}/{megabytes(tally.total_bytes)}",
                  f"{len(tally.failures)} failed"]
         if tally.retries:
             parts.append(f"{tally.retries} back-offs")
-        self.bar.set_postfix_str(", ".join(parts), refresh=False)
+        return ", ".join(parts)
+
+    def _postfix(self, tally: Tally) -> None:
+        self.bar.set_postfix_str(self._postfix_text(tally), refresh=False)
 
     def finished(self, shown: str, record: dict, tally: Tally) -> None:
         self._postfix(tally)
