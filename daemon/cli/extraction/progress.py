@@ -125,7 +125,7 @@ def summary(tally: Tally, interrupted: bool) -> str:
              + (f"; {tally.skipped} skipped (done before)" if tally.skipped else "")
              + (f"; {tally.retries} back-offs" if tally.retries else "")
              + (f"; {len(tally.failures)} failed:" if tally.failures else "")]
-    lines += [f"  {shown}: {code}: {message}" for shown, code, message in tally.failures]
+    lines += [f"  {shown}: {code}: {message}" for shown, code, message in sorted(tally.failures)]
     if interrupted:
         lines.append(f"{tally.total - tally.done} not done; run the same command with "
                      "--resume (and --jsonl) to finish without redoing the rest")
