@@ -85,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         return extract_all(Options.from_args(args))
     except UsageError as exc:
         return _usage(str(exc))
+    except KeyboardInterrupt:  # before the run's own handler is in place (reading stdin)
+        return EXIT_INTERRUPTED
 
 
 def _usage(message: str) -> int:

@@ -45,7 +45,7 @@ class Bar:
               "[{elapsed}<{remaining}, {rate_fmt}{postfix}]")
 
     def __init__(self, tally: Tally, stream: IO[str]) -> None:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no stubs
 
         # The postfix given at once: the first frame already shows bytes and failures.
         self.bar = tqdm(total=tally.total, unit=" files", file=stream, bar_format=self.FORMAT,

@@ -32,6 +32,7 @@ from daemon.cli.extraction.outputs import (
 from daemon.cli.extraction.progress import Display, Tally, display_for, summary
 from daemon.client import AsyncClient, AuthenticationFailed, ClientError, ConnectionFailed
 from daemon.client.retry import RetryNotice
+from daemon.client.sources import Source
 
 FATAL = (AuthenticationFailed, ConnectionFailed)
 
@@ -145,6 +146,7 @@ class Run:
     async def _one(self, client: AsyncClient, item: Input) -> None:
         options = self.options
         key = STDIN if item.path is None else str(item.path.resolve())
+        source: Source
         if item.path is None:
             assert self.stdin is not None
             sha256, source = hashlib.sha256(self.stdin).hexdigest(), self.stdin
