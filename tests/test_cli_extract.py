@@ -208,6 +208,24 @@ def test_an_interrupted_run_leaves_no_partial_text_and_resume_redoes_only_the_re
     assert f"{len(done_first)} skipped (done before)" in second.stderr.decode()
 
 
+def test_resume_redoes_a_document_whose_bytes_changed_or_whose_text_is_gone(
+        stack: Stack, tmp_path: Path) -> None:
+    folder, jsonl = tmp_path / "notes", tmp_path / "m.jsonl"
+    folder.mkdir()
+    for name in ("kept", "changed", "lost"):
+        (folder / f"{name}.txt").write_text(f"{name} as it was\n")
+    assert extract(stack, tmp_path, str(folder), "--jsonl", str(jsonl)).returncode == 0
+    (folder / "changed.txt").write_text("changed since\n")
+    (folder / "lost.txt.txt").unlink()
+    again = extract(stack, tmp_path, str(folder), "--jsonl", str(jsonl), "--resume")
+    assert again.returncode == 0, again.stderr
+    added = manifest(jsonl)[3:]
+    assert sorted(Path(r["key"]).name for r in added) == ["changed.txt", "lost.txt"]
+    assert (folder / "changed.txt.txt").read_text() == "changed since\n"
+    assert (folder / "lost.txt.txt").read_text() == "lost as it was\n"
+    assert "1 skipped (done before)" in again.stderr.decode()
+
+
 # --- exit codes -------------------------------------------------------------------------
 def test_exit_0_when_every_document_was_extracted(stack: Stack, tmp_path: Path) -> None:
     folder = tmp_path / "notes"

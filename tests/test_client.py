@@ -26,6 +26,7 @@ from daemon.client import (
     JobFailed,
     JobNotFinished,
     NotFound,
+    RateLimited,
     RetryNotice,
     ServiceBusy,
     family_of,
@@ -197,6 +198,22 @@ async def test_an_upload_refused_with_503_goes_through_once_the_queue_has_room(
         assert [n.status for n in notices] == [503]
         assert (job["filename"], job["bytes"]) == ("raw_text.pdf", PDF.stat().st_size)
         other.delete(job["id"])
+
+
+def test_a_429_is_retried_after_retry_after_and_raised_as_rate_limited(
+        make_stack) -> None:
+    limited = make_stack(env={"RATE_LIMIT_PER_MINUTE": "2"}, workers=False)
+    notices: list[RetryNotice] = []
+    with client_for(limited, retries=1, max_backoff=0.1, on_retry=notices.append) as client:
+        client.submit(b"one", filename="1.txt")
+        client.submit(b"two", filename="2.txt")
+        with pytest.raises(RateLimited) as e:
+            client.submit(b"three", filename="3.txt")
+    assert (e.value.code, e.value.status) == ("rate_limited", 429)
+    assert isinstance(e.value, ServiceBusy)
+    # Until the minute turns, as the service said; the cap kept the test short.
+    assert [n.status for n in notices] == [429]
+    assert 1 <= notices[0].retry_after <= 61 and notices[0].delay <= 0.11
 
 
 def test_no_other_refusal_is_retried(stack: Stack) -> None:

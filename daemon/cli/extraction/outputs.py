@@ -73,12 +73,15 @@ class Manifest:
             _end_with_newline(path)
         self.file: IO[str] = open(path, "a" if resume else "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
 
-    def already_done(self, key: str, sha256: str) -> bool:
+    def already_done(self, key: str, sha256: str, output: Path | None) -> bool:
+        """Whether the last line for `key` is `done` for these bytes, with its text where
+        this run would write it (another -o DIR, or a deleted file, means redo it)."""
         record = self.previous.get(key)
         if not record or record.get("state") != "done" or record.get("sha256") != sha256:
             return False
-        output = record.get("output")
-        return output is None or Path(output).exists()
+        if output is None:
+            return record.get("output") is None
+        return record.get("output") == str(output) and output.exists()
 
     def write(self, record: dict) -> None:
         self.file.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -152,7 +152,9 @@ class Run:
             sha256, source = hashlib.sha256(self.stdin).hexdigest(), self.stdin
         else:
             sha256, source = await asyncio.to_thread(sha256_file, item.path), item.path
-        if self.manifest is not None and self.manifest.already_done(key, sha256):
+        to_stdout = item.path is None and self.outputs[item] is None and not options.no_text
+        if (self.manifest is not None and not to_stdout
+                and self.manifest.already_done(key, sha256, self.outputs[item])):
             self.tally.skipped += 1
             self._count(item, {"skipped": True, "state": "done"})
             return
