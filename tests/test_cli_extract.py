@@ -299,6 +299,28 @@ def test_include_and_exclude_globs_choose_the_files_of_a_folder(stack: Stack,
     assert not list(folder.rglob("*.pdf.txt")), "--no-text writes no text file"
 
 
+def test_an_api_restart_mid_run_is_waited_out_and_loses_no_document(
+        stack: Stack, tmp_path: Path) -> None:
+    jsonl, home = tmp_path / "run.jsonl", tmp_path / "home"
+    home.mkdir()
+    args = [*COMMAND, "extract", str(CORPUS), "-o", str(tmp_path / "out"), "--jsonl",
+            str(jsonl), "-j", "2"]
+    with open(tmp_path / "stderr", "wb") as err:
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, cwd=tmp_path,
+                                   env=environment(stack, home))
+        wait_for(lambda: jsonl.exists() and jsonl.read_text().count("\n") >= 10, 120,
+                 "ten documents in the manifest")
+        stack.supervisorctl("restart", "api")
+        assert process.wait(300) == 1  # the refused documents, nothing else
+    stderr = (tmp_path / "stderr").read_text()
+    assert re.search(r"back-off: .*(Connect|Read|Remote|Protocol)", stderr), stderr
+    records = manifest(jsonl)
+    assert sorted(r["key"] for r in records) == sorted(str(p.resolve()) for p in ALL_FILES)
+    refused = {r["error"]["code"] for r in records if r["state"] != "done"}
+    assert refused <= {"unsupported_media_type", "bad_request"}, refused
+    wait_for(stack.healthy, 60, "the api back")
+
+
 # --- back-off -----------------------------------------------------------------------------
 def test_503_answers_are_waited_out_and_no_document_is_lost(tmp_path: Path) -> None:
     busy = Stack(env={"MAX_QUEUE_DEPTH": "1", "WORKER_PROCESSES": "1"}).start()

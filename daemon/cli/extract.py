@@ -27,7 +27,8 @@ the same sha256, so an interrupted run finishes without redoing anything.
 
 The service: --url/--key, else TEXTRACTD_URL/TEXTRACTD_API_KEY, else this installation's
 .env (its PORT, HOST and first API_KEY). Refusals for now (429, 503) are waited out as
-Retry-After says, for as long as they last: no document is given up on for them.
+Retry-After says, for as long as they last: no document is given up on for them; a
+service lost mid-run (an api restart) is waited for up to 60 s.
 
 exit status: 0 all extracted, 1 some documents failed, 2 usage or connection error,
 130 interrupted."""

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import signal
 import sys
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from daemon.client.retry import RetryNotice
 from daemon.client.sources import Source
 
 FATAL = (AuthenticationFailed, ConnectionFailed)
+OUTAGE_GRACE = 60.0  # seconds a lost service is waited for once the run has begun
 
 
 @dataclass(frozen=True)
@@ -159,9 +161,7 @@ class Run:
             self._count(item, {"skipped": True, "state": "done"})
             return
         try:
-            job = await client.extract_job(
-                source, filename=options.filename if item.path is None else None,
-                method=options.method, timeout=options.timeout)
+            job = await self._extract(client, item, source)
         except FATAL:
             raise
         except ClientError as error:  # refused before a job existed: 400, 413, 415, ...
@@ -186,6 +186,31 @@ class Run:
         if self.manifest is not None:
             self.manifest.write(record)
         self._count(item, record)
+
+    async def _extract(self, client: AsyncClient, item: Input, source: Source) -> dict:
+        """The final job of one document. A lost connection (the api restarting) is
+        waited out for OUTAGE_GRACE seconds before it stops the run: the upload is sent
+        again, which at worst extracts the document twice, never loses it."""
+        options = self.options
+        lost_since: float | None = None
+        attempt = 0
+        while True:
+            try:
+                return await client.extract_job(
+                    source, filename=options.filename if item.path is None else None,
+                    method=options.method, timeout=options.timeout)
+            except ConnectionFailed as error:
+                now = time.monotonic()
+                lost_since = lost_since or now
+                if now - lost_since > OUTAGE_GRACE:
+                    raise
+                delay = min(2.0 ** attempt * 0.25, options.max_backoff, 5.0)
+                attempt += 1
+                self.tally.retries += 1
+                if self.display is not None:
+                    self.display.backed_off(f"back-off: {error.message}; trying again in "
+                                            f"{delay:.1f} s", self.tally)
+                await asyncio.sleep(delay)
 
     def _count(self, item: Input, record: dict) -> None:
         tally = self.tally
