@@ -72,26 +72,10 @@ def upload_of(source: Source, filename: str | None = None) -> Upload:
     return Upload(filename, stream=source, start=start)
 
 
-def sync_chunks(body: bytes | bytearray | memoryview | BinaryIO
-                ) -> Iterator[bytes] | BinaryIO:
-    """The body for httpx's Client: a file as it is (httpx reads it in 64 KiB chunks),
-    bytes cut in CHUNK pieces, since httpx given one bytes object held a second whole
-    copy of it while sending (a 16 MB upload grew the client by 37 MB, not 16)."""
-    if isinstance(body, bytes | bytearray | memoryview):
-        return _pieces(memoryview(body))
-    return body
-
-
 async def chunks(body: bytes | bytearray | memoryview | BinaryIO) -> AsyncIterator[bytes]:
     """The body for httpx's AsyncClient, which takes no sync file: read in CHUNK pieces."""
     if isinstance(body, bytes | bytearray | memoryview):
-        for piece in _pieces(memoryview(body)):
-            yield piece
+        yield bytes(body) if not isinstance(body, bytes) else body
         return
     while chunk := body.read(CHUNK):
         yield chunk
-
-
-def _pieces(view: memoryview) -> Iterator[bytes]:
-    for start in range(0, len(view), CHUNK):
-        yield view[start:start + CHUNK].tobytes()

@@ -11,7 +11,7 @@ import httpx
 
 from daemon.client.base import POLL, Base, is_final, raise_unless_retry
 from daemon.client.errors import ClientError
-from daemon.client.sources import Source, sync_chunks, upload_of
+from daemon.client.sources import Source, upload_of
 
 
 class Client(Base):
@@ -43,8 +43,7 @@ class Client(Base):
         while True:
             with upload.opened() as body:
                 try:
-                    return self._request("POST", "/v1/jobs", params=params,
-                                         content=sync_chunks(body),
+                    return self._request("POST", "/v1/jobs", params=params, content=body,
                                          headers=self._body_headers(upload, body),
                                          timeout=self._timeout_for(wait)).json()
                 except ClientError as error:
