@@ -240,6 +240,13 @@ def test_exit_0_when_every_document_was_extracted(stack: Stack, tmp_path: Path) 
     again = extract(stack, tmp_path, str(folder), "--jsonl", str(tmp_path / "m.jsonl"))
     assert again.returncode == 0
     assert len(manifest(tmp_path / "m.jsonl")) == 3
+    # Nor are an -o folder and a manifest inside the folder walked, run after run.
+    for _ in range(2):
+        inside = extract(stack, tmp_path, str(folder), "-o", str(folder / "texts"),
+                         "--jsonl", str(folder / "m.jsonl"))
+        assert inside.returncode == 0, inside.stderr
+        assert sorted(Path(r["key"]).name for r in manifest(folder / "m.jsonl")) == [
+            "a.txt", "b.txt", "c.txt"]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -35,9 +35,12 @@ class Input:
 
 
 def collect(arguments: Sequence[str], include: Sequence[str] = (),
-            exclude: Sequence[str] = (), stdin_size: int = 0) -> list[Input]:
+            exclude: Sequence[str] = (), stdin_size: int = 0,
+            ours: Sequence[Path] = ()) -> list[Input]:
     """The inputs in command-line order, a folder's files sorted; UsageError for a path
-    that does not exist."""
+    that does not exist. `ours` (the -o folder, the manifest) are never walked into, so
+    `textractd extract . -o texts` run twice does not extract its own texts."""
+    skip = {p.resolve() for p in ours}
     found: list[Input] = []
     for argument in arguments:
         if argument == STDIN:
@@ -45,7 +48,7 @@ def collect(arguments: Sequence[str], include: Sequence[str] = (),
             continue
         path = Path(argument)
         if path.is_dir():
-            found.extend(_walk(path, include, exclude))
+            found.extend(_walk(path, include, exclude, skip))
         elif path.is_file():
             found.append(Input(path, PurePosixPath(path.name), path.stat().st_size))
         else:
@@ -53,15 +56,18 @@ def collect(arguments: Sequence[str], include: Sequence[str] = (),
     return found
 
 
-def _walk(folder: Path, include: Sequence[str], exclude: Sequence[str]) -> list[Input]:
+def _walk(folder: Path, include: Sequence[str], exclude: Sequence[str],
+          skip: set[Path]) -> list[Input]:
     found = []
     for top, dirs, files in os.walk(folder):
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if Path(top, d).resolve() not in skip)
         names = set(files)
         for name in sorted(files):
             if name.endswith(TEMP_SUFFIX) or (name.endswith(".txt") and name[:-4] in names):
                 continue
             path = Path(top, name)
+            if path.resolve() in skip:
+                continue
             relative = PurePosixPath(path.relative_to(folder).as_posix())
             if _wanted(relative, include, exclude) and path.is_file():
                 found.append(Input(path, relative, path.stat().st_size))

@@ -64,7 +64,8 @@ class Options:
 
 def extract_all(options: Options) -> int:
     stdin = sys.stdin.buffer.read() if STDIN in options.paths else None
-    items = collect(options.paths, options.include, options.exclude, len(stdin or b""))
+    ours = [p for p in (options.output, options.jsonl) if p is not None]
+    items = collect(options.paths, options.include, options.exclude, len(stdin or b""), ours)
     if not items:
         raise UsageError("no documents: the folders given hold no file that the "
                          "--include/--exclude globs keep")
