@@ -20,6 +20,7 @@ import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from functools import partial
 
 from daemon.documents.extract import extract_text
 from daemon.documents.formats import FORMATS
@@ -49,20 +50,20 @@ def main(argv: list[str] | None = None) -> None:
         text = extract_text(doc.path, fmt.ext)  # warm-up, and the text the others read
         meta = read_metadata(doc.path, fmt, text)
         page_ends(doc.path, fmt, "", text, meta.values.get("pages"))
-        extract_ms = _median_ms(lambda d=doc, f=fmt: extract_text(d.path, f.ext), args.repeat)
+        extract_ms = _median_ms(partial(extract_text, doc.path, fmt.ext), args.repeat)
         # The hash apart: the api may already have it (the result cache's key).
-        meta_ms = _median_ms(lambda d=doc, f=fmt, t=text: read_metadata(d.path, f, t,
-                                                                        sha256="given"),
+        meta_ms = _median_ms(partial(read_metadata, doc.path, fmt, text, sha256="given"),
                              args.repeat)
-        hash_ms = _median_ms(lambda d=doc: file_sha256(d.path), args.repeat)
-        pages_ms = _median_ms(lambda d=doc, f=fmt, t=text, m=meta: page_ends(
-            d.path, f, "", t, m.values.get("pages")), args.repeat)
+        hash_ms = _median_ms(partial(file_sha256, doc.path), args.repeat)
+        pages_ms = _median_ms(partial(page_ends, doc.path, fmt, "", text,
+                                   meta.values.get("pages")), args.repeat)
         rows[fmt.ext].append((extract_ms, meta_ms, hash_ms, pages_ms))
         if fmt.ext == "pdf":
             output = subprocess.run(["pdfinfo", "-rawdates", "-enc", "UTF-8", str(doc.path)],
                                     capture_output=True, timeout=30, check=False).stdout
-            reused.append(_median_ms(lambda d=doc, f=fmt, t=text, o=output: read_metadata(
-                d.path, f, t, sha256="given", pdfinfo_output=o), args.repeat))
+            reused.append(_median_ms(partial(
+                read_metadata, doc.path, fmt, text, sha256="given", pdfinfo_output=output),
+                args.repeat))
 
     print(f"{'format':8} {'docs':>4} {'extract ms':>11} {'metadata ms':>12} {'sha256 ms':>10} "
           f"{'pages ms':>9} {'share':>7}")

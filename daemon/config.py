@@ -19,6 +19,7 @@ from dotenv import dotenv_values
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 DEFAULT_TENANT = "default"  # the tenant of a bare key in API_KEY
+TIKA_ANONYMOUS_CHOICES = ("", "loopback")
 _TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -84,6 +85,15 @@ class Settings:
     rate_limit_per_minute: int = _setting(0, "requests per minute per key; 0: no limit")
     max_wait: float = _setting(300.0, "upper bound of ?wait=, seconds")
     extract_wait: float = _setting(60.0, "how long POST /v1/extract waits by default")
+    # --- the Tika server dialect (daemon.api.tika) -----------------------------------
+    tika_wait: float = _setting(60.0, "seconds a Tika route (/tika, /rmeta, /meta) waits for "
+                                      "its job before answering 503 + Retry-After; keep it "
+                                      "below the clients' timeouts")
+    tika_anonymous: str = _setting("", "`loopback`: the Tika routes take requests without a "
+                                       "key from 127.0.0.1/::1 (never behind a proxy on the "
+                                       "same host; logged at start); empty: a key always")
+    tika_port: int = _setting(0, ">0: a second listener on this port (Tika's own is 9998) "
+                                 "serving the same app, so a client's default URL works")
     # --- workers ---------------------------------------------------------------------
     role: str = _setting("all", "all | api | worker: which programs this host runs")
     log_to_stdout: bool = _setting(False, "1: supervisord passes every program's JSON lines "
@@ -105,6 +115,11 @@ class Settings:
     claim_idle: float = _setting(0.0, "idle seconds before another consumer's entry is "
                                       "taken over; 0: JOB_TIMEOUT + 30")
     result_ttl: int = _setting(3600, "seconds a finished job and its text are kept")
+    result_cache_ttl: int = _setting(3600, "seconds a done job's result serves new uploads "
+                                           "of the same bytes and options (at most "
+                                           "RESULT_TTL); 0: no result cache")
+    result_cache_shared: bool = _setting(False, "1: the result cache is shared by every "
+                                                "tenant; else each tenant has its own")
     shutdown_timeout: float = _setting(30.0, "seconds to finish in-flight work on stop")
     chore_interval: float = _setting(5.0, "seconds between the master's chores")
     consumer_prefix: str = _setting(socket.gethostname(), "consumer names are "
@@ -172,6 +187,8 @@ class Settings:
             values[f.name] = _convert(f.name, raw, type(f.default))
         settings = cls(**values)
         _ = settings.access_keys  # a malformed key list is refused here, at start
+        if settings.tika_anonymous not in TIKA_ANONYMOUS_CHOICES:
+            raise ConfigError("TIKA_ANONYMOUS must be empty or `loopback`")
         return settings
 
     # --- derived paths and names -----------------------------------------------------

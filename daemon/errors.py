@@ -123,6 +123,10 @@ ERROR_CODES: dict[str, ErrorCode] = {
         ErrorCode("job_not_finished", 409, "the job has no text yet", "wait, then retry"),
         ErrorCode("job_failed", 409, "the job failed, so it has no text",
                   "read the job's error.code"),
+        ErrorCode("no_pages", 404, "/text?page=: the job's document has no pages (only PDF "
+                  "and PPTX keep them)", "read the whole text"),
+        ErrorCode("page_not_found", 404, "/text?page=: the document has fewer pages",
+                  "ask for a page from 1 to the error's `pages`"),
         ErrorCode("request_timeout", 408, "the body did not arrive within UPLOAD_TIMEOUT, or "
                   "came slower than UPLOAD_MIN_RATE_KB",
                   "retry on a better connection"),

@@ -54,19 +54,58 @@ end
 # Each script names its KEYS and ARGV slots in locals at its top, so no body reads a slot
 # by number (dramatiq's habit).
 
-# KEYS: job, payload, stream, depth
-# ARGV: max_depth, job_id, payload, family, then the job record as field/value pairs
+# KEYS: job, payload, stream, depth, text, job counters
+# ARGV: max_depth, job_id, payload, family, cache key to look up ('' for none), now,
+#       result_ttl, the key prefixes of job and text, then the job record as field/value
+#       pairs
+# Returns {0, depth} (queue full), {1, entry id} (queued) or {2, source job id} (served
+# from the result cache: the job is stored done with a copy of the source's result and
+# nothing is queued, so a full queue does not refuse it).
 SUBMIT = """
 local job_key = KEYS[1]
 local payload_key = KEYS[2]
 local stream = KEYS[3]
 local depth_key = KEYS[4]
+local text_key = KEYS[5]
+local counters_key = KEYS[6]
 local max_depth = tonumber(ARGV[1])
 local job_id = ARGV[2]
 local payload = ARGV[3]
 local family = ARGV[4]
-local RECORD_FROM = 5  -- the record's field/value pairs fill ARGV from here
+local cache_key = ARGV[5]
+local now = ARGV[6]
+local ttl = tonumber(ARGV[7])
+local job_prefix = ARGV[8]
+local text_prefix = ARGV[9]
+local RECORD_FROM = 10  -- the record's field/value pairs fill ARGV from here
 
+-- The source's keys follow from the id the cache key names, so they are built here from
+-- the prefixes: standalone Redis and Sentinel allow it; Redis Cluster would not.
+local function serve_from_cache()
+  local source = redis.call('GET', cache_key)
+  if not source then return nil end
+  local src = redis.call('HMGET', job_prefix .. source, 'state', 'chars', 'metadata',
+                         'page_ends')
+  if src[1] ~= 'done' or redis.call('EXISTS', text_prefix .. source) == 0 then
+    redis.call('DEL', cache_key)  -- its job expired: the entry serves no one any more
+    return nil
+  end
+  redis.call('HSET', job_key, unpack(ARGV, RECORD_FROM))
+  redis.call('HSET', job_key, 'state', 'done', 'cached', '1', 'chars', src[2],
+             'metadata', src[3] or '{}', 'page_ends', src[4] or 'null', 'started_at', now,
+             'finished_at', now, 'duration_ms', '0')
+  redis.call('EXPIRE', job_key, ttl)
+  -- a copy, not a reference: deleting either job leaves the other's text whole
+  redis.call('COPY', text_prefix .. source, text_key, 'REPLACE')
+  redis.call('EXPIRE', text_key, ttl)
+  return source
+end
+
+if cache_key ~= '' then
+  local source = serve_from_cache()
+  redis.call('HINCRBY', counters_key, source and 'cache_hits' or 'cache_misses', 1)
+  if source then return {2, source} end
+end
 local depth = tonumber(redis.call('GET', depth_key) or '0')
 if max_depth > 0 and depth >= max_depth then return {0, depth} end
 redis.call('HSET', job_key, unpack(ARGV, RECORD_FROM))
@@ -161,11 +200,12 @@ return {entry[1], job_id, family, unpack(begun)}
 # KEYS: job, payload, text, stream, depth, breaker, dead, history, job counters
 # ARGV: group, entry_id, ttl, now, channel, job_id, outcome('success'|'none'|'failure'),
 #       fail_threshold, success_threshold, dead(0|1), the longest text (bytes) the done
-#       message may carry, then result fields as pairs
+#       message may carry, result cache seconds (0: none), then result fields as pairs
 #       (state, error_code, ... ; a 'text' pair is stored under the text key, not in the
 #       hash)
 # The done message is the job id, or "<job id>\n" + JSON {record, text} when the text is
 # short: a waiting api then answers from the message without reading the job back.
+# A done job whose record names a `cache_key` (set by the api) becomes that key's result.
 FINISH = BREAKER_LUA + """
 local job_key = KEYS[1]
 local payload_key = KEYS[2]
@@ -187,7 +227,8 @@ local fail_threshold = tonumber(ARGV[8])
 local success_threshold = tonumber(ARGV[9])
 local dead = ARGV[10] == '1'
 local message_text_max = tonumber(ARGV[11])
-local RESULT_FROM = 12  -- the result's field/value pairs fill ARGV from here
+local cache_ttl = tonumber(ARGV[12])
+local RESULT_FROM = 13  -- the result's field/value pairs fill ARGV from here
 
 local function record_of(key)
   local flat = redis.call('HGETALL', key)
@@ -227,6 +268,10 @@ else
   redis.call('DEL', payload_key)
 end
 if tonumber(redis.call('DECR', depth_key)) < 0 then redis.call('SET', depth_key, 0) end
+if record.state == 'done' and cache_ttl > 0 and (record.cache_key or '') ~= '' then
+  -- never longer than the result it names lives
+  redis.call('SET', record.cache_key, job_id, 'EX', math.min(cache_ttl, ttl))
+end
 redis.call('HINCRBY', counters_key, 'finished', 1)
 redis.call('HINCRBY', counters_key,
            record.state == 'done' and 'done' or ('failed:' .. (record.error_code or '')), 1)
@@ -314,7 +359,9 @@ return #ready
 """
 
 # KEYS: job, payload, text, depth, history   ARGV: channel, job_id
-# A job deleted before it finished ends 'cancelled' for anyone waiting on it.
+# A job deleted before it finished ends 'cancelled' for anyone waiting on it. Its
+# document's result cache entry goes too, whichever job it names: after a DELETE the
+# result is served to no one, and the next upload of the bytes is extracted afresh.
 DELETE = """
 local job_key = KEYS[1]
 local payload_key = KEYS[2]
@@ -324,11 +371,13 @@ local history_key = KEYS[5]
 local channel = ARGV[1]
 local job_id = ARGV[2]
 
-local state = redis.call('HGET', job_key, 'state')
+local job = redis.call('HMGET', job_key, 'state', 'cache_key')
+local state, cache_key = job[1], job[2]
 if not state then return 0 end
 if state ~= 'done' and state ~= 'failed' then
   if tonumber(redis.call('DECR', depth_key)) < 0 then redis.call('SET', depth_key, 0) end
 end
+if cache_key and cache_key ~= '' then redis.call('DEL', cache_key) end
 redis.call('DEL', job_key, payload_key, text_key, history_key)
 redis.call('PUBLISH', channel, job_id)
 return 1

@@ -55,7 +55,8 @@ class Buffer:
         le = next((f"{b:g}" for b in buckets if value <= b), "+Inf")
         self.ints[key, f"{label}|{le}"] += 1
         self.ints[key, f"{label}|count"] += 1
-        self.floats[key, f"{label}|sum"] += value
+        # A Counter adds floats as well as ints (and update() adds, which _give_back needs).
+        self.floats[key, f"{label}|sum"] += value  # type: ignore[assignment]  # float sums
 
     def __bool__(self) -> bool:
         return bool(self.ints or self.floats)
@@ -73,7 +74,8 @@ class Buffer:
         self.floats.update(taken[1])
 
     @staticmethod
-    def _queue(pipe: redis.client.Pipeline, taken: tuple[Counter, Counter]) -> None:
+    def _queue(pipe: redis.client.Pipeline | redis.asyncio.client.Pipeline,
+               taken: tuple[Counter, Counter]) -> None:
         for (key, name), n in taken[0].items():
             pipe.hincrby(key, name, n)
         for (key, name), x in taken[1].items():

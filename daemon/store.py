@@ -85,6 +85,18 @@ def history_key(job_id: str) -> str:
     return f"{PREFIX}:history:{job_id}"
 
 
+# The result cache: one key per (document, options that change its text, tenant) naming
+# the done job whose result serves it. The tenant goes last: the parts before it come
+# from fixed vocabularies without colons, so no tenant name can make two keys meet.
+CACHE_SHARED_SCOPE = "*"  # RESULT_CACHE_SHARED=1: one scope for every tenant
+
+
+def cache_key(sha256: str, ext: str, method: str, scope: str) -> str:
+    """The result cache's key for a document's bytes, its format and `method=`, and the
+    tenant (or CACHE_SHARED_SCOPE) whose uploads may share the result."""
+    return f"{PREFIX}:cache:{sha256}:{ext}:{method or '-'}:{scope}"
+
+
 def breaker_key(family: str) -> str:
     return f"{PREFIX}:breaker:{family}"
 
@@ -139,7 +151,7 @@ def public_job(record: dict[str, str], text: str | None = None) -> dict:
         value = record.get(name)
         return kind(value) if value not in (None, "") else None
 
-    job = {
+    job: dict[str, object] = {
         "id": record["id"],
         "state": record["state"],
         "filename": record.get("filename"),
@@ -153,13 +165,22 @@ def public_job(record: dict[str, str], text: str | None = None) -> dict:
         "duration_ms": num("duration_ms"),
         "chars": num("chars", int),
         "request_id": record.get("request_id"),
+        "cached": record.get("cached") == "1",
         "error": None,
     }
     if record["state"] == JobState.FAILED:
         job["error"] = {"code": record.get("error_code"), "message": record.get("error_message")}
+    if record["state"] == JobState.DONE:
+        job["metadata"] = orjson.loads(record.get("metadata") or "{}")
     if text is not None:
         job["text"] = text
     return job
+
+
+def record_page_ends(record: dict[str, str]) -> list[int] | None:
+    """Where each page of a done job's text ends (None: the job has no pages)."""
+    raw = record.get("page_ends")
+    return orjson.loads(raw) if raw else None
 
 
 def parse_done_message(data: bytes) -> tuple[str, dict | None]:
@@ -176,6 +197,15 @@ def parse_done_message(data: bytes) -> tuple[str, dict | None]:
 
 
 # --- the api's side (asyncio) ---------------------------------------------------------
+SUBMIT_FULL, SUBMIT_QUEUED, SUBMIT_CACHED = 0, 1, 2  # lua.SUBMIT's first answer
+
+
+class Submitted(NamedTuple):
+    job_id: str
+    entry_id: str = ""  # the stream entry of a queued job
+    cached: bool = False  # stored done at once, from the result cache
+
+
 class AsyncJobStore:
     def __init__(self, client: aredis.Redis, settings: Settings) -> None:
         self.client = client
@@ -183,34 +213,47 @@ class AsyncJobStore:
         self._submit = client.register_script(lua.SUBMIT)
         self._delete = client.register_script(lua.DELETE)
 
-    async def submit(self, record: dict[str, str], payload: bytes) -> str:
-        """Store record + payload and XADD, atomically. Raises QueueFull."""
+    async def submit(self, record: dict[str, str], payload: bytes | bytearray,
+                     use_cache: bool = False) -> Submitted:
+        """Store record + payload and XADD, atomically. Raises QueueFull.
+
+        With `use_cache`, a done job of the record's `cache_key` serves it instead: the
+        job is stored done with a copy of that result, nothing is queued (`cached`)."""
         job_id = record["id"]
         flat = [x for pair in record.items() for x in pair]
-        ok, value = await self._submit(
-            keys=[job_key(job_id), payload_key(job_id), STREAM, DEPTH],
-            args=[self.settings.max_queue_depth, job_id, payload, record["family"], *flat],
+        s = self.settings
+        status, value = await self._submit(
+            keys=[job_key(job_id), payload_key(job_id), STREAM, DEPTH, text_key(job_id),
+                  JOB_COUNTERS],
+            args=[s.max_queue_depth, job_id, payload, record["family"],
+                  record.get("cache_key", "") if use_cache else "", time.time(),
+                  s.result_ttl, job_key(""), text_key(""), *flat],
         )
-        if not ok:
+        if status == SUBMIT_FULL:
             raise QueueFull(int(value))
+        if status == SUBMIT_CACHED:
+            return Submitted(job_id, cached=True)
         wanted = self.settings.redis_wait_for_replicas
         if wanted:
             # The stronger guarantee: the 202 waits until a replica has the job too.
             acked = await self.client.wait(wanted, 1000)
             if acked < wanted:
                 raise ReplicationTimeout(job_id, acked, wanted)
-        return _s(value)
+        return Submitted(job_id, entry_id=_s(value))
 
     async def get(self, job_id: str) -> dict | None:
+        found = await self.read(job_id)
+        return public_job(*found) if found else None
+
+    async def read(self, job_id: str) -> tuple[dict[str, str], str | None] | None:
+        """The job's record and its text (None before it is done), in one round trip."""
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(job_key(job_id))
             pipe.get(text_key(job_id))
             raw, text = await pipe.execute()
         if not raw:
             return None
-        record = decode_record(raw)
-        text = text.decode("utf-8", "replace") if text is not None else None
-        return public_job(record, text)
+        return decode_record(raw), text.decode("utf-8", "replace") if text is not None else None
 
     async def delete(self, job_id: str) -> bool:
         keys = [job_key(job_id), payload_key(job_id), text_key(job_id), DEPTH,
@@ -356,7 +399,7 @@ class JobStore:
             args=[GROUP, delivery.entry_id, s.result_ttl, time.time(), DONE_CHANNEL, job_id,
                   outcome, s.circuit_breaker_failure_threshold,
                   s.circuit_breaker_success_threshold, "1" if dead else "0",
-                  DONE_MESSAGE_TEXT_MAX, *flat])
+                  DONE_MESSAGE_TEXT_MAX, s.result_cache_ttl, *flat])
         return Settled.from_reply(reply)
 
     def retry(self, delivery: Delivery, *, consumer: str, error_code: str = "",

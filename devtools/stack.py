@@ -72,6 +72,10 @@ class Stack:
             "PORT": str(self.port),
             "API_KEY": self.api_key,
             "OMP_THREAD_LIMIT": "1",
+            # Tests and the benchmark upload the same corpus documents again and again,
+            # each meant to be extracted: the result cache would answer most of them.
+            # Those that test the cache turn it on.
+            "RESULT_CACHE_TTL": "0",
             **(env or {}),
         }
         # Where supervisord.conf sends each program's output (scripts/lib.sh

@@ -100,7 +100,7 @@ def queue_job(store: JobStore, family: str = "pdf", payload: bytes = b"%PDF-") -
               "family": family, "method": "", "created_at": str(time.time())}
     submit_script = store.client.register_script(lua.SUBMIT)
     submit_script(keys=[job_key(job_id), payload_key(job_id), STREAM, DEPTH],
-                  args=[0, job_id, payload, family,
+                  args=[0, job_id, payload, family, "", 0, 0, "", "",
                         *[x for pair in record.items() for x in pair]])
     return job_id
 

@@ -86,7 +86,8 @@ def test_the_api_counts_requests_in_memory_and_adds_them_to_redis_once_a_second(
 
 
 def test_job_counters_and_extraction_metrics_add_up_across_both_children(make_stack):
-    stack = make_stack(env={"WORKER_PROCESSES": "2"})
+    # The result cache on (test stacks default to off), so its misses are counted too.
+    stack = make_stack(env={"WORKER_PROCESSES": "2", "RESULT_CACHE_TTL": "600"})
     with monitored(stack) as api:
         before = json.loads(api.get("/metrics")[2])
         paths = [CORPUS / "textract-tests" / d for d in DOCUMENTS]
@@ -115,8 +116,11 @@ def test_job_counters_and_extraction_metrics_add_up_across_both_children(make_st
 
     assert [j["state"] for j in jobs] == ["done"] * 6
     assert len(consumers) == 2  # both children worked; the counters add them up
-    assert before["jobs"] == {"submitted": 0, "finished": 0, "done": 0, "failed": {}}
-    assert after["jobs"] == {"submitted": 6, "finished": 6, "done": 6, "failed": {}}
+    assert before["jobs"] == {"submitted": 0, "finished": 0, "done": 0, "failed": {},
+                              "cache": {"hits": 0, "misses": 0}}
+    # Six different documents: each looked in the result cache once and missed.
+    assert after["jobs"] == {"submitted": 6, "finished": 6, "done": 6, "failed": {},
+                             "cache": {"hits": 0, "misses": 6}}
     by_format: dict[str, list[dict]] = {}
     for path, job in zip(paths, jobs, strict=True):
         by_format.setdefault(job["format"], []).append({"bytes": path.stat().st_size,

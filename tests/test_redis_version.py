@@ -29,12 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def old_redis() -> Iterator[str]:
     server = subprocess.Popen([sys.executable, str(FAKES / "old_redis.py"), "6.2.0"],
                               stdout=subprocess.PIPE, text=True)
-    try:
-        port = int(server.stdout.readline())
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        server.terminate()
-        server.wait(10)
+    with server:  # closes its stdout pipe too
+        try:
+            port = int(server.stdout.readline())
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            server.terminate()
+            server.wait(10)
 
 
 def events(output: str) -> list[dict]:

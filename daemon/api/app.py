@@ -13,7 +13,7 @@ import math
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 import uvloop
@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from daemon import __version__
-from daemon.api.budget import MemoryBudget, UploadSlots
+from daemon.api.budget import MemoryBudget, Reservation, UploadSlots
 from daemon.api.drain import DrainRate, sample_drain
 from daemon.api.keys import METRICS_HOOK, RATE_LIMITER, RETRY_AFTER
 from daemon.api.middleware import (
@@ -36,7 +36,17 @@ from daemon.api.middleware import (
 )
 from daemon.api.monitoring import setup_monitoring
 from daemon.api.ratelimit import RateLimiter
-from daemon.api.uploads import SMALL_BODY, read_upload, reservation
+from daemon.api.results import (
+    cache_fields,
+    cache_wanted,
+    detected,
+    one_page,
+    page_number,
+    wants_pages,
+    with_pages,
+)
+from daemon.api.tika.routes import setup_tika, tika_listeners
+from daemon.api.uploads import SMALL_BODY, Upload, read_upload, reservation
 from daemon.api.waiters import Waiters
 from daemon.config import DEFAULT_TENANT, ConfigError, Settings
 from daemon.connection import RedisTooOld, connect_async, require_redis_version_async
@@ -62,6 +72,12 @@ DRAIN = web.AppKey("drain", DrainRate)
 
 EXIT_CONFIG = 2  # refused to start: the configuration is unsafe or invalid
 
+# What a route may change on the upload path: how the body is read, how its type is told.
+UploadReader = Callable[[web.Request, Settings, MemoryBudget, Reservation | None],
+                        Awaitable[Upload]]
+# (request, filename, bytes) -> (format, `method=`, extractor family)
+TypeCheck = Callable[[web.Request, str | None, bytearray], tuple[formats.Format, str, str]]
+
 
 # --- routes ---------------------------------------------------------------------------
 async def health(_request: web.Request) -> web.Response:
@@ -71,6 +87,11 @@ async def health(_request: web.Request) -> web.Response:
 
 async def list_formats(_request: web.Request) -> web.Response:
     return json_response({"formats": formats.supported_formats()})
+
+
+async def detect(request: web.Request) -> web.Response:
+    """What an upload is, read and checked as POST /v1/jobs would; nothing is queued."""
+    return json_response(await _accept(request, "", read_upload, _check_type, queue=False))
 
 
 async def submit_job(request: web.Request) -> web.Response:
@@ -98,10 +119,13 @@ async def get_job(request: web.Request) -> web.Response:
     job_id = _job_id(request)
     wait = _wait_seconds(request, default=0.0)
     await _check_owner(request, job_id)
+    pages = wants_pages(request)
     if wait > 0:
         job = await request.app[WAITERS].wait(job_id, wait)
     else:
         job = await request.app[STORE].get(job_id)
+    if pages:
+        job = await with_pages(request.app[STORE], job_id, job)
     if job is None:
         raise _no_job(job_id)
     return json_response(job, status=200)
@@ -110,17 +134,20 @@ async def get_job(request: web.Request) -> web.Response:
 async def get_text(request: web.Request) -> web.Response:
     job_id = _job_id(request)
     await _check_owner(request, job_id)
-    store = request.app[STORE]
-    job = await store.get(job_id)
-    if job is None:
+    page = page_number(request)
+    found = await request.app[STORE].read(job_id)
+    if found is None:
         raise _no_job(job_id)
+    record, text = found
+    job = public_job(record)
     if job["state"] == "failed":
         raise ApiError("job_failed", f"the job failed: {job['error']['code']}",
                        extra={"job_id": job_id, "job_error": job["error"]})
     if job["state"] != "done":
         raise ApiError("job_not_finished", f"the job is {job['state']}", retry_after=1)
-    return web.Response(text=job.get("text") or "", content_type="text/plain",
-                        charset="utf-8")
+    if page is not None:
+        text = one_page(job_id, record, text or "", page)
+    return web.Response(text=text or "", content_type="text/plain", charset="utf-8")
 
 
 async def delete_job(request: web.Request) -> web.Response:
@@ -133,26 +160,34 @@ async def delete_job(request: web.Request) -> web.Response:
 
 
 # --- the upload path ------------------------------------------------------------------
-async def _accept_and_wait(request: web.Request, wait: float) -> dict:
-    """Accept the upload; with `wait`, return the job once final or when `wait` passes."""
+async def _accept_and_wait(request: web.Request, wait: float, *,
+                           read: UploadReader = read_upload,
+                           check_type: TypeCheck | None = None) -> dict:
+    """Accept the upload; with `wait`, return the job once final or when `wait` passes.
+
+    Every route that makes a job comes through here (the Tika dialect too, with its own
+    `read` and `check_type`): one queue, one set of limits for all."""
     job_id = uuid.uuid4().hex
     if wait <= 0:
-        return await _accept(request, job_id)
+        return await _accept(request, job_id, read, check_type or _check_type)
     waiters = request.app[WAITERS]
     # Listening before the job exists: its done message cannot come before we listen,
     # and no first look in Redis is needed.
     registered = waiters.register(job_id)
     try:
-        queued = await _accept(request, job_id)
+        queued = await _accept(request, job_id, read, check_type or _check_type)
         return await waiters.wait(job_id, wait, registered=registered, current=queued) or queued
     finally:
         waiters.discard(job_id, registered)
 
 
-async def _accept(request: web.Request, job_id: str) -> dict:
-    """Read, check and store one upload; returns the queued job's JSON."""
+async def _accept(request: web.Request, job_id: str, read: UploadReader,
+                  check_type: TypeCheck, *, queue: bool = True) -> dict:
+    """Read, check and store one upload; returns the queued job's JSON (the job done at
+    once when the result cache served it; what it is, without `queue`)."""
     app = request.app
     settings = app[SETTINGS]
+    use_cache = cache_wanted(request, settings)
     budget = app[UPLOAD_BUDGET]
     most = reservation(request, settings)
     slots, key_id = app[UPLOAD_SLOTS], request.get("key_id", -1)
@@ -161,8 +196,10 @@ async def _accept(request: web.Request, job_id: str) -> dict:
                                        "key", retry_after=1)
     share = budget.open(most) if most > SMALL_BODY else None
     try:
-        upload = await read_upload(request, settings, budget, share)
-        fmt, method, family = _check_type(request, upload.filename, upload.data)
+        upload = await read(request, settings, budget, share)
+        fmt, method, family = check_type(request, upload.filename, upload.data)
+        if not queue:
+            return detected(fmt, family)
         request["job_id"] = job_id
         record = {
             "id": job_id, "state": "queued", "attempts": "0", "ext": fmt.ext,
@@ -171,19 +208,22 @@ async def _accept(request: web.Request, job_id: str) -> dict:
             "created_at": f"{time.time():.6f}", "request_id": request["request_id"],
             "tenant": tenant_of(request),
         }
-        await app[STORE].submit(record, upload.data)
+        record.update(await cache_fields(record, upload.data, settings))
+        submitted = await app[STORE].submit(record, upload.data, use_cache=use_cache)
     finally:
         slots.give_back(key_id)
         if share is not None:
             await budget.close(share)
     # Logged on the request's own line (one line per request, not two).
     request["accepted"] = {"format": fmt.ext, "bytes": record["size"],
-                           "extract_method": method or None}
+                           "extract_method": method or None, "cached": submitted.cached}
+    if submitted.cached:
+        return await app[STORE].get(job_id) or _queued_view(record)
     return _queued_view(record)
 
 
 def _check_type(request: web.Request, filename: str | None,
-                data: bytes) -> tuple[formats.Format, str, str]:
+                data: bytes | bytearray) -> tuple[formats.Format, str, str]:
     """The upload's format, the `method=` asked for, and the extractor family for both."""
     declared = request.query.get("extension") or None
     try:
@@ -302,9 +342,11 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/v1/formats", list_formats)
     app.router.add_post("/v1/jobs", submit_job)
     app.router.add_post("/v1/extract", extract)
+    app.router.add_post("/v1/detect", detect)
     app.router.add_get("/v1/jobs/{job_id}", get_job)
     app.router.add_get("/v1/jobs/{job_id}/text", get_text)
     app.router.add_delete("/v1/jobs/{job_id}", delete_job)
+    setup_tika(app, settings, store, _accept_and_wait)
     return app
 
 
@@ -331,6 +373,7 @@ def main() -> None:
     # uvloop: the same asyncio API with a faster loop (libuv); measured 0.05-0.13 ms less
     # api CPU per job, a tenth of what the api spends on a tiny one.
     web.run_app(create_app(settings), host=settings.host, port=settings.port,
-                shutdown_timeout=settings.shutdown_timeout, print=None, access_log=None,
+                sock=tika_listeners(settings), shutdown_timeout=settings.shutdown_timeout,
+                print=None, access_log=None,
                 handle_signals=True, loop=uvloop.new_event_loop())
 

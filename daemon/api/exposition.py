@@ -62,7 +62,8 @@ def parse_reads(replies: list) -> dict:
         route, _, status = rest.rpartition("|")
         by_route.append({"route": route, "method": method, "status": int(status),
                          "count": int(count)})
-    bytes_in, chars_out = {}, {}
+    bytes_in: dict[str, int] = {}
+    chars_out: dict[str, int] = {}
     for name, value in volume.items():
         kind, _, fmt = name.partition("|")
         (bytes_in if kind == "bytes_in" else chars_out)[fmt] = int(value)
@@ -93,7 +94,9 @@ def build_snapshot(checks: dict[str, Check], facts: Facts, counters: dict | None
         "jobs": {"submitted": jobs.get("submitted", 0), "finished": jobs.get("finished", 0),
                  "done": jobs.get("done", 0),
                  "failed": {k.removeprefix("failed:"): v for k, v in sorted(jobs.items())
-                            if k.startswith("failed:")}} if up else None,
+                            if k.startswith("failed:")},
+                 "cache": {"hits": jobs.get("cache_hits", 0),
+                           "misses": jobs.get("cache_misses", 0)}} if up else None,
         "extraction": {"duration_seconds": counters.get("extraction_duration_seconds", {}),
                        "bytes_in": counters.get("bytes_in", {}),
                        "chars_out": counters.get("chars_out", {})},
@@ -191,6 +194,10 @@ class SnapshotCollector:
                        [([], jobs["done"])])
         yield _counter(f"{p}_jobs_failed", "Jobs failed, by error code", ["code"],
                        [([k], v) for k, v in jobs["failed"].items()])
+        yield _counter(f"{p}_result_cache_hits", "Uploads served a done job's result",
+                       [], [([], jobs["cache"]["hits"])])
+        yield _counter(f"{p}_result_cache_misses", "Uploads the result cache could not serve",
+                       [], [([], jobs["cache"]["misses"])])
         yield from self._queue()
         yield from self._breakers()
         w = s["workers"]

@@ -6,6 +6,7 @@ has the same JSON shape: {"error": {"code", "message", "request_id"}}.
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import re
@@ -18,6 +19,7 @@ from aiohttp import web, web_response
 from aiohttp.http import HttpVersion10
 
 from daemon.api.keys import METRICS_HOOK, RATE_LIMITER, RETRY_AFTER
+from daemon.api.tika.access import keyless_allowed
 from daemon.config import DEFAULT_TENANT, AccessKey, Settings
 from daemon.connection import REDIS_DOWN
 from daemon.errors import ERROR_CODES, QueueFull, ReplicationTimeout
@@ -175,7 +177,21 @@ def presented_key(request: web.Request) -> str | None:
         return key
     auth = request.headers.get("Authorization", "")
     scheme, _, token = auth.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    scheme, token = scheme.lower(), token.strip()
+    if scheme == "basic" and token:
+        return _basic_key(token)
+    return token if scheme == "bearer" and token else None
+
+
+def _basic_key(token: str) -> str | None:
+    """The key in HTTP Basic credentials, for clients that can only put it in the URL
+    (`http://tika:KEY@host`): the password, or the user name when there is none."""
+    try:
+        decoded = base64.b64decode(token, validate=True).decode("utf-8", "surrogateescape")
+    except ValueError:  # binascii.Error is one
+        return None
+    user, _, password = decoded.partition(":")
+    return password or user or None
 
 
 def matching_key(presented: str, keys: tuple[AccessKey, ...]) -> AccessKey | None:
@@ -212,8 +228,11 @@ def auth(settings: Settings):
             return await handler(request)
         presented = presented_key(request)
         if presented is None:
-            raise ApiError("unauthorized", "send the API key in X-API-Key or "
-                                           "Authorization: Bearer")
+            if keyless_allowed(request, settings.tika_anonymous):
+                _admit(request, None)
+                return await handler(request)
+            raise ApiError("unauthorized", "send the API key in X-API-Key, Authorization: "
+                                           "Bearer, or as the HTTP Basic password")
         key = matching_key(presented, settings.access_keys)
         if key is None:
             raise ApiError("forbidden", "the API key is not valid")

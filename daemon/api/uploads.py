@@ -103,8 +103,9 @@ class Body:
 
 
 async def read_upload(request: web.Request, settings: Settings, budget: MemoryBudget,
-                      share: Reservation | None) -> Upload:
-    """The document in the request: multipart field `file`, or the raw body.
+                      share: Reservation | None, *, field: str | None = "file") -> Upload:
+    """The document in the request: multipart field `field` (None: the first file part,
+    whatever its name, as Tika takes it), or the raw body.
 
     Call `reservation` first: it refuses a body that declares itself too large. `share`
     (from budget.open) is what the body's bytes are reserved under; None: a small body."""
@@ -115,7 +116,7 @@ async def read_upload(request: web.Request, settings: Settings, budget: MemoryBu
                 asyncio.timeout(None) as pace:
             body = Body(budget, share, pace, settings)
             if request.content_type.startswith("multipart/"):
-                return await _read_multipart(request, limit, body)
+                return await _read_multipart(request, limit, body, field)
             data = await _read_stream(lambda: request.content.read(CHUNK), limit, body)
             return Upload(request.query.get("filename"), data)
     except TimeoutError as exc:
@@ -133,13 +134,14 @@ async def read_upload(request: web.Request, settings: Settings, budget: MemoryBu
         raise ClientDisconnected(str(exc)) from exc
 
 
-async def _read_multipart(request: web.Request, limit: int, body: Body) -> Upload:
+async def _read_multipart(request: web.Request, limit: int, body: Body,
+                          field: str | None) -> Upload:
     skipped = 0  # bytes of other fields: they count against the limit too
     try:
         reader = await request.multipart()
         async for part in reader:
             name, filename = _disposition(part)
-            if not isinstance(part, BodyPartReader) or name != "file":
+            if not isinstance(part, BodyPartReader) or (field or name) != name:
                 while chunk := await part.read_chunk(CHUNK):
                     body.arrived(len(chunk))  # paced, never held: it is dropped at once
                     skipped += len(chunk)
@@ -152,7 +154,8 @@ async def _read_multipart(request: web.Request, limit: int, body: Body) -> Uploa
     except (ValueError, AssertionError, HttpProcessingError) as exc:
         # aiohttp's errors for a malformed multipart body or part header
         raise ApiError("bad_request", f"malformed multipart body: {exc}") from exc
-    raise ApiError("bad_request", "multipart body has no field named 'file'")
+    raise ApiError("bad_request", f"multipart body has no field named {field!r}" if field
+                   else "multipart body has no part")
 
 
 def _disposition(part: BodyPartReader | MultipartReader) -> tuple[str | None, str | None]:

@@ -17,12 +17,13 @@ import resource
 import signal
 import subprocess
 from pathlib import Path
+from typing import NamedTuple
 
 import structlog
 import textract
 from textract import exceptions as tx
 
-from daemon.documents import legacy_doc
+from daemon.documents import legacy_doc, pages
 from daemon.documents.redact import without_paths, without_service_paths
 from daemon.errors import (
     CorruptDocument,
@@ -41,9 +42,23 @@ _PASSWORD = re.compile(rb"password|encrypt", re.IGNORECASE)
 _TOOL_BROKEN_EXIT = {126, 127}
 
 
+class Extraction(NamedTuple):
+    text: str
+    # Where each page ends in `text`, when the extractor itself knew (OCR of a PDF); None
+    # otherwise: daemon.documents.pages cuts other texts after the fact.
+    page_ends: list[int] | None = None
+
+
 def extract_text(path: Path, ext: str, method: str = "", *, fast_doc: bool = True,
                  postscript_seconds: int | None = None) -> str:
-    """The document's text, or a DocumentError / MachineryError saying why not.
+    """The document's text, or a DocumentError / MachineryError saying why not."""
+    return extract(path, ext, method, fast_doc=fast_doc,
+                   postscript_seconds=postscript_seconds).text
+
+
+def extract(path: Path, ext: str, method: str = "", *, fast_doc: bool = True,
+            postscript_seconds: int | None = None) -> Extraction:
+    """extract_text's text, with the page boundaries of a scanned PDF read through OCR.
 
     `postscript_seconds` bounds the CPU time of a PostScript program (None: no bound).
     """
@@ -52,10 +67,14 @@ def extract_text(path: Path, ext: str, method: str = "", *, fast_doc: bool = Tru
         # text, and textract's own path below runs as before.
         text = legacy_doc.extract(path)
         if text is not None:
-            return text
+            return Extraction(text)
     try:
         if ext == "ps" and postscript_seconds is not None:
-            return without_service_paths(_postscript(path, postscript_seconds), path)
+            return Extraction(without_service_paths(_postscript(path, postscript_seconds), path))
+        if ext == "pdf" and method == "tesseract":
+            # textract's OCR joins the pages with nothing between them: the same steps
+            # here keep the boundaries (and raise what textract raises).
+            return Extraction(*pages.ocr_pdf(path))
         kwargs = {"method": method} if method else {}
         # Some parsers print to stdout (xlrd: "WARNING *** file size ..."), which is this
         # process's JSON log: catch it and log it as one field instead.
@@ -89,7 +108,7 @@ def extract_text(path: Path, ext: str, method: str = "", *, fast_doc: bool = Tru
     except Exception as exc:
         raise CorruptDocument(_describe(exc, path)) from exc
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    return without_service_paths(text, path)
+    return Extraction(without_service_paths(text, path))
 
 
 # ps2ascii's own command (ps2ascii is a shell script around it), run here rather than

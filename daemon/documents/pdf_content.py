@@ -98,8 +98,8 @@ class Content:
             states = states.replace(b"()", b"")
             passes += 1
         depth = peak = self._state
-        for symbol in states:
-            depth = depth + 1 if symbol == 40 else max(depth - 1, 0)  # an extra Q is ignored
+        for state in states:  # bytes iterate as ints: 40 is "(", a saved state
+            depth = depth + 1 if state == 40 else max(depth - 1, 0)  # an extra Q is ignored
             peak = max(peak, depth)
         self._state = depth
         self.deepest_state = max(self.deepest_state, peak + passes)

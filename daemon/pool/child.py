@@ -11,6 +11,7 @@ turn is two steps: running the extraction (`_attempt`), then settling its outcom
 from __future__ import annotations
 
 import enum
+import hashlib
 import os
 import random
 import shutil
@@ -21,14 +22,17 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+import orjson
 import structlog
 
 from daemon.breaker import BreakerState, Outcome, log_breaker_move, outcome_of
 from daemon.config import Settings
 from daemon.connection import REDIS_DOWN, connect
 from daemon.documents import guards
-from daemon.documents.extract import extract_text
+from daemon.documents.extract import extract
 from daemon.documents.formats import FORMATS
+from daemon.documents.metadata import read_metadata
+from daemon.documents.pages import page_ends
 from daemon.errors import DocumentError, MachineryError, SpoolFull, TextractdError
 from daemon.logs import configure_logging
 from daemon.metrics import JobMetrics
@@ -78,12 +82,23 @@ def settlement(error: BaseException | None, attempt: int, max_attempts: int) -> 
     return Settlement.RETRY if attempt < max_attempts else Settlement.GIVE_UP
 
 
+class Extracted(NamedTuple):
+    """A document's text with what was read beside it, inside the same job's guards."""
+
+    text: str
+    metadata: dict[str, object]  # the job's `metadata` object
+    page_ends: list[int] | None  # where each page ends in `text` (pages.page_ends)
+
+
 class Attempt(NamedTuple):
     """What running the extraction gave: the text, or the error it ended with."""
 
     text: str | None
     error: DocumentError | MachineryError | None
     duration_ms: float
+    sha256: str = ""  # the document's, for the summary line
+    metadata: dict[str, object] | None = None
+    page_ends: list[int] | None = None
 
 
 class Drain(BaseException):
@@ -267,17 +282,22 @@ class Child:
     def _attempt(self, delivery: Delivery, begun: Begun) -> Attempt:
         started = time.perf_counter()
         path = self.spool / f"{delivery.job_id}.{begun.ext}"
-        text: str | None = None
+        sha256 = hashlib.sha256(begun.payload).hexdigest()
+        extracted: Extracted | None = None
         error: DocumentError | MachineryError | None = None
         try:
-            text = self._extract(path, begun)
+            extracted = self._extract(path, begun, sha256)
         except (DocumentError, MachineryError) as exc:
             error = exc
         finally:
             path.unlink(missing_ok=True)
-        return Attempt(text, error, round((time.perf_counter() - started) * 1000, 1))
+        duration_ms = round((time.perf_counter() - started) * 1000, 1)
+        if extracted is None:
+            return Attempt(None, error, duration_ms, sha256)
+        return Attempt(extracted.text, None, duration_ms, sha256, extracted.metadata,
+                       extracted.page_ends)
 
-    def _extract(self, path: Path, begun: Begun) -> str:
+    def _extract(self, path: Path, begun: Begun, sha256: str) -> Extracted:
         fmt = FORMATS[begun.ext]
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -287,10 +307,19 @@ class Child:
             path.unlink(missing_ok=True)
             raise SpoolFull(f"cannot write the spool file: {exc.strerror}") from exc
         guards.check_document(path, fmt, self.limits, begun.method)
-        text = extract_text(path, begun.ext, begun.method, fast_doc=self.settings.fast_doc,
-                            postscript_seconds=self.settings.max_postscript_seconds)
+        text, ends = extract(path, begun.ext, begun.method, fast_doc=self.settings.fast_doc,
+                             postscript_seconds=self.settings.max_postscript_seconds)
         guards.check_text_size(text, self.limits)
-        return text
+        # Read after the text, before the spool file goes: under the same deadline and
+        # memory watch as the extraction. It never raises; what it left out is logged by
+        # name only (the values are the document's data).
+        meta = read_metadata(path, fmt, text, sha256=sha256)
+        if meta.dropped or meta.error:
+            log.info("job.metadata_incomplete", dropped=sorted(meta.dropped),
+                     error=meta.error)
+        if ends is None:  # OCR gives its pages itself; every other text is cut here
+            ends = page_ends(path, fmt, begun.method, text, meta.values.get("pages"))
+        return Extracted(text, meta.values, ends)
 
     # --- step 2: settle the outcome ------------------------------------------------------
     def _settle(self, delivery: Delivery, begun: Begun, attempt: Attempt) -> None:
@@ -303,7 +332,7 @@ class Child:
             bytes=len(begun.payload), attempt=begun.attempts,
             duration_ms=attempt.duration_ms,
             chars=len(attempt.text) if attempt.text is not None else None,
-            error_code=error.code if error is not None else None)
+            error_code=error.code if error is not None else None, sha256=attempt.sha256)
         if decided is Settlement.RETRY and isinstance(error, MachineryError):
             settled = self.store.retry(delivery, consumer=self.consumer, error_code=error.code,
                                        error_message=str(error), outcome=outcome,
@@ -342,7 +371,9 @@ class Child:
         if attempt.error is None:
             text = attempt.text or ""
             return {"state": JobState.DONE, "chars": len(text), "text": text,
-                    "duration_ms": attempt.duration_ms}
+                    "duration_ms": attempt.duration_ms,
+                    "metadata": orjson.dumps(attempt.metadata or {}),
+                    "page_ends": orjson.dumps(attempt.page_ends)}
         return {"state": JobState.FAILED, "error_code": attempt.error.code,
                 "error_message": str(attempt.error), "duration_ms": attempt.duration_ms}
 

@@ -69,6 +69,7 @@ class SlotState(ctypes.Structure):
         ("summary_duration_ms", ctypes.c_double),
         ("summary_chars", ctypes.c_long),  # -1: None
         ("summary_error_code", ctypes.c_char * 40),
+        ("summary_sha256", ctypes.c_char * 65),
     ]
 
     def begin(self, job_id: str, entry_id: str, family: str) -> None:
@@ -118,6 +119,7 @@ class SlotState(ctypes.Structure):
         self.summary_duration_ms = summary.duration_ms or 0.0
         self.summary_chars = summary.chars if summary.chars is not None else -1
         self.summary_error_code = (summary.error_code or "").encode()[:39]
+        self.summary_sha256 = (summary.sha256 or "").encode()[:64]
         self.finish_sent_at = time.time()
         self.summary_phase = SummaryPhase.SENT  # last: the record is whole once set
 
@@ -136,7 +138,8 @@ class SlotState(ctypes.Structure):
             attempt=self.summary_attempt,
             duration_ms=self.summary_duration_ms or None,
             chars=self.summary_chars if self.summary_chars >= 0 else None,
-            error_code=self.summary_error_code.decode() or None)
+            error_code=self.summary_error_code.decode() or None,
+            sha256=self.summary_sha256.decode() or None)
 
     def count(self, state: str) -> None:
         """Count a logged job in the tally the master writes at shutdown."""

@@ -26,6 +26,7 @@ class JobSummary(NamedTuple):
     chars: int | None = None
     error_code: str | None = None
     rss_mb: float | None = None  # the child with its tools, once the result was out
+    sha256: str | None = None  # the document's: which bytes, never what they say
 
 
 # Events a reader should look at: a retry is a failure that did not end the job.

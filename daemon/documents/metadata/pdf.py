@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from daemon.documents import dates
 from daemon.documents.guards import PDFINFO_TIMEOUT
@@ -73,14 +74,17 @@ def read_pdf(path: Path, found: Found) -> None:
 _MAX_REFERENCE_HOPS = 32
 
 
-def _resolve(value: object, default: object = None) -> object:
-    """pdfminer's resolve1, giving up after _MAX_REFERENCE_HOPS references in a chain."""
+def _resolve(x: object, default: object = None) -> Any:
+    """pdfminer's resolve1, giving up after _MAX_REFERENCE_HOPS references in a chain.
+
+    Named and typed as resolve1, whose place it takes: a PDF object is whatever the file
+    says it is."""
     from pdfminer.pdftypes import PDFObjRef
 
     for _ in range(_MAX_REFERENCE_HOPS):
-        if not isinstance(value, PDFObjRef):
-            return value
-        value = value.resolve(default=default)
+        if not isinstance(x, PDFObjRef):
+            return x
+        x = x.resolve(default=default)
     raise MetadataUnreadable("a loop of indirect references")
 
 
