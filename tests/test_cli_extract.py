@@ -98,6 +98,9 @@ def test_the_whole_corpus_folder_comes_out_as_the_service_answers_each_document(
             assert text_file.read_bytes().decode() == reply.text, name
             assert record["chars"] == len(reply.text) and record["output"] == str(text_file)
             assert record["sha256"] and record["id"] and record["duration_ms"] is not None
+            assert record["metadata"]["chars"] == len(reply.text)
+            if name.endswith(".pdf"):
+                assert record["pages"] >= 1 and record["metadata"]["pages"] == record["pages"]
         else:
             assert record["error"]["code"] == reply.json()["error"]["code"], name
             assert not text_file.exists()

@@ -182,6 +182,8 @@ class Run:
         record = {"key": key, "input": item.shown,
                   "output": str(output) if done and output is not None else None,
                   "sha256": sha256, **job}
+        # The page count at the top, from the metadata (null for formats without pages).
+        record.setdefault("pages", (job.get("metadata") or {}).get("pages"))
         if options.no_text and done:
             record["text"] = text
         if self.manifest is not None:
