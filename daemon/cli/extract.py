@@ -22,8 +22,9 @@ Each input's text goes to <name>.txt beside it (report.pdf -> report.pdf.txt), o
 -o DIR mirroring the folders given; `-` reads one document from stdin (its text goes to
 stdout without -o). --jsonl FILE writes one JSON object per document: its job JSON
 (state, error code, chars, metadata, duration_ms, ...), its page count, the input's
-path, sha256 and output. --resume (with --jsonl) skips the documents that manifest already has done with
-the same sha256, so an interrupted run finishes without redoing anything.
+path, sha256 and output. --resume (with --jsonl) skips the documents that manifest
+already has done with the same sha256, so an interrupted run finishes without redoing
+anything.
 
 The service: --url/--key, else TEXTRACTD_URL/TEXTRACTD_API_KEY, else this installation's
 .env (its PORT, HOST and first API_KEY). Refusals for now (429, 503) are waited out as
