@@ -8,8 +8,10 @@ done channel (daemon.api.waiters) when the client asked to wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import socket
 import sys
 import time
 import uuid
@@ -20,7 +22,7 @@ import uvloop
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from daemon import __version__
+from daemon import __version__, webhooks
 from daemon.api.budget import MemoryBudget, UploadSlots
 from daemon.api.drain import DrainRate, sample_drain
 from daemon.api.keys import METRICS_HOOK, RATE_LIMITER, RETRY_AFTER
@@ -36,12 +38,12 @@ from daemon.api.middleware import (
 )
 from daemon.api.monitoring import setup_monitoring
 from daemon.api.ratelimit import RateLimiter
-from daemon.api.uploads import SMALL_BODY, read_upload, reservation
+from daemon.api.uploads import BATCH_ROUTE, SMALL_BODY, Received, Upload, read_upload, reservation
 from daemon.api.waiters import Waiters
 from daemon.config import DEFAULT_TENANT, ConfigError, Settings
 from daemon.connection import RedisTooOld, connect_async, require_redis_version_async
 from daemon.documents import formats
-from daemon.errors import EncryptedDocument, UnsupportedFormat
+from daemon.errors import CallbackRefused, EncryptedDocument, UnsupportedFormat
 from daemon.logs import configure_logging
 from daemon.store import (
     FINAL_STATES,
@@ -77,6 +79,17 @@ async def submit_job(request: web.Request) -> web.Response:
     wait = _wait_seconds(request, default=0.0)  # a bad ?wait= must not leave a job behind
     job = await _accept_and_wait(request, wait)
     return _job_response(request, job)
+
+
+async def submit_batch(request: web.Request) -> web.Response:
+    """Several `file` parts, one job each, stored in one Redis call; answered in request
+    order, a refused part as an entry with its own error. 200 once every job is final."""
+    wait = _wait_seconds(request, default=0.0)
+    jobs = await _accept_batch(request, wait)
+    accepted = sum(job["id"] is not None for job in jobs)
+    finished = all(job["state"] in FINAL_STATES for job in jobs if job["id"] is not None)
+    return json_response({"jobs": jobs, "accepted": accepted, "refused": len(jobs) - accepted},
+                         status=200 if finished else 202)
 
 
 async def extract(request: web.Request) -> web.Response:
@@ -151,9 +164,62 @@ async def _accept_and_wait(request: web.Request, wait: float) -> dict:
 
 async def _accept(request: web.Request, job_id: str) -> dict:
     """Read, check and store one upload; returns the queued job's JSON."""
+    query_callback = await _callback_url(request, request.query.get("callback_url"))
+    async with _upload(request, max_files=1) as received:
+        upload = received.files[0]
+        callback = await _callback_url(request, received.fields.get("callback_url"))
+        record = _record(request, job_id, upload, callback or query_callback)
+        request["job_id"] = job_id
+        await request.app[STORE].submit(record, upload.data)
+    # Logged on the request's own line (one line per request, not two).
+    request["accepted"] = {"format": record["ext"], "bytes": record["size"],
+                           "extract_method": record["method"] or None}
+    return _queued_view(record)
+
+
+async def _accept_batch(request: web.Request, wait: float) -> list[dict]:
+    """Read, check each part, store the good ones at once; with `wait`, wait for them all."""
+    settings, waiters = request.app[SETTINGS], request.app[WAITERS]
+    query_callback = await _callback_url(request, request.query.get("callback_url"))
+    entries: list[dict] = []
+    good: list[tuple[dict, bytes]] = []
+    async with _upload(request, max_files=settings.batch_max_files) as received:
+        callback = await _callback_url(request, received.fields.get("callback_url"))
+        for upload in received.files:
+            try:
+                record = _record(request, uuid.uuid4().hex, upload, callback or query_callback)
+            except ApiError as exc:
+                entries.append(_refused(upload, exc))
+                continue
+            good.append((record, upload.data))
+            entries.append(_queued_view(record))
+        registered = {r["id"]: waiters.register(r["id"]) for r, _ in good} if wait > 0 else {}
+        try:
+            if good:
+                await request.app[STORE].submit_many(good)
+            request["accepted"] = {"files": len(entries), "jobs": len(good),
+                                   "bytes": sum(len(data) for _, data in good)}
+            if registered:
+                return await waiters.wait_many(entries, wait, registered)
+        finally:
+            for job_id, future in registered.items():
+                waiters.discard(job_id, future)
+    return entries
+
+
+def _refused(upload: Upload, error: ApiError) -> dict:
+    """A batch entry for a part that is no job: why, in the errors' usual shape."""
+    return {"id": None, "state": "refused",
+            "filename": formats.safe_display_name(upload.filename), "bytes": len(upload.data),
+            "error": {"code": error.code, "message": str(error), "status": error.status}}
+
+
+@contextlib.asynccontextmanager
+async def _upload(request: web.Request, max_files: int) -> AsyncIterator[Received]:
+    """The request's files, read under one upload slot and one memory share, both held
+    until the block ends (the bytes are in Redis or refused by then)."""
     app = request.app
-    settings = app[SETTINGS]
-    budget = app[UPLOAD_BUDGET]
+    settings, budget = app[SETTINGS], app[UPLOAD_BUDGET]
     most = reservation(request, settings)
     slots, key_id = app[UPLOAD_SLOTS], request.get("key_id", -1)
     if not slots.take(key_id):
@@ -161,25 +227,47 @@ async def _accept(request: web.Request, job_id: str) -> dict:
                                        "key", retry_after=1)
     share = budget.open(most) if most > SMALL_BODY else None
     try:
-        upload = await read_upload(request, settings, budget, share)
-        fmt, method, family = _check_type(request, upload.filename, upload.data)
-        request["job_id"] = job_id
-        record = {
-            "id": job_id, "state": "queued", "attempts": "0", "ext": fmt.ext,
-            "family": family, "method": method,
-            "filename": formats.safe_display_name(upload.filename), "size": len(upload.data),
-            "created_at": f"{time.time():.6f}", "request_id": request["request_id"],
-            "tenant": tenant_of(request),
-        }
-        await app[STORE].submit(record, upload.data)
+        yield await read_upload(request, settings, budget, share, max_files)
     finally:
         slots.give_back(key_id)
         if share is not None:
             await budget.close(share)
-    # Logged on the request's own line (one line per request, not two).
-    request["accepted"] = {"format": fmt.ext, "bytes": record["size"],
-                           "extract_method": method or None}
-    return _queued_view(record)
+
+
+def _record(request: web.Request, job_id: str, upload: Upload, callback: str | None) -> dict:
+    """The job record of one checked upload (ApiError when the upload is refused)."""
+    if not upload.data:
+        raise ApiError("bad_request", "the upload is empty")
+    fmt, method, family = _check_type(request, upload.filename, upload.data)
+    record = {
+        "id": job_id, "state": "queued", "attempts": "0", "ext": fmt.ext,
+        "family": family, "method": method,
+        "filename": formats.safe_display_name(upload.filename), "size": len(upload.data),
+        "created_at": f"{time.time():.6f}", "request_id": request["request_id"],
+        "tenant": tenant_of(request),
+    }
+    if callback:
+        record["callback_url"] = callback
+    return record
+
+
+async def _callback_url(request: web.Request, url: str | None) -> str | None:
+    """`url` if the service may call it (CALLBACK_ALLOW), else a 400 that says why."""
+    if not url:
+        return None
+    policy = request.app[SETTINGS].callback_policy
+    try:
+        target = webhooks.parse_url(url)
+        policy.check_target(target)
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                target.host, target.port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise CallbackRefused(f"callback host {target.host!r} does not resolve") from exc
+        policy.check_addresses(target.host, webhooks.addresses_of(infos))
+    except CallbackRefused as exc:
+        raise ApiError(exc.code, str(exc)) from exc
+    return url
 
 
 def _check_type(request: web.Request, filename: str | None,
@@ -301,6 +389,7 @@ def create_app(settings: Settings) -> web.Application:
     setup_monitoring(app, settings, store)
     app.router.add_get("/v1/formats", list_formats)
     app.router.add_post("/v1/jobs", submit_job)
+    app.router.add_post(BATCH_ROUTE, submit_batch)
     app.router.add_post("/v1/extract", extract)
     app.router.add_get("/v1/jobs/{job_id}", get_job)
     app.router.add_get("/v1/jobs/{job_id}/text", get_text)
