@@ -190,3 +190,11 @@ def test_a_batch_the_queue_has_no_room_for_is_refused_whole_with_503(idle: Stack
         r.set(DEPTH, 0)
     for job in fits.json()["jobs"]:
         Client(idle).request("DELETE", f"/v1/jobs/{job['id']}")
+
+
+def test_a_callback_url_where_callbacks_are_off_refuses_the_batch_whole(idle: Stack) -> None:
+    before = stored_jobs(idle)
+    reply = post_batch(idle, [tiny(1), tiny(2)], fields={"callback_url": "https://a.example/"})
+    assert reply.status == 400 and reply.json()["error"]["code"] == "callback_not_allowed"
+    assert "CALLBACK_ALLOW" in reply.json()["error"]["message"]
+    assert stored_jobs(idle) == before

@@ -63,6 +63,7 @@ UPLOAD_SLOTS = web.AppKey("upload_slots", UploadSlots)
 DRAIN = web.AppKey("drain", DrainRate)
 
 EXIT_CONFIG = 2  # refused to start: the configuration is unsafe or invalid
+CALLBACK_RESOLVE_TIMEOUT = 5.0  # seconds a callback_url's host may take to resolve
 
 
 # --- routes ---------------------------------------------------------------------------
@@ -260,9 +261,10 @@ async def _callback_url(request: web.Request, url: str | None) -> str | None:
         target = webhooks.parse_url(url)
         policy.check_target(target)
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                target.host, target.port, type=socket.SOCK_STREAM)
-        except OSError as exc:
+            async with asyncio.timeout(CALLBACK_RESOLVE_TIMEOUT):
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    target.host, target.port, type=socket.SOCK_STREAM)
+        except (OSError, TimeoutError) as exc:
             raise CallbackRefused(f"callback host {target.host!r} does not resolve") from exc
         policy.check_addresses(target.host, webhooks.addresses_of(infos))
     except CallbackRefused as exc:
