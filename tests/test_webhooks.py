@@ -22,6 +22,7 @@ import pytest
 
 from daemon.config import ROOT, ConfigError, Settings
 from daemon.errors import CallbackRefused, InvalidCallbackUrl
+from daemon.pool.callbacks import backoff
 from daemon.store import CALLBACKS_DUE, CALLBACKS_GIVEN_UP, callback_key, job_key
 from daemon.webhooks import CallbackPolicy, parse_url
 from devtools.corpus import CORPUS
@@ -342,3 +343,12 @@ def test_callback_allow_without_a_secret_or_with_a_bad_network_is_refused_at_sta
     with pytest.raises(ConfigError, match="CALLBACK_ALLOW"):
         Settings.from_env({"CALLBACK_ALLOW": "10.0.0.0/33", "CALLBACK_SECRET": "s",
                            "API_KEY": "k" * 20})
+
+
+def test_the_default_retries_span_more_than_an_hour_and_back_off_exponentially() -> None:
+    settings = Settings()
+    waits = [backoff(settings, attempt) for attempt in range(1, settings.callback_max_attempts)]
+    assert sum(waits) >= 3600
+    for attempt, wait in enumerate(waits[:5]):  # doubling from CALLBACK_RETRY_BASE (+ jitter)
+        assert 10 * 2 ** attempt <= wait <= 11 * 2 ** attempt
+    assert max(waits) <= settings.callback_retry_max * 1.1
