@@ -8,6 +8,7 @@ depth stays as the test left it).
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from daemon.store import DEPTH, job_key
 from devtools.corpus import CORPUS
 from devtools.multipart import multipart_body, multipart_files
-from devtools.stack import Stack
+from devtools.stack import Stack, wait_for
 from tests.client import Client, Reply
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,8 @@ def stack() -> Iterator[Stack]:
 def idle() -> Iterator[Stack]:
     """No workers: what is stored stays queued; small bounds to reach."""
     stack = Stack(workers=False, env={"BATCH_MAX_FILES": "32", "MAX_QUEUE_DEPTH": "40",
-                                      "MAX_CONTENT_LENGTH": "65536"}).start()
+                                      "MAX_CONTENT_LENGTH": "65536",
+                                      "MAX_UPLOADS_PER_KEY": "1"}).start()
     yield stack
     stack.stop()
     shutil.rmtree(stack.root, ignore_errors=True)
@@ -198,3 +200,22 @@ def test_a_callback_url_where_callbacks_are_off_refuses_the_batch_whole(idle: St
     assert reply.status == 400 and reply.json()["error"]["code"] == "callback_not_allowed"
     assert "CALLBACK_ALLOW" in reply.json()["error"]["message"]
     assert stored_jobs(idle) == before
+
+
+def test_a_batch_waiting_for_its_jobs_holds_no_upload_slot(idle: Stack) -> None:
+    """MAX_UPLOADS_PER_KEY=1 here: a client waiting for its results is not uploading."""
+    before = stored_jobs(idle)
+    waited: list[Reply] = []
+    waiting = threading.Thread(target=lambda: waited.append(
+        post_batch(idle, [tiny(1), tiny(2)], wait=4)))
+    waiting.start()
+    wait_for(lambda: stored_jobs(idle) == before + 2, 10, "the waiting batch's jobs")
+    meanwhile = post_batch(idle, [tiny(3)])
+    waiting.join(30)
+    assert meanwhile.status == 202, meanwhile.body
+    assert waited[0].status == 202  # no workers here: its wait ran out
+    assert [job["state"] for job in waited[0].json()["jobs"]] == ["queued", "queued"]
+    with idle.redis() as r:
+        r.set(DEPTH, 0)
+    for job in waited[0].json()["jobs"] + meanwhile.json()["jobs"]:
+        Client(idle).request("DELETE", f"/v1/jobs/{job['id']}")

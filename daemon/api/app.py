@@ -179,7 +179,26 @@ async def _accept(request: web.Request, job_id: str) -> dict:
 
 
 async def _accept_batch(request: web.Request, wait: float) -> list[dict]:
-    """Read, check each part, store the good ones at once; with `wait`, wait for them all."""
+    """Accept a batch; with `wait`, return its jobs once all are final or `wait` passes."""
+    waiters = request.app[WAITERS]
+    registered: dict[str, asyncio.Future] = {}
+    try:
+        entries = await _store_batch(request, registered if wait > 0 else None)
+        if registered:
+            return await waiters.wait_many(entries, wait, registered)
+        return entries
+    finally:
+        for job_id, future in registered.items():
+            waiters.discard(job_id, future)
+
+
+async def _store_batch(request: web.Request,
+                       registered: dict[str, asyncio.Future] | None) -> list[dict]:
+    """Read, check each part, store the good ones in one call: the batch's entries.
+
+    With `registered`, each job's waiter is registered there before it is stored. The
+    upload slot, the memory share and the bytes are all let go when this returns, so a
+    client waiting for its results holds none of them."""
     settings, waiters = request.app[SETTINGS], request.app[WAITERS]
     query_callback = await _callback_url(request, request.query.get("callback_url"))
     entries: list[dict] = []
@@ -194,17 +213,12 @@ async def _accept_batch(request: web.Request, wait: float) -> list[dict]:
                 continue
             good.append((record, upload.data))
             entries.append(_queued_view(record))
-        registered = {r["id"]: waiters.register(r["id"]) for r, _ in good} if wait > 0 else {}
-        try:
-            if good:
-                await request.app[STORE].submit_many(good)
-            request["accepted"] = {"files": len(entries), "jobs": len(good),
-                                   "bytes": sum(len(data) for _, data in good)}
-            if registered:
-                return await waiters.wait_many(entries, wait, registered)
-        finally:
-            for job_id, future in registered.items():
-                waiters.discard(job_id, future)
+        if registered is not None:
+            registered.update((r["id"], waiters.register(r["id"])) for r, _ in good)
+        if good:
+            await request.app[STORE].submit_many(good)
+    request["accepted"] = {"files": len(entries), "jobs": len(good),
+                           "bytes": sum(len(data) for _, data in good)}
     return entries
 
 
