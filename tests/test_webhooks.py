@@ -10,8 +10,10 @@ may-go is also tested in-process, against the policy alone.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -267,6 +269,36 @@ def test_a_callback_pending_while_the_workers_program_is_down_is_delivered_after
     wait_for(lambda: delivery_of(stack, job["id"]) is None, 5, "the delivery to be done")
     assert [sent["id"] for sent in receiver.jobs()] == [job["id"]]
     assert lifecycle(stack, "callbacks.started") == started + 1  # sent by the new sender
+
+
+def test_a_callback_pending_across_a_redis_restart_is_delivered_after(
+        stack: Stack, receivers: list[Receiver]) -> None:
+    receiver = Receiver()
+    job = submit(stack, receiver.url)
+    wait_for(lambda: int((delivery_of(stack, job["id"]) or {}).get("attempts", 0)) >= 1,
+             10, "a failed try")
+    stack.supervisorctl("restart", "redis")  # its AOF is all that carries the delivery
+    receivers.append(receiver.start())
+    wait_for(lambda: receiver.received, 30, "the callback after Redis came back")
+    assert [sent["id"] for sent in receiver.jobs()] == [job["id"]]
+
+
+def test_a_sender_killed_mid_send_leaves_the_callback_to_the_next_one(
+        stack: Stack, receivers: list[Receiver]) -> None:
+    receiver = Receiver("hang").start()
+    receivers.append(receiver)
+    job = submit(stack, receiver.url)
+    wait_for(lambda: receiver.connections >= 1, 10, "the first try")
+    sender = [e["pid"] for e in stack.log_events("workers")
+              if e.get("event") == "callbacks.started"][-1]
+    receiver.mode = "ok"  # the next try is answered
+    os.kill(sender, signal.SIGKILL)
+    # The master starts another sender; the delivery is due again once its lease ends.
+    wait_for(lambda: receiver.received, 30, "the callback from the next sender")
+    wait_for(lambda: delivery_of(stack, job["id"]) is None, 5, "the delivery to be done")
+    assert [sent["id"] for sent in receiver.jobs()] == [job["id"]]
+    (delivered,) = events(stack, "callback.delivered", job["id"])
+    assert delivered["pid"] != sender
 
 
 # --- refused at submit ----------------------------------------------------------------

@@ -41,7 +41,7 @@ from daemon.store import CallbackQueue, DueCallback, public_job
 log = structlog.get_logger()
 
 POLL = 0.2  # seconds between looks at the due set when nothing was due
-LEASE_MARGIN = 30.0  # beyond the timeouts, before a taken delivery is due again
+LEASE_MARGIN = 5.0  # beyond the timeouts, before a taken delivery is due again
 MAX_REPLY_BYTES = 64 * 1024  # what is read of a receiver's answer (then dropped)
 
 
