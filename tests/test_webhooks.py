@@ -25,12 +25,20 @@ import pytest
 from daemon.config import ROOT, ConfigError, Settings
 from daemon.errors import CallbackRefused, InvalidCallbackUrl
 from daemon.pool.callbacks import backoff
-from daemon.store import CALLBACKS_DUE, CALLBACKS_GIVEN_UP, callback_key, job_key
+from daemon.store import (
+    CALLBACKS_DUE,
+    CALLBACKS_GIVEN_UP,
+    CallbackQueue,
+    JobStore,
+    callback_key,
+    job_key,
+)
 from daemon.webhooks import CallbackPolicy, parse_url
 from devtools.corpus import CORPUS
 from devtools.multipart import multipart_files
 from devtools.stack import Stack, free_port, wait_for
 from tests.client import Client
+from tests.conftest import queue_job
 
 pytestmark = pytest.mark.slow
 
@@ -384,3 +392,61 @@ def test_the_default_retries_span_more_than_an_hour_and_back_off_exponentially()
     for attempt, wait in enumerate(waits[:5]):  # doubling from CALLBACK_RETRY_BASE (+ jitter)
         assert 10 * 2 ** attempt <= wait <= 11 * 2 ** attempt
     assert max(waits) <= settings.callback_retry_max * 1.1
+
+
+# --- the queue's steps, in-process against a throwaway redis-server ----------------------
+def queue_with_callback(store: JobStore, url: str | None) -> str:
+    job_id = queue_job(store)
+    if url:
+        store.client.hset(job_key(job_id), "callback_url", url)
+    return job_id
+
+
+def finish_done(store: JobStore, job_id: str) -> bool:
+    delivery, begun = store.take("c-0")
+    assert delivery.job_id == job_id and begun.verdict == "run"
+    return store.finish(delivery, {"state": "done", "chars": 3, "text": "abc"}).written
+
+
+def test_finish_queues_one_delivery_for_a_job_that_asked_and_none_for_one_that_did_not(
+        store: JobStore) -> None:
+    asked = queue_with_callback(store, "http://127.0.0.1:9/hook")
+    silent = queue_with_callback(store, None)
+    assert finish_done(store, asked) and finish_done(store, silent)
+    (member,) = store.client.zrange(CALLBACKS_DUE, 0, -1)
+    delivery = store.client.hgetall(callback_key(member.decode()))
+    assert delivery[b"job_id"] == asked.encode() and delivery[b"attempts"] == b"0"
+    assert orjson.loads(delivery[b"record"])["state"] == "done"
+
+
+def test_a_finish_sent_twice_queues_the_callback_once(store: JobStore) -> None:
+    job_id = queue_with_callback(store, "http://127.0.0.1:9/hook")
+    delivery, _ = store.take("c-0")
+    result = {"state": "done", "chars": 3, "text": "abc"}
+    assert store.finish(delivery, result).written
+    assert not store.finish(delivery, result).written  # redis-py re-sent it, say
+    assert store.client.zcard(CALLBACKS_DUE) == 1
+    assert ids_of(CallbackQueue(store.client).claim(10, 60)) == [job_id]
+
+
+def ids_of(taken: list) -> list[str]:
+    return [callback.record["id"] for callback in taken]
+
+
+def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_ends(store: JobStore) -> None:
+    job_id = queue_with_callback(store, "http://127.0.0.1:9/hook")
+    finish_done(store, job_id)
+    queue = CallbackQueue(store.client)
+    (taken,) = queue.claim(10, lease=0.3)
+    assert (taken.url, taken.attempts, taken.record["id"]) == ("http://127.0.0.1:9/hook", 0,
+                                                                job_id)
+    assert queue.claim(10, lease=0.3) == []  # leased: another sender leaves it alone
+    again = wait_for(lambda: queue.claim(10, lease=60), 5, "the lease to end")
+    assert [c.delivery_id for c in again] == [taken.delivery_id]  # at least once
+    queue.retry_at(taken.delivery_id, 0, 1, "refused")
+    (retried,) = queue.claim(10, lease=60)
+    assert retried.attempts == 1
+    queue.give_up(retried, 2, "refused again")
+    assert store.client.zcard(CALLBACKS_DUE) == 0
+    assert not store.client.exists(callback_key(taken.delivery_id))
+    assert orjson.loads(store.client.lindex(CALLBACKS_GIVEN_UP, 0))["job_id"] == job_id
