@@ -2,8 +2,9 @@
 
 A job moves queued -> processing -> done | failed, and each arrow is one script, so a
 crash between two Redis commands cannot leave a half-written job: the record, payload
-and stream entry appear together (SUBMIT); the result, XACK and notification land
-together (FINISH); a failed attempt is recorded and re-queued together (RETRY).
+and stream entry appear together (SUBMIT, or SUBMIT_MANY for a batch); the result, XACK,
+notification and callback delivery land together (FINISH); a failed attempt is recorded
+and re-queued together (RETRY).
 """
 
 # Circuit-breaker arithmetic shared by BEGIN, FINISH and RETRY, so the breaker moves in

@@ -2,8 +2,10 @@
 
 One stream (`textractd:jobs`) with one consumer group (`workers`) carries job ids; each
 job has a record hash, a payload string (the document bytes, so a worker on any host can
-take it), a text string once done, and an attempt history list. Every step that touches
-more than one key is a script in `daemon.lua`, so it is atomic.
+take it), a text string once done, and an attempt history list. A job whose upload gave
+a callback_url gets a delivery once it ends: a hash, and its id in a sorted set of due
+deliveries that the pool's sender reads. Every step that touches more than one key is a
+script in `daemon.lua` (or a MULTI), so it is atomic.
 """
 
 from __future__ import annotations

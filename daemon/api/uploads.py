@@ -1,7 +1,8 @@
 """Reading an upload from the wire: streamed, counted, cut at MAX_CONTENT_LENGTH, paced.
 
-The body is read chunk by chunk into one buffer (the bytes that go to Redis), so it is
-held in memory once; a body that passes the limit is refused before the rest is read,
+Each file is read chunk by chunk into a buffer of its own (the bytes that go to Redis), so
+it is held in memory once; a body (all its files together: a batch is one body) that
+passes the limit is refused before the rest is read,
 whatever Content-Length claimed (honest, lying or absent). Its memory is reserved from
 the budget as it arrives (daemon.api.budget), and a body that arrives slower than
 UPLOAD_MIN_RATE_KB is cut early with 408, so a stalled socket holds neither memory nor
