@@ -214,12 +214,13 @@ class AsyncJobStore:
                 raise ReplicationTimeout(job_id, acked, wanted)
         return _s(value)
 
-    async def submit_many(self, jobs: list[tuple[dict[str, str], bytes]]) -> list[str]:
+    async def submit_many(self, jobs: list[tuple[dict, bytes | bytearray]]) -> list[str]:
         """Store every (record, payload) and XADD each, in one atomic call: all or none.
 
         Raises QueueFull when the queue has no room for them all."""
         keys: list[str] = [STREAM, DEPTH]
-        args: list[object] = [self.settings.max_queue_depth, len(jobs)]
+        args: list[bytes | bytearray | str | int | float] = [self.settings.max_queue_depth,
+                                                             len(jobs)]
         for record, payload in jobs:
             keys += [job_key(record["id"]), payload_key(record["id"])]
             args += [record["id"], record["family"], payload, len(record),

@@ -202,7 +202,7 @@ async def _store_batch(request: web.Request,
     settings, waiters = request.app[SETTINGS], request.app[WAITERS]
     query_callback = await _callback_url(request, request.query.get("callback_url"))
     entries: list[dict] = []
-    good: list[tuple[dict, bytes]] = []
+    good: list[tuple[dict, bytes | bytearray]] = []
     async with _upload(request, max_files=settings.batch_max_files) as received:
         callback = await _callback_url(request, received.fields.get("callback_url"))
         for upload in received.files:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -166,12 +167,11 @@ async def _read_multipart(request: web.Request, limit: int, body: Body,
             if isinstance(part, BodyPartReader) and name == "file":
                 if len(files) == max_files:
                     raise _too_many_files(max_files)
-                data = await _read_stream(lambda part=part: part.read_chunk(CHUNK),
-                                          limit - used, body)
+                data = await _read_stream(partial(part.read_chunk, CHUNK), limit - used, body)
                 used += len(data)
                 files.append(Upload(filename or request.query.get("filename"), data))
             elif isinstance(part, BodyPartReader) and name in FORM_FIELDS:
-                value = await _read_stream(lambda part=part: part.read_chunk(CHUNK),
+                value = await _read_stream(partial(part.read_chunk, CHUNK),
                                            min(limit - used, FORM_FIELDS[name]), body,
                                            what=f"field {name!r}")
                 used += len(value)

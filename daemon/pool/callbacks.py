@@ -81,14 +81,14 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
 
     def __init__(self, target: webhooks.Target, address: str, connect_timeout: float,
                  read_timeout: float) -> None:
-        super().__init__(target.host, target.port, timeout=connect_timeout,
-                         context=ssl.create_default_context())
+        self.tls = ssl.create_default_context()  # the system's CAs, hostname checked
+        super().__init__(target.host, target.port, timeout=connect_timeout, context=self.tls)
         self.address, self.read_timeout = address, read_timeout
 
     def connect(self) -> None:
         sock = socket.create_connection((self.address, self.port), self.timeout)
         sock.settimeout(self.read_timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)
 
 
 def signed_request(settings: Settings, callback: DueCallback,
