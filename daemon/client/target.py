@@ -24,12 +24,15 @@ class Target(NamedTuple):
 def resolve_target(url: str | None = None, api_key: str | None = None,
                    environ: dict[str, str] | None = None) -> Target:
     env = os.environ if environ is None else environ
+    """`api_key=""` sends no key at all; None looks for one (the order above)."""
     url = url or env.get(URL_ENV) or None
-    api_key = api_key or env.get(KEY_ENV) or None
+    if api_key is None:
+        api_key = env.get(KEY_ENV) or None
     if url is None or api_key is None:
         local = _local_installation(env)
         url = url or local.url
-        api_key = api_key or local.api_key
+        if api_key is None:
+            api_key = local.api_key
     return Target(url.rstrip("/"), api_key)
 
 
