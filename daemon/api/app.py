@@ -395,7 +395,8 @@ async def _check_owner(request: web.Request, job_id: str) -> None:
     another client's job tells nothing, not even that it exists."""
     state, owner = await request.app[STORE].client.hmget(job_key(job_id), "state", "tenant")
     # A job stored before tenants has none: it was the default tenant's.
-    if state is not None and (owner.decode() if owner else DEFAULT_TENANT) != tenant_of(request):
+    owner_name = owner.decode() if isinstance(owner, bytes) else owner
+    if state is not None and (owner_name or DEFAULT_TENANT) != tenant_of(request):
         raise _no_job(job_id)
 
 

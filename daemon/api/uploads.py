@@ -165,15 +165,17 @@ async def _read_multipart(request: web.Request, limit: int, body: Body,
     try:
         reader = await request.multipart()
         async for part in reader:
+            if not isinstance(part, BodyPartReader):  # a multipart inside the multipart
+                raise ApiError("bad_request", "a nested multipart body is not supported: "
+                               "send each file as a part of its own")
             name, filename = _disposition(part)
-            if isinstance(part, BodyPartReader) and (name == field or (field is None
-                                                     and name not in FORM_FIELDS)):
+            if name == field or (field is None and name not in FORM_FIELDS):
                 if len(files) == max_files:
                     raise _too_many_files(max_files)
                 data = await _read_stream(partial(part.read_chunk, CHUNK), limit - used, body)
                 used += len(data)
                 files.append(Upload(filename or request.query.get("filename"), data))
-            elif isinstance(part, BodyPartReader) and name in FORM_FIELDS:
+            elif name in FORM_FIELDS:
                 value = await _read_stream(partial(part.read_chunk, CHUNK),
                                            min(limit - used, FORM_FIELDS[name]), body,
                                            what=f"field {name!r}")
