@@ -6,8 +6,10 @@ measures, in each run:
    WORKER_PROCESSES, several passes, no HTTP, no Redis; docs/s;
 2. corpus: the same documents over HTTP, 8 in flight (`POST /v1/jobs?wait=60`);
 3. tiny: uploads of one 1 KB .txt, 8 in flight, against the same document in the pool;
-4. latency: one tiny job at a time, upload to result;
-5. memory: the api's peak RSS while 32 clients upload 16 MB each, and each child's RSS
+4. batch: the same tiny document 32 to a request (POST /v1/batches) against one to a
+   request, interleaved;
+5. latency: one tiny job at a time, upload to result;
+6. memory: the api's peak RSS while 32 clients upload 16 MB each, and each child's RSS
    before and after 1,000 jobs (recycling is switched off so that growth would show).
 Figures are medians over `--runs`; every ratio is taken within one run, since the
 machine is shared. The workload is fixed (WORKLOAD) so that runs on different days
@@ -41,7 +43,7 @@ and bytes. The project keeps its corpus outside the repository, in shared/corpus
 it; to make one, copy the tests/ folder of textract's own repository (deanmalmgren/textract \
 on GitHub: one folder per format, each document beside its expected .txt) and list its \
 documents in a {manifest}. Then put it there, or pass --corpus DIR (or set \
-TEXTRACTD_CORPUS), or run only the phases that need none: --only tiny,latency.
+TEXTRACTD_CORPUS), or run only the phases that need none: --only tiny,batch,latency.
 """
 
 

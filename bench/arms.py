@@ -139,7 +139,7 @@ class Reply:
 
 
 async def _post_all(stack: Stack | Floor, requests: list[tuple[bytes, str, dict]],
-                    in_flight: int) -> tuple[list[Reply], float]:
+                    in_flight: int, path: str = "/v1/jobs") -> tuple[list[Reply], float]:
     """POST each (body, content type, query) with `in_flight` at a time, in order."""
     replies: list[Reply | None] = [None] * len(requests)
     next_index = iter(range(len(requests)))
@@ -152,7 +152,7 @@ async def _post_all(stack: Stack | Floor, requests: list[tuple[bytes, str, dict]
             for i in next_index:
                 body, content_type, query = requests[i]
                 started = time.perf_counter()
-                async with session.post(f"/v1/jobs?{urlencode(query)}", data=body,
+                async with session.post(f"{path}?{urlencode(query)}", data=body,
                                         headers={"Content-Type": content_type}) as response:
                     raw = await response.read()
                 replies[i] = Reply(response.status, time.perf_counter() - started,
@@ -185,9 +185,10 @@ class HttpArm:
         self.target = target
         self.procs = procs
 
-    def run(self, requests: list[tuple[bytes, str, dict]], in_flight: int) -> Slice:
+    def run(self, requests: list[tuple[bytes, str, dict]], in_flight: int,
+            path: str = "/v1/jobs") -> Slice:
         cpu = cpu_seconds(self.procs)
-        replies, seconds = asyncio.run(_post_all(self.target, requests, in_flight))
+        replies, seconds = asyncio.run(_post_all(self.target, requests, in_flight, path))
         return Slice(len(requests), seconds, cpu_seconds(self.procs) - cpu, replies=replies)
 
 

@@ -1,4 +1,4 @@
-"""The benchmark's phases, each against the arms: corpus, tiny, latency, memory.
+"""The benchmark's phases, each against the arms: corpus, tiny, batch, latency, memory.
 
 A run measures the phases asked for, in that order; the corpus and tiny phases
 interleave the ceiling and the service so that a change in the machine's load between
@@ -24,10 +24,14 @@ from bench.loadgen import MIB, measure_upload_rss
 from bench.workload import Workload, corpus_docs, digest, tiny_text
 from daemon.pool.watchdog import tree_rss_mb
 from daemon.store import DEPTH, heartbeat_key, job_key
-from devtools.multipart import multipart_body
+from devtools.multipart import multipart_body, multipart_files
 from devtools.stack import Stack, wait_for
 
-PHASES = ("corpus", "tiny", "latency", "memory")
+PHASES = ("corpus", "tiny", "batch", "latency", "memory")
+# The batch phase: tiny documents this many to a request (POST /v1/batches), with this
+# many requests in flight: one being stored while the other's jobs run keeps the pool fed.
+BATCH_FILES = 32
+BATCH_IN_FLIGHT = 2
 # The phases that read the corpus's documents; tiny and latency make their own.
 CORPUS_PHASES = frozenset({"corpus", "memory"})
 
@@ -94,6 +98,41 @@ def phase_tiny(work: Workload, ceiling: Ceiling, service: HttpArm,
     textract_cpu = result["ceiling"]["cpu_ms_per_doc"]
     floor_arm["best_cpu_ratio"] = textract_cpu / (textract_cpu + floor_arm["cpu_ms_per_doc"])
     return result | {"floor": floor_arm}
+
+
+def phase_batch(work: Workload, service: HttpArm) -> dict:
+    """Tiny documents, one per request (POST /v1/jobs) against BATCH_FILES per request
+    (POST /v1/batches), interleaved in one run; both wait for their results."""
+    data = tiny_text(work.tiny_bytes)
+    single = (*multipart_body("tiny.txt", data), {"wait": 60})
+    batch = (*multipart_files([(f"tiny-{n:02}.txt", data) for n in range(BATCH_FILES)]),
+             {"wait": 60})
+    slices = 4
+    per_slice = max(1, work.tiny_jobs // slices // BATCH_FILES) * BATCH_FILES
+    single_slices, batch_slices = interleaved(
+        slices, lambda: service.run([single] * per_slice, work.in_flight),
+        lambda: service.run([batch] * (per_slice // BATCH_FILES), BATCH_IN_FLIGHT,
+                            path="/v1/batches"))
+    one, many = _jobs_arm(single_slices, per_request=1), _jobs_arm(batch_slices, BATCH_FILES)
+    return {"jobs": per_slice * slices, "files_per_request": BATCH_FILES,
+            "single": one, "batch": many,
+            "ratio": many["rate"] / one["rate"] if one["rate"] else 0.0,
+            "cpu_ratio": (one["cpu_ms_per_job"] / many["cpu_ms_per_job"]
+                          if many["cpu_ms_per_job"] else 0.0)}
+
+
+def _jobs_arm(slices: list[Slice], per_request: int) -> dict:
+    """Jobs/s, CPU per job and how many ended done, whatever a request carried."""
+    jobs = sum(s.count for s in slices) * per_request
+    seconds = sum(s.seconds for s in slices)
+    done = 0
+    for reply in (r for s in slices for r in s.replies):
+        entries = reply.job.get("jobs", []) if per_request > 1 else [reply.job]
+        done += sum(reply.status == 200 and e.get("state") == "done" for e in entries)
+    return {"jobs": jobs, "requests": sum(s.count for s in slices), "seconds": seconds,
+            "rate": jobs / seconds if seconds else 0.0,
+            "cpu_ms_per_job": 1000 * sum(s.cpu for s in slices) / max(1, jobs),
+            "done": done, "failed": jobs - done}
 
 
 def phase_latency(stack: Stack, work: Workload) -> dict:
@@ -209,6 +248,8 @@ def run_once(stack: Stack, work: Workload, only: tuple[str, ...], workers: int,
                 result["tiny"] = phase_tiny(work, ceiling, http, stack.root)
         finally:
             ceiling.close()
+    if "batch" in only:
+        result["batch"] = phase_batch(work, service(stack))
     if "latency" in only:
         result["latency"] = phase_latency(stack, work)
     if "memory" in only:

@@ -16,6 +16,8 @@ from typing import Any, NamedTuple, TypeVar
 
 from dotenv import dotenv_values
 
+from daemon.webhooks import CallbackPolicy
+
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 DEFAULT_TENANT = "default"  # the tenant of a bare key in API_KEY
@@ -94,6 +96,25 @@ class Settings:
                                        "same host; logged at start); empty: a key always")
     tika_port: int = _setting(0, ">0: a second listener on this port (Tika's own is 9998) "
                                  "serving the same app, so a client's default URL works")
+    batch_max_files: int = _setting(100, "`file` parts one POST /v1/batches may hold (400 "
+                                         "too_many_files above); the body as a whole is "
+                                         "bounded by MAX_CONTENT_LENGTH")
+    # --- signed webhooks (callback_url) ----------------------------------------------
+    callback_allow: tuple[str, ...] = _setting((), "hosts and networks (CIDR) a "
+                                                   "callback_url may reach; empty: "
+                                                   "callbacks are off. Loopback, private "
+                                                   "and link-local addresses only if listed")
+    callback_secret: str = _setting("", "the HMAC-SHA256 key callbacks are signed with "
+                                        "(required with CALLBACK_ALLOW)")
+    callback_max_attempts: int = _setting(10, "deliveries tried per callback before it is "
+                                              "given up")
+    callback_retry_base: float = _setting(10.0, "seconds before the first retry; each "
+                                                "next one waits twice as long")
+    callback_retry_max: float = _setting(1800.0, "longest wait between two tries, seconds "
+                                                 "(the defaults span 72 minutes)")
+    callback_connect_timeout: float = _setting(3.0, "seconds to connect to a receiver")
+    callback_read_timeout: float = _setting(10.0, "seconds a receiver may take to answer")
+    callback_concurrency: int = _setting(4, "callbacks the sender sends at once")
     # --- workers ---------------------------------------------------------------------
     role: str = _setting("all", "all | api | worker: which programs this host runs")
     log_to_stdout: bool = _setting(False, "1: supervisord passes every program's JSON lines "
@@ -199,6 +220,10 @@ class Settings:
         _ = settings.access_keys  # a malformed key list is refused here, at start
         if settings.tika_anonymous not in TIKA_ANONYMOUS_CHOICES:
             raise ConfigError("TIKA_ANONYMOUS must be empty or `loopback`")
+        if settings.callback_allow and not settings.callback_secret:
+            raise ConfigError("CALLBACK_ALLOW is set but CALLBACK_SECRET is empty: "
+                              "callbacks would go out unsigned")
+        _ = settings.callback_policy  # a malformed CALLBACK_ALLOW is refused at start too
         return settings
 
     # --- derived paths and names -----------------------------------------------------
@@ -235,6 +260,14 @@ class Settings:
     def access_keys(self) -> tuple[AccessKey, ...]:
         """Every key the api accepts, with its tenant and whether it is an admin key."""
         return parse_access_keys(self.api_keys, self.admin_api_keys)
+
+    @cached_property
+    def callback_policy(self) -> CallbackPolicy:
+        """Where a callback_url may point (CALLBACK_ALLOW, parsed once)."""
+        try:
+            return CallbackPolicy.parse(self.callback_allow)
+        except ValueError as exc:
+            raise ConfigError(f"CALLBACK_ALLOW: {exc}") from exc
 
 
 class AccessKey(NamedTuple):

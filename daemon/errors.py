@@ -103,6 +103,19 @@ class ReplicationTimeout(ServiceError):
         self.job_id = job_id
 
 
+# --- an upload's callback_url ------------------------------------------------------
+class CallbackRefused(TextractdError):
+    """Raised when a callback_url may not be called: off, not listed, or a private address."""
+
+    code = "callback_not_allowed"
+
+
+class InvalidCallbackUrl(CallbackRefused):
+    """Raised when a callback_url is not an absolute http(s) URL textractd can call."""
+
+    code = "invalid_callback_url"
+
+
 @dataclass(frozen=True)
 class ErrorCode:
     code: str
@@ -117,6 +130,14 @@ ERROR_CODES: dict[str, ErrorCode] = {
     for e in (
         ErrorCode("bad_request", 400, "malformed request: missing file, bad parameter",
                   "fix the request"),
+        ErrorCode("too_many_files", 400, "a batch with more than BATCH_MAX_FILES `file` "
+                  "parts", "split it into several batches"),
+        ErrorCode("invalid_callback_url", 400, "callback_url is not an absolute http(s) URL "
+                  "of at most 2048 bytes", "fix the URL"),
+        ErrorCode("callback_not_allowed", 400, "callbacks are off, or callback_url's host "
+                  "or its address is not in CALLBACK_ALLOW (private, loopback and link-local "
+                  "addresses only when listed)", "use an allowed receiver, or ask the "
+                  "operator to list it"),
         ErrorCode("invalid_method", 400, "`method` not supported for this format",
                   "use one of the methods GET /v1/formats lists"),
         ErrorCode("unauthorized", 401, "no API key given", "send X-API-Key or Bearer"),

@@ -2,8 +2,9 @@
 
 A job moves queued -> processing -> done | failed, and each arrow is one script, so a
 crash between two Redis commands cannot leave a half-written job: the record, payload
-and stream entry appear together (SUBMIT); the result, XACK and notification land
-together (FINISH); a failed attempt is recorded and re-queued together (RETRY).
+and stream entry appear together (SUBMIT, or SUBMIT_MANY for a batch); the result, XACK,
+notification and callback delivery land together (FINISH); a failed attempt is recorded
+and re-queued together (RETRY).
 """
 
 # Circuit-breaker arithmetic shared by BEGIN, FINISH and RETRY, so the breaker moves in
@@ -165,6 +166,37 @@ redis.call('INCR', depth_key)
 return {1, entry}
 """
 
+# Several uploads of one request (POST /v1/batches) stored in one call: every record,
+# payload and stream entry, or none when the queue has no room for them all.
+# KEYS: stream, depth, then per job: its record key, its payload key
+# ARGV: max_depth, jobs, then per job: job_id, family, payload, the record's field count
+#       n, then n field/value pairs... (so each job takes 4 + 2n slots)
+SUBMIT_MANY = """
+local stream = KEYS[1]
+local depth_key = KEYS[2]
+local max_depth = tonumber(ARGV[1])
+local jobs = tonumber(ARGV[2])
+local JOB_KEYS_FROM = 3  -- KEYS: job_1, payload_1, job_2, payload_2, ...
+local JOBS_FROM = 3  -- ARGV: job_1's id, family, payload, field count, its fields, job_2...
+
+local depth = tonumber(redis.call('GET', depth_key) or '0')
+if max_depth > 0 and depth + jobs > max_depth then return {0, depth} end
+local entries = {}
+local at = JOBS_FROM
+for n = 1, jobs do
+  local job_key = KEYS[JOB_KEYS_FROM + 2 * (n - 1)]
+  local payload_key = KEYS[JOB_KEYS_FROM + 2 * (n - 1) + 1]
+  local job_id, family, payload = ARGV[at], ARGV[at + 1], ARGV[at + 2]
+  local fields = tonumber(ARGV[at + 3])
+  redis.call('HSET', job_key, unpack(ARGV, at + 4, at + 3 + 2 * fields))
+  redis.call('SET', payload_key, payload)
+  entries[n] = redis.call('XADD', stream, '*', 'job', job_id, 'family', family)
+  at = at + 4 + 2 * fields
+end
+redis.call('INCRBY', depth_key, jobs)
+return {1, entries}
+"""
+
 # Taking up a delivered job: gone | final | wait(reopen_at, created_at) |
 # exhausted(attempts, last error code, message) |
 # run(attempts, payload, breaker_transition, ext, method, request_id, tenant)
@@ -258,10 +290,12 @@ local begun = begin_job(job_prefix .. job_id, payload_prefix .. job_id,
 return {entry[1], job_id, family, unpack(begun)}
 """
 
-# KEYS: job, payload, text, stream, depth, breaker, dead, history, job counters
+# KEYS: job, payload, text, stream, depth, breaker, dead, history, job counters,
+#       callbacks due, this finish's callback delivery
 # ARGV: group, entry_id, ttl, now, channel, job_id, outcome('success'|'none'|'failure'),
 #       fail_threshold, success_threshold, dead(0|1), the longest text (bytes) the done
-#       message may carry, result cache seconds (0: none), then result fields as pairs
+#       message may carry, result cache seconds (0: none), the callback delivery's id,
+#       then result fields as pairs
 #       (state, error_code, ... ; a 'text' pair is stored under the text key, not in the
 #       hash)
 # The done message is the job id, or "<job id>\n" + JSON {record, text} when the text is
@@ -277,6 +311,8 @@ local breaker_key = KEYS[6]
 local dead_letters = KEYS[7]
 local history_key = KEYS[8]
 local counters_key = KEYS[9]
+local callbacks_due = KEYS[10]
+local callback_key = KEYS[11]
 local group = ARGV[1]
 local entry_id = ARGV[2]
 local ttl = tonumber(ARGV[3])
@@ -289,7 +325,8 @@ local success_threshold = tonumber(ARGV[9])
 local dead = ARGV[10] == '1'
 local message_text_max = tonumber(ARGV[11])
 local cache_ttl = tonumber(ARGV[12])
-local RESULT_FROM = 13  -- the result's field/value pairs fill ARGV from here
+local callback_id = ARGV[13]
+local RESULT_FROM = 14  -- the result's field/value pairs fill ARGV from here
 
 local function record_of(key)
   local flat = redis.call('HGETALL', key)
@@ -340,6 +377,13 @@ local transition = {'', ''}
 if outcome ~= 'none' then
   transition = breaker_record(breaker_key, outcome, tonumber(now), fail_threshold,
                               success_threshold, document_of(job_key, job_id))
+end
+-- The upload's signed callback, queued in the step that ends the job, so no restart
+-- between the two can lose it; daemon.pool.callbacks sends it.
+if record.callback_url and record.callback_url ~= '' then
+  redis.call('HSET', callback_key, 'url', record.callback_url, 'job_id', job_id,
+             'record', cjson.encode(record), 'attempts', 0, 'created_at', now)
+  redis.call('ZADD', callbacks_due, now, callback_id)
 end
 local message = job_id
 if (not text) or #text <= message_text_max then
@@ -546,4 +590,32 @@ local state = redis.call('HGET', job_prefix .. job_id, 'state')
 if not state or state == 'failed' then redis.call('DEL', payload_prefix .. job_id) end
 redis.call('XDEL', dead_letters, dead_id)
 return {1, job_id}
+"""
+
+# The sender's lease on due callbacks: each one taken is pushed `lease` seconds into the
+# future, so a sender that dies mid-send leaves it due again after the lease (at least
+# once), and two senders (one per host) never send the same one at the same time.
+# KEYS: callbacks due   ARGV: now, lease, limit, the delivery key prefix
+# Returns {id, url, record, attempts, ...} per delivery taken
+CLAIM_CALLBACKS = """
+local due_key = KEYS[1]
+local now = tonumber(ARGV[1])
+local lease = tonumber(ARGV[2])
+local limit = ARGV[3]
+local delivery_prefix = ARGV[4]
+
+local taken = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', due_key, '-inf', now, 'LIMIT', 0, limit)) do
+  local d = redis.call('HMGET', delivery_prefix .. id, 'url', 'record', 'attempts')
+  if d[1] then
+    redis.call('ZADD', due_key, now + lease, id)
+    taken[#taken + 1] = id
+    taken[#taken + 1] = d[1]
+    taken[#taken + 1] = d[2]
+    taken[#taken + 1] = d[3] or '0'
+  else
+    redis.call('ZREM', due_key, id)  -- its hash is gone: nothing left to send
+  end
+end
+return taken
 """

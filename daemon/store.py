@@ -2,8 +2,10 @@
 
 One stream (`textractd:jobs`) with one consumer group (`workers`) carries job ids; each
 job has a record hash, a payload string (the document bytes, so a worker on any host can
-take it), a text string once done, and an attempt history list. Every step that touches
-more than one key is a script in `daemon.lua`, so it is atomic.
+take it), a text string once done, and an attempt history list. A job whose upload gave
+a callback_url gets a delivery once it ends: a hash, and its id in a sorted set of due
+deliveries that the pool's sender reads. Every step that touches more than one key is a
+script in `daemon.lua` (or a MULTI), so it is atomic.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import enum
 import re
 import time
+import uuid
 from dataclasses import dataclass
 from typing import NamedTuple, overload
 
@@ -49,6 +52,10 @@ VOLUME = f"{PREFIX}:metrics:volume"
 QUARANTINE = f"{PREFIX}:quarantine"
 QUARANTINE_DETAILS = f"{PREFIX}:quarantine:details"
 DEATHS_PREFIX = f"{PREFIX}:deaths:"
+# Signed callbacks waiting to be sent: delivery id -> when it is due (a lease while sent).
+CALLBACKS_DUE = f"{PREFIX}:callbacks:due"
+CALLBACKS_GIVEN_UP = f"{PREFIX}:callbacks:given_up"  # the last few, for operators
+CALLBACKS_GIVEN_UP_KEEP = 1000
 
 
 class JobState(enum.StrEnum):
@@ -105,6 +112,11 @@ def cache_key(sha256: str, ext: str, method: str, scope: str) -> str:
 
 def deaths_key(sha256: str) -> str:
     return f"{DEATHS_PREFIX}{sha256}"
+
+
+def callback_key(delivery_id: str) -> str:
+    """One callback delivery: url, the job's final record (JSON), attempts, last error."""
+    return f"{PREFIX}:callback:{delivery_id}"
 
 
 def breaker_key(family: str) -> str:
@@ -221,6 +233,7 @@ class AsyncJobStore:
         self.client = client
         self.settings = settings
         self._submit = client.register_script(lua.SUBMIT)
+        self._submit_many = client.register_script(lua.SUBMIT_MANY)
         self._delete = client.register_script(lua.DELETE)
 
     async def submit(self, record: dict[str, str], payload: bytes | bytearray,
@@ -250,6 +263,27 @@ class AsyncJobStore:
             if acked < wanted:
                 raise ReplicationTimeout(job_id, acked, wanted)
         return Submitted(job_id, entry_id=_s(value))
+
+    async def submit_many(self, jobs: list[tuple[dict, bytes | bytearray]]) -> list[str]:
+        """Store every (record, payload) and XADD each, in one atomic call: all or none.
+
+        Raises QueueFull when the queue has no room for them all."""
+        keys: list[str] = [STREAM, DEPTH]
+        args: list[bytes | bytearray | str | int | float] = [self.settings.max_queue_depth,
+                                                             len(jobs)]
+        for record, payload in jobs:
+            keys += [job_key(record["id"]), payload_key(record["id"])]
+            args += [record["id"], record["family"], payload, len(record),
+                     *(x for pair in record.items() for x in pair)]
+        ok, value = await self._submit_many(keys=keys, args=args)
+        if not ok:
+            raise QueueFull(int(value))
+        wanted = self.settings.redis_wait_for_replicas
+        if wanted:
+            acked = await self.client.wait(wanted, 1000)
+            if acked < wanted:
+                raise ReplicationTimeout(jobs[0][0]["id"], acked, wanted)
+        return [_s(entry) for entry in value]
 
     async def get(self, job_id: str) -> dict | None:
         found = await self.read(job_id)
@@ -450,18 +484,19 @@ class JobStore:
 
     def finish(self, delivery: Delivery, result: dict[str, object], *,
                outcome: Outcome = Outcome.NONE, dead: bool = False) -> Settled:
-        """Write the result once, XACK, notify."""
+        """Write the result once, XACK, notify, queue the job's callback if it has one."""
         s, job_id = self.settings, delivery.job_id
+        callback_id = uuid.uuid4().hex  # used only if the job asked for a callback
         flat = [str(x) if not isinstance(x, bytes | str) else x
                 for pair in result.items() for x in pair]
         reply = self._finish(
             keys=[job_key(job_id), payload_key(job_id), text_key(job_id), STREAM, DEPTH,
                   breaker_key(delivery.family), DEAD_LETTERS, history_key(job_id),
-                  JOB_COUNTERS],
+                  JOB_COUNTERS, CALLBACKS_DUE, callback_key(callback_id)],
             args=[GROUP, delivery.entry_id, s.result_ttl, time.time(), DONE_CHANNEL, job_id,
                   outcome, s.circuit_breaker_failure_threshold,
                   s.circuit_breaker_success_threshold, "1" if dead else "0",
-                  DONE_MESSAGE_TEXT_MAX, s.result_cache_ttl, *flat])
+                  DONE_MESSAGE_TEXT_MAX, s.result_cache_ttl, callback_id, *flat])
         return Settled.from_reply(reply)
 
     def retry(self, delivery: Delivery, *, consumer: str, error_code: str = "",
@@ -644,3 +679,54 @@ class DeadLetters:
         reply = await self._purge(keys=[DEAD_LETTERS],
                                   args=[dead_id, job_key(""), payload_key("")])
         return _s(reply[1]) if int(reply[0]) else None
+
+
+# --- signed callbacks (the pool's sender) ---------------------------------------------
+class DueCallback(NamedTuple):
+    """A callback taken from the due set, leased to this sender until sent or rescheduled."""
+
+    delivery_id: str
+    url: str
+    record: dict[str, str]  # the job's final record, as FINISH saw it
+    attempts: int  # tries before this one
+
+
+class CallbackQueue:
+    """The due set and one hash per delivery, written by FINISH (lua.py), sent by the
+    pool's sender: every change of a delivery is one atomic call."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._claim = client.register_script(lua.CLAIM_CALLBACKS)
+
+    def claim(self, limit: int, lease: float) -> list[DueCallback]:
+        reply = self._claim(keys=[CALLBACKS_DUE],
+                            args=[time.time(), lease, limit, callback_key("")])
+        return [DueCallback(_s(reply[i]), _s(reply[i + 1]),
+                            decode_record(orjson.loads(reply[i + 2])), int(reply[i + 3]))
+                for i in range(0, len(reply), 4)]
+
+    def delivered(self, delivery_id: str) -> None:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.zrem(CALLBACKS_DUE, delivery_id)
+            pipe.delete(callback_key(delivery_id))
+            pipe.execute()
+
+    def retry_at(self, delivery_id: str, due: float, attempts: int, error: str) -> None:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(callback_key(delivery_id),
+                      mapping={"attempts": attempts, "last_error": error[:500]})
+            pipe.zadd(CALLBACKS_DUE, {delivery_id: due})
+            pipe.execute()
+
+    def give_up(self, callback: DueCallback, attempts: int, error: str) -> None:
+        """Stop trying; the last CALLBACKS_GIVEN_UP_KEEP given up stay listed for operators."""
+        entry = orjson.dumps({"delivery_id": callback.delivery_id, "url": callback.url,
+                              "job_id": callback.record.get("id"), "attempts": attempts,
+                              "error": error[:500], "at": time.time()})
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.zrem(CALLBACKS_DUE, callback.delivery_id)
+            pipe.delete(callback_key(callback.delivery_id))
+            pipe.lpush(CALLBACKS_GIVEN_UP, entry)
+            pipe.ltrim(CALLBACKS_GIVEN_UP, 0, CALLBACKS_GIVEN_UP_KEEP - 1)
+            pipe.execute()

@@ -93,11 +93,13 @@ def store(redis_server) -> JobStore:
     return JobStore(client, settings)
 
 
-def queue_job(store: JobStore, family: str = "pdf", payload: bytes = b"%PDF-") -> str:
-    """Queue a job with the api's own SUBMIT script; returns its id."""
+def queue_job(store: JobStore, family: str = "pdf", payload: bytes = b"%PDF-",
+              **fields: str) -> str:
+    """Queue a job with the api's own SUBMIT script (record `fields` added); returns its
+    id."""
     job_id = uuid.uuid4().hex
     record = {"id": job_id, "state": "queued", "attempts": "0", "ext": "pdf",
-              "family": family, "method": "", "created_at": str(time.time())}
+              "family": family, "method": "", "created_at": str(time.time()), **fields}
     submit_script = store.client.register_script(lua.SUBMIT)
     submit_script(keys=[job_key(job_id), payload_key(job_id), STREAM, DEPTH],
                   args=[0, job_id, payload, family, "", 0, 0, "", "",

@@ -237,3 +237,18 @@ def test_the_api_supervisord_runs_serves_status_from_its_own_settings_and_store(
     assert status["redis"] == {"connected": True, "error": None}
     assert status["workers"]["expected_here"] == shared_stack.worker_count
     assert status["workers"]["live"] >= 1
+
+
+def test_a_multipart_nested_in_the_upload_is_a_clear_400_and_stores_nothing(shared_stack) -> None:
+    inner = (b"--in\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n"
+             b"\r\nhello\r\n--in--\r\n")
+    body = (b"--out\r\nContent-Disposition: form-data; name=\"file\"\r\n"
+            b"Content-Type: multipart/mixed; boundary=in\r\n\r\n" + inner + b"\r\n--out--\r\n")
+    with shared_stack.redis() as r:
+        before = r.xlen(STREAM)
+        reply = Client(shared_stack).request(
+            "POST", "/v1/jobs", body=body,
+            headers={"Content-Type": "multipart/form-data; boundary=out"})
+        assert reply.status == 400, reply.body
+        assert "nested multipart" in error_of(reply)["message"]
+        assert r.xlen(STREAM) == before

@@ -140,8 +140,11 @@ def test_a_postscript_loop_dying_at_every_deadline_never_opens_the_breaker_and_i
 
 def test_deeply_nested_html_past_the_deadline_never_opens_the_python_breaker(
         make_stack) -> None:
+    # The nesting guard refuses these at once (test_guards); here it is switched off to
+    # test the second line of defence: what a deadline death may do to the breaker.
     stack, attacker, victim = keys_stack(make_stack, WORKER_PROCESSES=3, JOB_TIMEOUT=2,
-                                         MAX_ATTEMPTS=2)
+                                         MAX_ATTEMPTS=2, MAX_NESTING_DEPTH=10**9,
+                                         MAX_NESTING_WORK=10**12)
     baseline, text = timed_extract(stack, victim, NORMAL_TXT, "normal.txt")
     assert FOX in squash(text)
 

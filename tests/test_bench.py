@@ -88,6 +88,18 @@ def test_a_quick_run_measures_tiny_jobs_and_unloaded_latency(quick_report) -> No
     assert 0 < latency["p50_ms"] <= latency["p99_ms"]
 
 
+def test_a_quick_run_measures_tiny_jobs_32_per_request_against_one_per_request(
+        quick_report) -> None:
+    batch = quick_report["runs"][0]["batch"]
+    jobs = batch["jobs"]
+    assert jobs > 0 and jobs % batch["files_per_request"] == 0
+    assert batch["single"]["done"] == batch["batch"]["done"] == jobs
+    assert batch["single"]["requests"] == jobs
+    assert batch["batch"]["requests"] == jobs // batch["files_per_request"]
+    assert batch["ratio"] == pytest.approx(batch["batch"]["rate"] / batch["single"]["rate"])
+    assert "32 per request" in quick_report["_stdout"]
+
+
 def test_a_quick_run_measures_the_api_peak_and_every_child_before_and_after_its_jobs(
         quick_report) -> None:
     memory = quick_report["runs"][0]["memory"]

@@ -104,3 +104,66 @@ def test_an_unknown_option_exits_2_with_the_usage_on_stderr_and_starts_nothing(
     assert done.stderr.startswith(f"usage: python -m {program} [-h] [--version]\n")
     assert f"unrecognized arguments: {' '.join(args)}" in done.stderr
     sandbox.assert_untouched()
+
+
+# --- the textractd command ----------------------------------------------------------------
+TEXTRACTD = [[], ["extract"], ["health"], ["smoke"], ["bench"]]
+
+
+def run_textractd(sandbox: Sandbox, *args: str) -> subprocess.CompletedProcess:
+    """`textractd ARGS` as its console script runs it (setup.cfg: daemon.cli.main:main)."""
+    code = "import sys; from daemon.cli.main import main; sys.exit(main())"
+    return subprocess.run([sys.executable, "-c", code, *args], env=sandbox.env,
+                          cwd=sandbox.home, capture_output=True, text=True, timeout=60)
+
+
+def test_setup_cfg_installs_textractd_as_a_console_script_running_daemon_cli_main() -> None:
+    import configparser
+
+    from daemon.config import ROOT
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    scripts = cfg["options.entry_points"]["console_scripts"].split("\n")
+    assert "textractd = daemon.cli.main:main" in [s.strip() for s in scripts]
+
+
+@pytest.mark.parametrize("command", TEXTRACTD, ids=lambda c: " ".join(["textractd", *c]))
+def test_every_textractd_command_answers_help_with_its_usage_and_exits_0_untouched(
+        sandbox: Sandbox, command: list[str]) -> None:
+    done = run_textractd(sandbox, *command, "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: "), done.stdout
+    assert done.stderr == ""
+    assert_no_log_line(done.stdout)
+    sandbox.assert_untouched()
+
+
+def test_textractd_help_lists_every_command_and_extracts_help_its_exit_codes(
+        sandbox: Sandbox) -> None:
+    listing = run_textractd(sandbox, "--help").stdout
+    for name in ("extract", "health", "smoke", "bench"):
+        assert f"\n    {name} " in listing, name
+    assert "not installed" in listing  # bench says it needs a checkout
+    extract = run_textractd(sandbox, "extract", "--help").stdout
+    assert extract.startswith("usage: textractd extract ")
+    for words in ("--jsonl FILE", "--resume", "--include GLOB", "--concurrency N",
+                  "TEXTRACTD_URL", "0 all extracted, 1 some documents failed, 2 usage"):
+        assert words in " ".join(extract.split()), words
+    sandbox.assert_untouched()
+
+
+def test_textractd_without_a_command_prints_its_usage_on_stderr_and_exits_2(
+        sandbox: Sandbox) -> None:
+    done = run_textractd(sandbox)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith("usage: textractd ")
+    assert run_textractd(sandbox, "--version").stdout == f"textractd {__version__}\n"
+    sandbox.assert_untouched()
+
+
+def test_the_old_import_of_the_programs_command_line_still_works() -> None:
+    from daemon.cli import parse_command_line
+    from daemon.cli.program import parse_command_line as moved
+
+    assert parse_command_line is moved

@@ -20,7 +20,6 @@ import signal
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +28,6 @@ import redis
 from structlog.testing import capture_logs
 from textract.exceptions import ShellError
 
-from daemon import lua
 from daemon.breaker import Outcome, death_outcome, is_poison_death, outcome_of
 from daemon.config import Settings
 from daemon.errors import (
@@ -58,7 +56,6 @@ from daemon.pool.watchdog import Watchdog, loop_quiet_max, loop_stall_limit
 from daemon.store import (
     DEAD_LETTERS,
     DEFERRED,
-    DEPTH,
     GROUP,
     QUARANTINE,
     STREAM,
@@ -73,7 +70,6 @@ from daemon.store import (
     job_key,
     lift_quarantine,
     master_consumer_name,
-    payload_key,
     quarantine_entries,
     text_key,
 )
@@ -184,14 +180,7 @@ def test_only_a_crash_mid_job_counts_against_the_breaker_and_every_death_but_a_s
 # --- per-document evidence and the poison quarantine ------------------------------------------
 def queue_document(store: JobStore, payload: bytes, family: str = "pdf") -> str:
     """Queue a job whose record carries its document's sha256, as the api's does."""
-    job_id = uuid.uuid4().hex
-    record = {"id": job_id, "state": "queued", "attempts": "0", "ext": "pdf",
-              "family": family, "method": "", "created_at": str(time.time()),
-              "sha256": hashlib.sha256(payload).hexdigest()}
-    store.client.register_script(lua.SUBMIT)(
-        keys=[job_key(job_id), payload_key(job_id), STREAM, DEPTH],
-        args=[0, job_id, payload, family, *[x for pair in record.items() for x in pair]])
-    return job_id
+    return queue_job(store, family, payload, sha256=hashlib.sha256(payload).hexdigest())
 
 
 def take_job(store: JobStore, consumer: str, job_id: str) -> tuple[Delivery, Begun]:

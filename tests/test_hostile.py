@@ -306,16 +306,15 @@ def test_a_multipart_body_with_only_form_fields_is_a_bad_request(hostile: Hostil
     error_of(reply, 400, "bad_request")
 
 
-def test_several_files_in_one_request_make_one_job_of_the_first(hostile: Hostile) -> None:
+def test_several_files_on_v1_jobs_are_a_400_naming_the_batch_route_never_one_dropped(
+        hostile: Hostile) -> None:
     body = (b'--B\r\nContent-Disposition: form-data; name="file"; filename="one.txt"\r\n\r\n'
             b"first file\r\n"
             b'--B\r\nContent-Disposition: form-data; name="file"; filename="two.txt"\r\n\r\n'
             b"the second, longer file\r\n--B--\r\n")
     reply = hostile.client.request("POST", "/v1/jobs", body=body, query={"wait": 30},
                                    headers={"Content-Type": "multipart/form-data; boundary=B"})
-    job = finished(reply)
-    assert (job["filename"], job["bytes"], job["state"]) == ("one.txt", 10, "done")
-    assert job["text"].strip() == "first file"
+    assert "/v1/batches" in error_of(reply, 400, "bad_request")["message"]
 
 
 def test_a_gzip_encoded_body_that_inflates_past_the_limit_is_cut_with_413(

@@ -507,7 +507,10 @@ def test_a_broken_extractor_is_503_with_retry_after_not_the_documents_422(make_s
                                      CIRCUIT_BREAKER_RECOVERY_TIMEOUT=60))
     pdf = (C / "pdf/standardized_text.pdf").read_bytes()
     key = {"X-API-Key": stack.api_key}
-    httpx.post(f"{stack.url}/v1/jobs", params={"filename": "a.pdf"}, content=pdf, headers=key)
+    # Three distinct documents crashing the tool: evidence about the tool, not a document.
+    for n in range(3):
+        httpx.post(f"{stack.url}/v1/jobs", params={"filename": f"{n}.pdf"},
+                   content=pdf + b"%% copy %d\n" % n, headers=key)
     with stack.redis() as r:
         wait_for(lambda: r.hget(breaker_key("pdf"), "state") == b"open", 30,
                  "the pdf breaker to open")

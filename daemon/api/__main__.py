@@ -1,6 +1,6 @@
 """`python -m daemon.api`: the HTTP api (supervisord's program "api")."""
 
-from daemon.cli import parse_command_line
+from daemon.cli.program import parse_command_line
 
 SETTINGS = ("API_KEY", "ADMIN_API_KEY", "ALLOW_NO_AUTH", "HOST", "PORT", "REDIS_URL",
             "MAX_CONTENT_LENGTH", "UPLOAD_MEMORY_MB", "UPLOAD_TIMEOUT", "UPLOAD_MIN_RATE_KB",

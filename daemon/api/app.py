@@ -8,8 +8,11 @@ done channel (daemon.api.waiters) when the client asked to wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import math
+import socket
 import sys
 import time
 import uuid
@@ -20,7 +23,7 @@ import uvloop
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from daemon import __version__
+from daemon import __version__, webhooks
 from daemon.api.budget import MemoryBudget, Reservation, UploadSlots
 from daemon.api.deadletters import setup_dead_letters
 from daemon.api.drain import DrainRate, sample_drain
@@ -50,12 +53,19 @@ from daemon.api.results import (
 )
 from daemon.api.tika.routes import setup_tika, tika_listeners
 from daemon.api.ui import setup_console
-from daemon.api.uploads import SMALL_BODY, Upload, read_upload, reservation
+from daemon.api.uploads import (
+    BATCH_ROUTE,
+    SMALL_BODY,
+    Received,
+    Upload,
+    read_upload,
+    reservation,
+)
 from daemon.api.waiters import Waiters
 from daemon.config import DEFAULT_TENANT, ConfigError, Settings
 from daemon.connection import RedisTooOld, connect_async, require_redis_version_async
 from daemon.documents import formats
-from daemon.errors import EncryptedDocument, UnsupportedFormat
+from daemon.errors import CallbackRefused, EncryptedDocument, UnsupportedFormat
 from daemon.logs import configure_logging
 from daemon.store import (
     FINAL_STATES,
@@ -76,10 +86,11 @@ UPLOAD_SLOTS = web.AppKey("upload_slots", UploadSlots)
 DRAIN = web.AppKey("drain", DrainRate)
 
 EXIT_CONFIG = 2  # refused to start: the configuration is unsafe or invalid
+CALLBACK_RESOLVE_TIMEOUT = 5.0  # seconds a callback_url's host may take to resolve
 
 # What a route may change on the upload path: how the body is read, how its type is told.
 UploadReader = Callable[[web.Request, Settings, MemoryBudget, Reservation | None],
-                        Awaitable[Upload]]
+                        Awaitable[Received]]
 # (request, filename, bytes) -> (format, `method=`, extractor family)
 TypeCheck = Callable[[web.Request, str | None, bytearray], tuple[formats.Format, str, str]]
 
@@ -103,6 +114,17 @@ async def submit_job(request: web.Request) -> web.Response:
     wait = _wait_seconds(request, default=0.0)  # a bad ?wait= must not leave a job behind
     job = await _accept_and_wait(request, wait)
     return _job_response(request, job)
+
+
+async def submit_batch(request: web.Request) -> web.Response:
+    """Several `file` parts, one job each, stored in one Redis call; answered in request
+    order, a refused part as an entry with its own error. 200 once every job is final."""
+    wait = _wait_seconds(request, default=0.0)
+    jobs = await _accept_batch(request, wait)
+    accepted = sum(job["id"] is not None for job in jobs)
+    finished = all(job["state"] in FINAL_STATES for job in jobs if job["id"] is not None)
+    return json_response({"jobs": jobs, "accepted": accepted, "refused": len(jobs) - accepted},
+                         status=200 if finished else 202)
 
 
 async def extract(request: web.Request) -> web.Response:
@@ -190,10 +212,87 @@ async def _accept(request: web.Request, job_id: str, read: UploadReader,
                   check_type: TypeCheck, *, queue: bool = True) -> dict:
     """Read, check and store one upload; returns the queued job's JSON (the job done at
     once when the result cache served it; what it is, without `queue`)."""
-    app = request.app
-    settings = app[SETTINGS]
+    store, settings = request.app[STORE], request.app[SETTINGS]
     use_cache = cache_wanted(request, settings)
-    budget = app[UPLOAD_BUDGET]
+    query_callback = await _callback_url(request, request.query.get("callback_url"))
+    async with _upload(request, read) as received:
+        upload = received.files[0]
+        if not queue:
+            fmt, _method, family = check_type(request, upload.filename, upload.data)
+            return detected(fmt, family)
+        callback = await _callback_url(request, received.fields.get("callback_url"))
+        record = await _record(request, job_id, upload, callback or query_callback,
+                               check_type)
+        request["job_id"] = job_id
+        submitted = await store.submit(record, upload.data, use_cache=use_cache)
+    # Logged on the request's own line (one line per request, not two).
+    request["accepted"] = {"format": record["ext"], "bytes": record["size"],
+                           "extract_method": record["method"] or None,
+                           "cached": submitted.cached}
+    if submitted.cached:
+        return await store.get(job_id) or _queued_view(record)
+    return _queued_view(record)
+
+
+async def _accept_batch(request: web.Request, wait: float) -> list[dict]:
+    """Accept a batch; with `wait`, return its jobs once all are final or `wait` passes."""
+    waiters = request.app[WAITERS]
+    registered: dict[str, asyncio.Future] = {}
+    try:
+        entries = await _store_batch(request, registered if wait > 0 else None)
+        if registered:
+            return await waiters.wait_many(entries, wait, registered)
+        return entries
+    finally:
+        for job_id, future in registered.items():
+            waiters.discard(job_id, future)
+
+
+async def _store_batch(request: web.Request,
+                       registered: dict[str, asyncio.Future] | None) -> list[dict]:
+    """Read, check each part, store the good ones in one call: the batch's entries.
+
+    With `registered`, each job's waiter is registered there before it is stored. The
+    upload slot, the memory share and the bytes are all let go when this returns, so a
+    client waiting for its results holds none of them."""
+    settings, waiters = request.app[SETTINGS], request.app[WAITERS]
+    query_callback = await _callback_url(request, request.query.get("callback_url"))
+    entries: list[dict] = []
+    good: list[tuple[dict, bytes | bytearray]] = []
+    read = functools.partial(read_upload, max_files=settings.batch_max_files)
+    async with _upload(request, read) as received:
+        callback = await _callback_url(request, received.fields.get("callback_url"))
+        for upload in received.files:
+            try:
+                record = await _record(request, uuid.uuid4().hex, upload,
+                                       callback or query_callback, _check_type)
+            except ApiError as exc:
+                entries.append(_refused(upload, exc))
+                continue
+            good.append((record, upload.data))
+            entries.append(_queued_view(record))
+        if registered is not None:
+            registered.update((r["id"], waiters.register(r["id"])) for r, _ in good)
+        if good:
+            await request.app[STORE].submit_many(good)
+    request["accepted"] = {"files": len(entries), "jobs": len(good),
+                           "bytes": sum(len(data) for _, data in good)}
+    return entries
+
+
+def _refused(upload: Upload, error: ApiError) -> dict:
+    """A batch entry for a part that is no job: why, in the errors' usual shape."""
+    return {"id": None, "state": "refused",
+            "filename": formats.safe_display_name(upload.filename), "bytes": len(upload.data),
+            "error": {"code": error.code, "message": str(error), "status": error.status}}
+
+
+@contextlib.asynccontextmanager
+async def _upload(request: web.Request, read: UploadReader) -> AsyncIterator[Received]:
+    """The request's files, read under one upload slot and one memory share, both held
+    until the block ends (the bytes are in Redis or refused by then)."""
+    app = request.app
+    settings, budget = app[SETTINGS], app[UPLOAD_BUDGET]
     most = reservation(request, settings)
     slots, key_id = app[UPLOAD_SLOTS], request.get("key_id", -1)
     if not slots.take(key_id):
@@ -201,34 +300,56 @@ async def _accept(request: web.Request, job_id: str, read: UploadReader,
                                        "key", retry_after=1)
     share = budget.open(most) if most > SMALL_BODY else None
     try:
-        upload = await read(request, settings, budget, share)
-        fmt, method, family = check_type(request, upload.filename, upload.data)
-        if not queue:
-            return detected(fmt, family)
-        request["job_id"] = job_id
-        record = {
-            "id": job_id, "state": "queued", "attempts": "0", "ext": fmt.ext,
-            "family": family, "method": method,
-            "filename": formats.safe_display_name(upload.filename), "size": len(upload.data),
-            "created_at": f"{time.time():.6f}", "request_id": request["request_id"],
-            "tenant": tenant_of(request),
-        }
-        record.update(await cache_fields(record, upload.data, settings))
-        if await app[STORE].quarantined(record["sha256"]):
-            # It took its worker down on every attempt: no worker is risked on it again.
-            raise ApiError("poison_document", "this document is quarantined: it took its "
-                           "worker down on every attempt", extra={"sha256": record["sha256"]})
-        submitted = await app[STORE].submit(record, upload.data, use_cache=use_cache)
+        yield await read(request, settings, budget, share)
     finally:
         slots.give_back(key_id)
         if share is not None:
             await budget.close(share)
-    # Logged on the request's own line (one line per request, not two).
-    request["accepted"] = {"format": fmt.ext, "bytes": record["size"],
-                           "extract_method": method or None, "cached": submitted.cached}
-    if submitted.cached:
-        return await app[STORE].get(job_id) or _queued_view(record)
-    return _queued_view(record)
+
+
+async def _record(request: web.Request, job_id: str, upload: Upload, callback: str | None,
+                  check_type: TypeCheck) -> dict:
+    """The job record of one checked upload (ApiError when the upload is refused): its
+    type, its tenant, its document's hash (the result cache's and the quarantine's key)."""
+    if not upload.data:
+        raise ApiError("bad_request", "the upload is empty")
+    fmt, method, family = check_type(request, upload.filename, upload.data)
+    record = {
+        "id": job_id, "state": "queued", "attempts": "0", "ext": fmt.ext,
+        "family": family, "method": method,
+        "filename": formats.safe_display_name(upload.filename), "size": len(upload.data),
+        "created_at": f"{time.time():.6f}", "request_id": request["request_id"],
+        "tenant": tenant_of(request),
+    }
+    if callback:
+        record["callback_url"] = callback
+    settings = request.app[SETTINGS]
+    record.update(await cache_fields(record, upload.data, settings))
+    if await request.app[STORE].quarantined(record["sha256"]):
+        # It took its worker down on every attempt: no worker is risked on it again.
+        raise ApiError("poison_document", "this document is quarantined: it took its "
+                       "worker down on every attempt", extra={"sha256": record["sha256"]})
+    return record
+
+
+async def _callback_url(request: web.Request, url: str | None) -> str | None:
+    """`url` if the service may call it (CALLBACK_ALLOW), else a 400 that says why."""
+    if not url:
+        return None
+    policy = request.app[SETTINGS].callback_policy
+    try:
+        target = webhooks.parse_url(url)
+        policy.check_target(target)
+        try:
+            async with asyncio.timeout(CALLBACK_RESOLVE_TIMEOUT):
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    target.host, target.port, type=socket.SOCK_STREAM)
+        except (OSError, TimeoutError) as exc:
+            raise CallbackRefused(f"callback host {target.host!r} does not resolve") from exc
+        policy.check_addresses(target.host, webhooks.addresses_of(infos))
+    except CallbackRefused as exc:
+        raise ApiError(exc.code, str(exc)) from exc
+    return url
 
 
 def _check_type(request: web.Request, filename: str | None,
@@ -278,7 +399,8 @@ async def _check_owner(request: web.Request, job_id: str) -> None:
     another client's job tells nothing, not even that it exists."""
     state, owner = await request.app[STORE].client.hmget(job_key(job_id), "state", "tenant")
     # A job stored before tenants has none: it was the default tenant's.
-    if state is not None and (owner.decode() if owner else DEFAULT_TENANT) != tenant_of(request):
+    owner_name = owner.decode() if isinstance(owner, bytes) else owner
+    if state is not None and (owner_name or DEFAULT_TENANT) != tenant_of(request):
         raise _no_job(job_id)
 
 
@@ -350,6 +472,7 @@ def create_app(settings: Settings) -> web.Application:
     setup_monitoring(app, settings, store)
     app.router.add_get("/v1/formats", list_formats)
     app.router.add_post("/v1/jobs", submit_job)
+    app.router.add_post(BATCH_ROUTE, submit_batch)
     app.router.add_post("/v1/extract", extract)
     app.router.add_post("/v1/detect", detect)
     app.router.add_get("/v1/jobs/{job_id}", get_job)

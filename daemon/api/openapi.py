@@ -82,6 +82,14 @@ SCHEMAS: dict[str, Schema] = {
                         "description": "each delivery and failure of the job, oldest first"},
         },
     },
+    "Batch": {
+        "type": "object", "required": ["jobs", "accepted", "refused"],
+        "properties": {
+            "jobs": {"type": "array", "description": "in request order: a job, or a refused "
+                                                     "part with its error (id null)",
+                     "items": {"type": "object"}},
+            "accepted": {"type": "integer"}, "refused": {"type": "integer"}},
+    },
     "Upload": {"type": "object", "required": ["file"],
                "properties": {"file": {"type": "string", "minLength": 1, "contentMediaType":
                                        "application/octet-stream"}}},
@@ -107,8 +115,12 @@ ZERO_ONE = {"type": "string", "enum": ["0", "1"]}
 CACHE = {"name": "cache", "in": "query", "required": False,
          "description": "0: never serve this upload from the result cache",
          "schema": ZERO_ONE}
+CALLBACK = {"name": "callback_url", "in": "query", "required": False,
+            "description": "a URL the service POSTs the finished job to, signed "
+                           "(CALLBACK_ALLOW decides which hosts; others are 400)",
+            "schema": {"type": "string", "maxLength": 2048}}
 UPLOAD_PARAMS = [
-    WAIT, CACHE,
+    WAIT, CACHE, CALLBACK,
     {"name": "filename", "in": "query", "required": False,
      "description": "the document's name when the body is raw bytes",
      "schema": {"type": "string", "maxLength": 255}},
@@ -335,6 +347,19 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     ("DELETE", "/v1/jobs/{job_id}"): op(
         "deleteJob", "Delete a job (a running one ends cancelled)",
         {"204": {"description": "deleted"}}, errors=("404",), params=[JOB_ID],
+        tags=("jobs",)),
+    ("POST", "/v1/batches"): op(
+        "createBatch", "Several documents (one `file` part each), one job each, stored "
+                       "together; 200 once every job is final within wait, else 202",
+        {"200": body(ref("Batch"), "every job final"),
+         "202": body(ref("Batch"), "accepted; poll each job")},
+        errors=("400", "408", "413", "415", "422", "507"), params=UPLOAD_PARAMS,
+        request_body={"required": True, "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"], "properties": {
+                "file": {"type": "array", "minItems": 1, "items": {
+                    "type": "string", "minLength": 1,
+                    "contentMediaType": "application/octet-stream"}},
+                "callback_url": {"type": "string"}}}}}},
         tags=("jobs",)),
     ("POST", "/v1/detect"): op(
         "detect", "What an upload is (format, MIME type, extractor family); nothing queued",

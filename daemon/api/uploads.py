@@ -1,7 +1,8 @@
 """Reading an upload from the wire: streamed, counted, cut at MAX_CONTENT_LENGTH, paced.
 
-The body is read chunk by chunk into one buffer (the bytes that go to Redis), so it is
-held in memory once; a body that passes the limit is refused before the rest is read,
+Each file is read chunk by chunk into a buffer of its own (the bytes that go to Redis), so
+it is held in memory once; a body (all its files together: a batch is one body) that
+passes the limit is refused before the rest is read,
 whatever Content-Length claimed (honest, lying or absent). Its memory is reserved from
 the budget as it arrives (daemon.api.budget), and a body that arrives slower than
 UPLOAD_MIN_RATE_KB is cut early with 408, so a stalled socket holds neither memory nor
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -29,10 +31,24 @@ CHUNK = 256 * 1024
 SMALL_BODY = 64 * 1024
 
 
+# Small form fields read beside the files, and the most bytes each may have (a field's
+# own rules, such as callback_url's 2048 bytes, are judged by its reader).
+FORM_FIELDS = {"callback_url": 8192}
+BATCH_ROUTE = "/v1/batches"
+
+
 @dataclass(frozen=True)
 class Upload:
     filename: str | None
     data: bytearray  # not copied to bytes: redis-py sends a bytearray as it is
+
+
+@dataclass(frozen=True)
+class Received:
+    """What one request carried: its documents, in order, and its small form fields."""
+
+    files: list[Upload]
+    fields: dict[str, str]
 
 
 def reservation(request: web.Request, settings: Settings) -> int:
@@ -103,12 +119,17 @@ class Body:
 
 
 async def read_upload(request: web.Request, settings: Settings, budget: MemoryBudget,
-                      share: Reservation | None, *, field: str | None = "file") -> Upload:
-    """The document in the request: multipart field `field` (None: the first file part,
-    whatever its name, as Tika takes it), or the raw body.
+                      share: Reservation | None, max_files: int = 1, *,
+                      field: str | None = "file") -> Received:
+    """The documents in the request: multipart fields `field` (None: file parts whatever
+    their name, as Tika takes them), or the raw body (one).
 
     Call `reservation` first: it refuses a body that declares itself too large. `share`
-    (from budget.open) is what the body's bytes are reserved under; None: a small body."""
+    (from budget.open) is what the body's bytes are reserved under; None: a small body.
+    All the files together are bounded by MAX_CONTENT_LENGTH, and their bytes held under
+    the one share. A body with more than `max_files` files is refused as it arrives: with
+    max_files=1 (POST /v1/jobs) a second one is a 400 naming the batch route, so it is
+    never silently dropped. A part may be empty: the caller judges each part."""
     limit = settings.max_content_length
     body: Body | None = None
     try:
@@ -116,9 +137,11 @@ async def read_upload(request: web.Request, settings: Settings, budget: MemoryBu
                 asyncio.timeout(None) as pace:
             body = Body(budget, share, pace, settings)
             if request.content_type.startswith("multipart/"):
-                return await _read_multipart(request, limit, body, field)
+                return await _read_multipart(request, limit, body, max_files, field)
             data = await _read_stream(lambda: request.content.read(CHUNK), limit, body)
-            return Upload(request.query.get("filename"), data)
+            if not data:
+                raise ApiError("bad_request", "the upload is empty")
+            return Received([Upload(request.query.get("filename"), data)], {})
     except TimeoutError as exc:
         if body is not None and body.waiting_for_memory:
             raise ApiError("server_busy", "too many large uploads in progress",
@@ -135,27 +158,52 @@ async def read_upload(request: web.Request, settings: Settings, budget: MemoryBu
 
 
 async def _read_multipart(request: web.Request, limit: int, body: Body,
-                          field: str | None) -> Upload:
-    skipped = 0  # bytes of other fields: they count against the limit too
+                          max_files: int, field: str | None) -> Received:
+    files: list[Upload] = []
+    fields: dict[str, str] = {}
+    used = 0  # bytes of every part so far: the limit is the whole body's
     try:
         reader = await request.multipart()
         async for part in reader:
+            if not isinstance(part, BodyPartReader):  # a multipart inside the multipart
+                raise ApiError("bad_request", "a nested multipart body is not supported: "
+                               "send each file as a part of its own")
             name, filename = _disposition(part)
-            if not isinstance(part, BodyPartReader) or (field or name) != name:
+            if name == field or (field is None and name not in FORM_FIELDS):
+                if len(files) == max_files:
+                    raise _too_many_files(max_files)
+                data = await _read_stream(partial(part.read_chunk, CHUNK), limit - used, body)
+                used += len(data)
+                files.append(Upload(filename or request.query.get("filename"), data))
+            elif name in FORM_FIELDS:
+                value = await _read_stream(partial(part.read_chunk, CHUNK),
+                                           min(limit - used, FORM_FIELDS[name]), body,
+                                           what=f"field {name!r}")
+                used += len(value)
+                fields[name] = value.decode("utf-8", "replace")
+            else:
                 while chunk := await part.read_chunk(CHUNK):
                     body.arrived(len(chunk))  # paced, never held: it is dropped at once
-                    skipped += len(chunk)
-                    if skipped > limit:
+                    used += len(chunk)
+                    if used > limit:
                         raise _too_large(limit)
-                continue
-            data = await _read_stream(lambda part=part: part.read_chunk(CHUNK),
-                                      limit - skipped, body)
-            return Upload(filename or request.query.get("filename"), data)
     except (ValueError, AssertionError, HttpProcessingError) as exc:
         # aiohttp's errors for a malformed multipart body or part header
         raise ApiError("bad_request", f"malformed multipart body: {exc}") from exc
-    raise ApiError("bad_request", f"multipart body has no field named {field!r}" if field
-                   else "multipart body has no part")
+    if not files:
+        raise ApiError("bad_request", f"multipart body has no field named {field!r}" if field
+                       else "multipart body has no part")
+    if max_files == 1 and not files[0].data:
+        raise ApiError("bad_request", "the upload is empty")
+    return Received(files, fields)
+
+
+def _too_many_files(max_files: int) -> ApiError:
+    if max_files == 1:
+        return ApiError("bad_request", "one file per request here: send several `file` "
+                        f"parts to POST {BATCH_ROUTE}")
+    return ApiError("too_many_files", f"a batch holds at most {max_files} files "
+                    "(BATCH_MAX_FILES)")
 
 
 def _disposition(part: BodyPartReader | MultipartReader) -> tuple[str | None, str | None]:
@@ -169,14 +217,14 @@ def _disposition(part: BodyPartReader | MultipartReader) -> tuple[str | None, st
 
 
 async def _read_stream(read: Callable[[], Awaitable[bytes]], limit: int,
-                       body: Body) -> bytearray:
+                       body: Body, what: str = "") -> bytearray:
     buffer = bytearray()
     while chunk := await read():
         body.arrived(len(chunk))
         if len(buffer) + len(chunk) > limit:
+            if what:
+                raise ApiError("bad_request", f"{what} is longer than {limit} bytes")
             raise _too_large(limit)
         await body.hold(len(chunk))
         buffer += chunk
-    if not buffer:
-        raise ApiError("bad_request", "the upload is empty")
     return buffer

@@ -86,6 +86,19 @@ class Waiters:
             finally:
                 self.discard(job_id, future)
 
+    async def wait_many(self, jobs: list[dict], timeout: float,
+                        registered: dict[str, asyncio.Future]) -> list[dict]:
+        """Each of `jobs` (as stored, each registered first) once final, or as it is when
+        `timeout` passes: one deadline for them all. An entry without an id (a refused
+        part of a batch) is passed through."""
+        async def one(job: dict) -> dict:
+            if job["id"] is None:
+                return job
+            return await self.wait(job["id"], timeout, registered=registered[job["id"]],
+                                   current=job) or job
+
+        return list(await asyncio.gather(*(one(job) for job in jobs)))
+
     def discard(self, job_id: str, future: asyncio.Future) -> None:
         futures = self._futures.get(job_id)
         if futures is not None:

@@ -1,6 +1,6 @@
 """`python -m daemon.pool`: the pool of extraction workers (supervisord's program "workers")."""
 
-from daemon.cli import parse_command_line
+from daemon.cli.program import parse_command_line
 
 SETTINGS = ("REDIS_URL", "WORKER_PROCESSES", "WORKER_MAX_MEMORY_MB", "WORKER_HARD_MEMORY_MB",
             "WORKER_MAX_JOBS", "JOB_TIMEOUT", "MAX_ATTEMPTS", "FAST_DOC", "CONSUMER_PREFIX",

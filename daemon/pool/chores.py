@@ -1,12 +1,18 @@
-"""The master's periodic chores: deferred jobs, stream trimming, spool sweep, housekeeping.
+"""The master's periodic chores: deferred jobs, stream trimming, spool sweep, housekeeping,
+and keeping the callback sender process alive.
 
 Each chore is cheap and idempotent, so a master on every host can run them; a Redis
-outage only skips a round.
+outage only skips a round. The callbacks are sent by a process of their own
+(daemon.pool.callbacks), never by the master: a receiver that hangs must not hold up a
+tick.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -15,6 +21,7 @@ import structlog
 from daemon import metrics
 from daemon.config import Settings
 from daemon.connection import REDIS_DOWN
+from daemon.pool.callbacks import sender_main
 from daemon.store import (
     CHORES,
     GROUP,
@@ -26,6 +33,8 @@ log = structlog.get_logger()
 
 # A consumer with nothing pending and silent this long is gone for good (an old host).
 STALE_CONSUMER_MS = 24 * 3600 * 1000
+# A sender that dies at once is started again at most this often, not in a hot loop.
+SENDER_RESTART_EVERY = 2.0
 
 
 class Chores:
@@ -36,9 +45,13 @@ class Chores:
         self._last_run = 0.0
         self._paused_until = 0.0
         self._failures = 0
+        self.sender: multiprocessing.Process | None = None
+        self._sender_started = -SENDER_RESTART_EVERY
 
     def run_due(self) -> None:
         """Promote due deferred jobs every tick; the rest every CHORE_INTERVAL seconds."""
+        if self.settings.callback_policy.enabled:
+            self._keep_sender()
         sweep_due = time.monotonic() - self._last_run >= self.settings.chore_interval
         if sweep_due:
             self._last_run = time.monotonic()
@@ -62,6 +75,27 @@ class Chores:
             pause = min(2.0 ** self._failures / 4, 5.0)
             self._paused_until = time.monotonic() + pause
             log.warning("chores.skipped", error=str(exc), retry_in=pause)
+
+    def _keep_sender(self) -> None:
+        """Start the callback sender, or start it again if it died (reaped here)."""
+        if self.sender is not None:
+            if self.sender.is_alive():
+                return
+            log.warning("callbacks.sender_exited", exitcode=self.sender.exitcode)
+            self.sender = None
+        if time.monotonic() - self._sender_started < SENDER_RESTART_EVERY:
+            return
+        self._sender_started = time.monotonic()
+        # TERM blocked while forking, so the sender cannot die half set up; it unblocks
+        # it once its own handler is in place. Daemonic: the master's exit stops it.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        try:
+            self.sender = multiprocessing.Process(
+                target=sender_main, args=(self.settings, os.getpid()),
+                name="textractd-callbacks", daemon=True)
+            self.sender.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def count_restart(self, reason: str) -> None:
         try:

@@ -125,7 +125,7 @@ class Pool:
                 if not self.children:
                     self._tally()
                     return 0
-                self._enforce_shutdown_deadline()
+                self._enforce_shutdown_deadline(self.stopping_since)
                 continue
             self._enforce_deadlines()
             for slot_no in range(self.size):
@@ -262,8 +262,8 @@ class Pool:
                             stalled_s=round(stalled, 1))
                 _killpg(child.pid)
 
-    def _enforce_shutdown_deadline(self) -> None:
-        if time.monotonic() - self.stopping_since > self.settings.shutdown_timeout:
+    def _enforce_shutdown_deadline(self, stopping_since: float) -> None:
+        if time.monotonic() - stopping_since > self.settings.shutdown_timeout:
             log.warning("pool.shutdown_timeout", still_running=len(self.children))
             self._kill_all(KillReason.SHUTDOWN)
 
@@ -273,20 +273,24 @@ class Pool:
             _killpg(child.pid)
 
     def _tally(self) -> None:
-        slots = list(self.slots)
+        slots = [self.slots[n] for n in range(self.size)]
         log.info("pool.stopped", done=sum(s.done for s in slots),
                  failed=sum(s.failed for s in slots), retried=sum(s.retried for s in slots),
                  requeued=self.requeued, restarts=self.restarts)
 
 
-def _signal(pid: int, sig: int) -> None:
+def _signal(pid: int | None, sig: int) -> None:
+    if pid is None:  # never started: nothing to signal
+        return
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
 
 
-def _killpg(pgid: int) -> None:
+def _killpg(pgid: int | None) -> None:
+    if pgid is None:  # never started: nothing to kill
+        return
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

@@ -24,7 +24,7 @@ from multidict import CIMultiDictProxy
 
 from daemon.api.budget import MemoryBudget, Reservation
 from daemon.api.middleware import ApiError
-from daemon.api.uploads import Upload, read_upload
+from daemon.api.uploads import Received, Upload, read_upload
 from daemon.config import Settings
 from daemon.documents import formats
 from daemon.documents.formats import FORMATS, Format
@@ -88,12 +88,13 @@ def tika_options(headers: CIMultiDictProxy[str]) -> TikaOptions:
 
 
 async def read_tika_upload(request: web.Request, settings: Settings, budget: MemoryBudget,
-                           share: Reservation | None) -> Upload:
+                           share: Reservation | None) -> Received:
     """The api's reader, taking the first file part whatever its name, named as Tika
     names it (the part's name, then Content-Disposition, then File-Name)."""
-    upload = await read_upload(request, settings, budget, share, field=None)
+    received = await read_upload(request, settings, budget, share, field=None)
+    upload = received.files[0]
     name = upload.filename or _header_filename(request.headers)
-    return Upload(usable_filename(name), upload.data)
+    return Received([Upload(usable_filename(name), upload.data)], received.fields)
 
 
 def _header_filename(headers: CIMultiDictProxy[str]) -> str | None:

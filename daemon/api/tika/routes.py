@@ -36,7 +36,7 @@ from daemon.api.tika.intake import (
 )
 from daemon.api.tika.metadata import Parsed, as_csv, tika_metadata, with_content
 from daemon.api.tika.render import xhtml
-from daemon.api.uploads import Upload
+from daemon.api.uploads import Received
 from daemon.config import Settings
 from daemon.documents.formats import FORMATS
 from daemon.store import FINAL_STATES, AsyncJobStore, job_key
@@ -63,7 +63,7 @@ class Accept(Protocol):
 
 class _Reader(Protocol):
     def __call__(self, request: web.Request, settings: Settings, budget: MemoryBudget,
-                 share: Reservation | None) -> Awaitable[Upload]: ...
+                 share: Reservation | None) -> Awaitable[Received]: ...
 
 
 class TikaContext(NamedTuple):
