@@ -93,10 +93,14 @@ def audit_lines(stack: Stack, action: str) -> list[dict]:
     return events(stack, "audit", program="api", action=action)
 
 
-def dlq(stack: Stack, *args: str) -> subprocess.CompletedProcess:
+def dlq(stack: Stack, *args: str, textractd: bool = False) -> subprocess.CompletedProcess:
+    """`python -m daemon.health.dlq ARGS`, or `textractd dlq ARGS` (the console script)."""
     env = {**os.environ, "REDIS_URL": stack.redis_url, "TEXTRACTD_HOME": str(stack.root)}
-    return subprocess.run([sys.executable, "-m", "daemon.health.dlq", *args], env=env,
-                          capture_output=True, text=True, timeout=30)
+    command = ([sys.executable, "-c", "import sys; from daemon.cli.main import main; "
+                "sys.exit(main())", "dlq"] if textractd
+               else [sys.executable, "-m", "daemon.health.dlq"])
+    return subprocess.run([*command, *args], env=env, capture_output=True, text=True,
+                          timeout=30)
 
 
 def test_a_dead_job_is_listed_shown_with_its_history_and_filtered_by_code(stack, tools):
@@ -239,7 +243,7 @@ def test_dead_letters_need_an_admin_key(stack, tools):
 def test_the_command_line_lists_shows_replays_and_purges(stack, tools):
     first, second = poisoned(stack, tools, "segv"), poisoned(stack, tools, "segv")
 
-    listed = dlq(stack, "list", "--json")
+    listed = dlq(stack, "list", "--json", textractd=True)
     assert listed.returncode == 0, listed.stderr
     page = json.loads(listed.stdout)
     assert [d["job_id"] for d in page["dead_letters"]] == [second["id"], first["id"]]
@@ -260,6 +264,8 @@ def test_the_command_line_lists_shows_replays_and_purges(stack, tools):
     assert purged.returncode == 0 and f"job {second['id']} purged" in purged.stdout
     assert dlq(stack, "show", ids[second["id"]]).returncode == 1
     assert dlq(stack, "replay", "nonsense").returncode == 2
+    usage = dlq(stack, "--help", textractd=True)
+    assert usage.returncode == 0 and usage.stdout.startswith("usage: textractd dlq ")
 
 
 def test_a_dead_job_its_client_deleted_cannot_be_replayed(stack, tools):

@@ -29,8 +29,8 @@ from daemon.store import DeadLetters, ReplayRefused, is_entry_id
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m daemon.health.dlq",
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog,
                                      description="List, show, replay and purge dead letters.")
     sub = parser.add_subparsers(dest="command", required=True)
     listing = sub.add_parser("list", help="dead letters, newest first")
@@ -139,8 +139,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         await client.aclose()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m daemon.health.dlq") -> int:
+    """The command line (`textractd dlq` runs it with its own `prog`)."""
+    args = _parser(prog).parse_args(argv)
     try:
         return asyncio.run(run(args, Settings.from_env()))
     except (ValueError, ConfigError) as exc:
