@@ -17,7 +17,7 @@ from tests.test_packaging import calls, recorder
 from tests.test_setup_live import copy_working_tree
 
 SCRIPTS = ["scripts/run", "scripts/test", "scripts/bench", "scripts/docker-entrypoint",
-           "scripts/lock"]
+           "scripts/lock", "scripts/screenshot"]
 WATCHED = ["apt-get", "pip", "pip3", "supervisord", "supervisorctl", "redis-server", "pytest"]
 
 
