@@ -87,6 +87,7 @@ class Stack:
         self.env.setdefault("TEXTRACTD_LOG_MAXBYTES", "0" if to_stdout else "20MB")
         self.stdout = stdout
         self.process: subprocess.Popen | None = None
+        self._settled = False  # supervisord has called every program RUNNING
 
     # --- life ------------------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> Stack:
@@ -100,20 +101,29 @@ class Stack:
                 [str(BIN / "supervisord"), "-c", str(self.root / "supervisord.conf")],
                 env=self.env, cwd=self.root, stdout=self.stdout, stderr=err,
                 start_new_session=True)
-        if self.env["TEXTRACTD_RUN_API"] == "true":
+        api, workers = (self.env[k] == "true" for k in ("TEXTRACTD_RUN_API",
+                                                          "TEXTRACTD_RUN_WORKERS"))
+        if api:
             wait_for(self.healthy, timeout, "the api's /health")
-        if self.env["TEXTRACTD_RUN_WORKERS"] == "true":
+        if workers:
             wait_for(lambda: self.live_workers() >= self.worker_count, timeout,
                      "every worker's heartbeat")
-        wait_for(self._all_running, timeout, "supervisord to call every program RUNNING")
+        # /health and the heartbeats prove the stack serves; supervisord calls a program
+        # RUNNING only after its startsecs (3 s for the api), which matters to a test only
+        # once it talks to supervisord: supervisorctl() waits for it then, once.
+        self._settled = not (api or workers) and self._wait_settled(timeout)
         return self
+
+    def _wait_settled(self, timeout: float = 60.0) -> bool:
+        wait_for(self._all_running, timeout, "supervisord to call every program RUNNING")
+        return True
 
     def _all_running(self) -> bool:
         expected = {name for name, on in (("redis", "TEXTRACTD_EMBEDDED_REDIS"),
                                           ("api", "TEXTRACTD_RUN_API"),
                                           ("workers", "TEXTRACTD_RUN_WORKERS"))
                     if self.env[on] == "true"}
-        running = {line.split()[0] for line in self.supervisorctl("status").splitlines()
+        running = {line.split()[0] for line in self._ctl("status").splitlines()
                    if " RUNNING " in line}
         return expected <= running
 
@@ -125,7 +135,7 @@ class Stack:
         if self.process is None or self.process.poll() is not None:
             return
         with contextlib.suppress(subprocess.SubprocessError, OSError):
-            self.supervisorctl("shutdown", timeout=timeout)
+            self._ctl("shutdown", timeout=timeout)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -162,6 +172,17 @@ class Stack:
             return sum(1 for _ in r.scan_iter(heartbeat_key("*")))
 
     def supervisorctl(self, *args: str, timeout: float = 60.0) -> str:
+        """`supervisorctl ARGS` once every program of the stack is RUNNING (the first call
+        waits for it), so a test's restart or stop acts on started programs."""
+        self.wait_running()
+        return self._ctl(*args, timeout=timeout)
+
+    def wait_running(self) -> None:
+        """Return once supervisord has called every program of the stack RUNNING."""
+        if not self._settled:
+            self._settled = self._wait_settled()
+
+    def _ctl(self, *args: str, timeout: float = 60.0) -> str:
         result = subprocess.run(
             [str(BIN / "supervisorctl"), "-c", str(self.root / "supervisord.conf"), *args],
             env=self.env, cwd=self.root, capture_output=True, text=True, timeout=timeout)

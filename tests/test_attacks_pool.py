@@ -90,8 +90,9 @@ def breaker(stack: Stack, family: str) -> dict[str, str]:
 
 def test_a_postscript_loop_dying_at_every_deadline_never_opens_the_breaker_and_is_refused_next(
         make_stack) -> None:
+    # SHUTDOWN_TIMEOUT: the stack's stop does not wait out a loop still running.
     stack, attacker, victim = keys_stack(make_stack, WORKER_PROCESSES=2, JOB_TIMEOUT=2,
-                                         MAX_ATTEMPTS=3)
+                                         MAX_ATTEMPTS=3, SHUTDOWN_TIMEOUT=2)
     baseline, text = timed_extract(stack, victim, NORMAL_PS, "normal.ps")
     assert FOX in squash(text)
 

@@ -78,6 +78,7 @@ def test_with_redis_url_the_embedded_redis_is_not_started(make_stack, redis_serv
 
 def test_supervisorctl_works_from_the_stack_folder_without_arguments(shared_stack) -> None:
     # As operators use it: cwd is the folder holding supervisord.conf, no -c.
+    shared_stack.wait_running()
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     out = subprocess.run(["supervisorctl", "status"], cwd=shared_stack.root, env=env,
                          capture_output=True, text=True, timeout=30).stdout

@@ -112,6 +112,8 @@ class Pool:
         for slot_no in range(self.size):
             self.spawn(slot_no)
         log.info("pool.started", children=self.size, job_timeout=self.settings.job_timeout)
+        # Once now, not a tick later: a health check right after a start finds them run.
+        self.chores.run_due()
         while True:
             ended = wait([*(c.sentinel for c in self.children.values()), self._wakeup_r],
                          timeout=TICK)
