@@ -515,12 +515,15 @@ class JobStore:
                   "1" if died else "0", s.max_attempts, s.quarantine_ttl, DEATHS_PREFIX])
         return Settled.from_reply(reply)
 
-    def finished_since(self, job_id: str, since: float) -> bool:
+    def finished_since(self, job_id: str, since: float, consumer: str) -> bool:
         """Whether the job is final with its result written at `since` (time.time()) or
-        later: whether a FINISH sent then landed, when its answer was never seen."""
-        state, finished_at = self.client.hmget(job_key(job_id), "state", "finished_at")
+        later by the delivery `consumer` began last: whether that consumer's FINISH sent
+        then landed, when its answer was never seen (a later FINISH of another consumer's
+        delivery of the same job is that consumer's to log)."""
+        state, finished_at, began = self.client.hmget(job_key(job_id), "state",
+                                                      "finished_at", "consumer")
         return (_s(state) in FINAL_STATES and finished_at is not None
-                and float(finished_at) >= since)
+                and float(finished_at) >= since and _s(began) == consumer)
 
     def ack(self, delivery: Delivery) -> None:
         self.client.xack(STREAM, GROUP, delivery.entry_id)

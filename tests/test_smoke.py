@@ -11,7 +11,7 @@ from devtools.stack import wait_for
 def smoke(stack, *args: str, key: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "daemon.health.smoke", "--url", stack.url,
-         "--api-key", key or stack.api_key, *args],
+         f"--api-key={key or stack.api_key}", *args],  # a key may begin with "-"
         capture_output=True, text=True, timeout=120)
 
 

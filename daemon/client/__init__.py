@@ -13,6 +13,7 @@ from daemon.client.errors import (
                                   AuthenticationFailed,
                                   BadRequest,
                                   ClientError,
+                                  Conflict,
                                   ConnectionFailed,
                                   DocumentRejected,
                                   JobFailed,
@@ -29,6 +30,6 @@ from daemon.client.sync import Client
 from daemon.client.target import resolve_target
 
 __all__ = ["AsyncClient", "AuthenticationFailed", "BadRequest", "Client", "ClientError",
-           "ConnectionFailed", "DocumentRejected", "JobFailed", "JobNotFinished", "NotFound",
-           "RateLimited", "RetryNotice", "ServerError", "ServiceBusy", "Source",
+           "Conflict", "ConnectionFailed", "DocumentRejected", "JobFailed", "JobNotFinished",
+           "NotFound", "RateLimited", "RetryNotice", "ServerError", "ServiceBusy", "Source",
            "family_of", "resolve_target"]

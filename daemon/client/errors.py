@@ -47,6 +47,11 @@ class JobNotFinished(ClientError):
     """Raised when a job's text is asked for before it is done (409 job_not_finished)."""
 
 
+class Conflict(ClientError):
+    """Raised when what the request names is in a state that forbids it (409: a dead
+    letter whose job was deleted, or whose document is still quarantined)."""
+
+
 class DocumentRejected(ClientError):
     """Raised when the upload itself is refused for good: too large, a type the service
     does not take, encrypted (408 too: the body came too slowly)."""
@@ -72,9 +77,9 @@ class JobFailed(ClientError):
 # The family of each HTTP status the service answers with (daemon/errors.py).
 FAMILY_BY_STATUS: dict[int, type[ClientError]] = {
     400: BadRequest, 401: AuthenticationFailed, 403: AuthenticationFailed, 404: NotFound,
-    405: BadRequest, 408: DocumentRejected, 413: DocumentRejected, 415: DocumentRejected,
-    422: DocumentRejected, 429: RateLimited, 500: ServerError, 503: ServiceBusy,
-    507: ServiceBusy,
+    405: BadRequest, 408: DocumentRejected, 409: Conflict, 413: DocumentRejected,
+    415: DocumentRejected, 422: DocumentRejected, 429: RateLimited, 500: ServerError,
+    503: ServiceBusy, 507: ServiceBusy,
     200: JobFailed,  # the codes a failed job carries in its error.code
 }
 # 409 splits by code: not finished yet is a wait, failed is the job's verdict.

@@ -38,7 +38,13 @@ from daemon.pool.slots import (
 )
 from daemon.pool.summary import finished_event, log_summary
 from daemon.pool.watchdog import loop_stall_limit
-from daemon.store import Delivery, JobStore, ensure_group, master_consumer_name
+from daemon.store import (
+    Delivery,
+    JobStore,
+    consumer_name,
+    ensure_group,
+    master_consumer_name,
+)
 
 log = structlog.get_logger()
 
@@ -203,7 +209,8 @@ class Pool:
         if slot.summary_phase == SummaryPhase.STORED:
             return True
         try:  # killed while FINISH's answer was on its way: Redis knows if it landed
-            return self.store.finished_since(unlogged[0], slot.finish_sent_at)
+            return self.store.finished_since(unlogged[0], slot.finish_sent_at,
+                                             consumer_name(self.settings, slot_no))
         except REDIS_DOWN:
             return False  # the re-queue is deferred too; the job stays pending
 
