@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import subprocess
@@ -66,13 +67,22 @@ class RedisServer:
             self.process.wait(10)
 
 
+@contextlib.contextmanager
+def throwaway_redis(prefix: str = "txr-") -> Iterator[RedisServer]:
+    """A redis-server of its own in a temporary folder, removed with it afterwards."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    server = RedisServer(root).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
-    root = Path(tempfile.mkdtemp(prefix="txr-"))
-    server = RedisServer(root).start()
-    yield server
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    with throwaway_redis() as server:
+        yield server
 
 
 @pytest.fixture

@@ -15,10 +15,8 @@ import hashlib
 import multiprocessing
 import os
 import resource
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,18 +72,16 @@ from daemon.store import (
     text_key,
 )
 from devtools.stack import wait_for
-from tests.conftest import RedisServer, queue_job
+from tests.conftest import RedisServer, queue_job, throwaway_redis
 
 MAX_ATTEMPTS = 3
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RedisServer]:
-    root = Path(tempfile.mkdtemp(prefix="txr-decisions-"))
-    server = RedisServer(root).start()
-    yield server
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    # One for the module: each test flushes it (the `settings` fixture), and starts none.
+    with throwaway_redis("txr-decisions-") as server:
+        yield server
 
 
 @pytest.fixture
