@@ -14,6 +14,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
@@ -22,7 +23,6 @@ from devtools.multipart import multipart_body
 from devtools.stack import Stack, wait_for
 from tests.client import Client
 from tests.test_hostile import RawReply, error_of, raw_request, request_head
-from tests.test_limits import in_thread
 
 pytestmark = pytest.mark.slow
 
@@ -174,13 +174,14 @@ def test_nine_stalled_16_mib_uploads_of_one_key_stall_no_other_keys_upload(
         shared_front: Stack) -> None:
     api = psutil.Process(shared_front.program_pid("api"))
     baseline = api.memory_info().rss
-    attacks = [in_thread(lambda: stalled_upload(shared_front)) for _ in range(9)]
-    attacker = Client(shared_front, key=ATTACKER)
-
-    def slots_full() -> bool:  # a complete upload of the same key is turned away at once
-        return attacker.upload("probe.txt", FOX).status == 429
-
-    wait_for(slots_full, 10, "the stalled uploads to take the key's eight upload slots")
+    pool = ThreadPoolExecutor(9)
+    attacks = [pool.submit(stalled_upload, shared_front) for _ in range(9)]
+    # The ninth is refused at once, so one answer means the other eight hold every slot.
+    # (Probing with an upload instead would race them: a probe holding a slot turns one
+    # stalled upload away, and the slots are never all held by stalled ones.)
+    wait_for(lambda: any(a.done() for a in attacks), 10,
+             "the ninth stalled upload to be turned away")
+    assert Client(shared_front, key=ATTACKER).upload("probe.txt", FOX).status == 429
     victim = Client(shared_front, key=VICTIM)
     started = time.monotonic()
     small = victim.upload("six.txt", b"sixbyt")
@@ -188,7 +189,8 @@ def test_nine_stalled_16_mib_uploads_of_one_key_stall_no_other_keys_upload(
     started = time.monotonic()
     large = victim.upload("large.txt", b"a" * (2 * MIB))  # reserved from the budget
     large_seconds = time.monotonic() - started
-    answers = [join() for join in attacks]
+    answers = [a.result(timeout=60) for a in attacks]
+    pool.shutdown()
     growth = api.memory_info().rss - baseline
     print(f"during 8 stalled 16 MiB uploads of another key: a 6-byte upload took "
           f"{small_seconds * 1000:.0f} ms, a 2 MiB one {large_seconds * 1000:.0f} ms; "
