@@ -25,7 +25,7 @@ from redis.exceptions import ResponseError
 from daemon import lua
 from daemon.breaker import Outcome
 from daemon.config import Settings
-from daemon.errors import QueueFull, ReplicationTimeout
+from daemon.errors import PoisonDocument, QueueFull, ReplicationTimeout
 
 # --- names: the only place they are spelled -------------------------------------------
 PREFIX = "textractd"
@@ -219,7 +219,16 @@ def parse_done_message(data: bytes) -> tuple[str, dict | None]:
 
 
 # --- the api's side (asyncio) ---------------------------------------------------------
-SUBMIT_FULL, SUBMIT_QUEUED, SUBMIT_CACHED = 0, 1, 2  # lua.SUBMIT's first answer
+SUBMIT_FULL, SUBMIT_QUEUED, SUBMIT_CACHED, SUBMIT_QUARANTINED = 0, 1, 2, 3  # lua.SUBMIT's
+
+
+class Quarantined(Exception):
+    """Raised by submit_many, storing nothing, when some of its documents are quarantined:
+    the ids of their jobs, for the caller to refuse those and submit the rest."""
+
+    def __init__(self, job_ids: list[str]) -> None:
+        super().__init__(f"{len(job_ids)} quarantined documents")
+        self.job_ids = job_ids
 
 
 class Submitted(NamedTuple):
@@ -238,22 +247,26 @@ class AsyncJobStore:
 
     async def submit(self, record: dict[str, str], payload: bytes | bytearray,
                      use_cache: bool = False) -> Submitted:
-        """Store record + payload and XADD, atomically. Raises QueueFull.
+        """Store record + payload and XADD, atomically. Raises QueueFull, or
+        PoisonDocument when the record's `sha256` is quarantined.
 
         With `use_cache`, a done job of the record's `cache_key` serves it instead: the
         job is stored done with a copy of that result, nothing is queued (`cached`)."""
         job_id = record["id"]
         flat = [x for pair in record.items() for x in pair]
         s = self.settings
+        sha256 = record.get("sha256", "")
         status, value = await self._submit(
             keys=[job_key(job_id), payload_key(job_id), STREAM, DEPTH, text_key(job_id),
-                  JOB_COUNTERS],
+                  JOB_COUNTERS, QUARANTINE],
             args=[s.max_queue_depth, job_id, payload, record["family"],
                   record.get("cache_key", "") if use_cache else "", time.time(),
-                  s.result_ttl, job_key(""), text_key(""), *flat],
+                  s.result_ttl, job_key(""), text_key(""), sha256, *flat],
         )
         if status == SUBMIT_FULL:
             raise QueueFull(int(value))
+        if status == SUBMIT_QUARANTINED:
+            raise PoisonDocument(sha256)
         if status == SUBMIT_CACHED:
             return Submitted(job_id, cached=True)
         wanted = self.settings.redis_wait_for_replicas
@@ -267,17 +280,20 @@ class AsyncJobStore:
     async def submit_many(self, jobs: list[tuple[dict, bytes | bytearray]]) -> list[str]:
         """Store every (record, payload) and XADD each, in one atomic call: all or none.
 
-        Raises QueueFull when the queue has no room for them all."""
-        keys: list[str] = [STREAM, DEPTH]
+        Raises QueueFull when the queue has no room for them all, Quarantined (naming
+        them) when some of the documents are quarantined."""
+        keys: list[str] = [STREAM, DEPTH, QUARANTINE]
         args: list[bytes | bytearray | str | int | float] = [self.settings.max_queue_depth,
-                                                             len(jobs)]
+                                                             len(jobs), time.time()]
         for record, payload in jobs:
             keys += [job_key(record["id"]), payload_key(record["id"])]
-            args += [record["id"], record["family"], payload, len(record),
-                     *(x for pair in record.items() for x in pair)]
-        ok, value = await self._submit_many(keys=keys, args=args)
-        if not ok:
+            args += [record["id"], record["family"], record.get("sha256", ""), payload,
+                     len(record), *(x for pair in record.items() for x in pair)]
+        status, value = await self._submit_many(keys=keys, args=args)
+        if status == SUBMIT_FULL:
             raise QueueFull(int(value))
+        if status == SUBMIT_QUARANTINED:
+            raise Quarantined([jobs[n - 1][0]["id"] for n in value])
         wanted = self.settings.redis_wait_for_replicas
         if wanted:
             acked = await self.client.wait(wanted, 1000)
@@ -303,11 +319,6 @@ class AsyncJobStore:
         keys = [job_key(job_id), payload_key(job_id), text_key(job_id), DEPTH,
                 history_key(job_id)]
         return bool(await self._delete(keys=keys, args=[DONE_CHANNEL, job_id]))
-
-    async def quarantined(self, sha256: str) -> bool:
-        """Whether an upload with this hash is a quarantined poison document."""
-        expires = await self.client.zscore(QUARANTINE, sha256)
-        return expires is not None and expires > time.time()
 
     async def quarantine_count(self) -> int:
         return int(await self.client.zcount(QUARANTINE, f"({time.time()}", "+inf"))
