@@ -196,6 +196,9 @@ class Settings:
                                        "or more, else measures this long before answering")
     queue_lag: float = _setting(60.0, "seconds the oldest job no child has taken must have "
                                       "waited for a saturated CPU to be CRITICAL")
+    deadline_grace: float = _setting(10.0, "seconds past JOB_TIMEOUT a job may still be "
+                                           "held before the checks say its deadline was not "
+                                           "enforced (the master kills at JOB_TIMEOUT)")
     memory_warn: float = _setting(80.0, "memory % for WARNING")
     memory_crit: float = _setting(90.0, "memory % for CRITICAL")
     disk_warn: float = _setting(80.0, "disk % (var/, logs/) for WARNING")
