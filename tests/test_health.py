@@ -403,7 +403,7 @@ def test_a_busy_cpu_alone_warns_but_never_fails_readiness_or_pages_critical(
     assert cpu["status"] == "warn"
     assert cpu["output"].startswith("CPU saturated, but the queue keeps up: busy, not failing")
     assert cpu["figures"]["measured"] == "cpu_times"
-    assert CPU_WINDOW_S <= cpu["figures"]["window_s"] <= CPU_WINDOW_S + 2  # CPU_WINDOW's span
+    assert CPU_WINDOW_S <= cpu["figures"]["window_s"] < 2 * CPU_WINDOW_S  # CPU_WINDOW's span
     assert cpu["figures"]["queue_lagging"] is False
     state, _summary, _perf, problems = parse(result.stdout)
     assert (result.returncode, state) == (1, "WARNING"), result.stdout
@@ -411,7 +411,7 @@ def test_a_busy_cpu_alone_warns_but_never_fails_readiness_or_pages_critical(
     cpu_line = next(p for p in problems if p.startswith("WARNING cpu:"))
     assert cpu_line.startswith("WARNING cpu: CPU saturated, but the queue keeps up"), problems
     measured = re.search(r"busy over (\d+) s", cpu_line)  # the CLI measured CPU_WINDOW
-    assert measured and CPU_WINDOW_S <= int(measured.group(1)) <= CPU_WINDOW_S + 2, cpu_line
+    assert measured and CPU_WINDOW_S <= int(measured.group(1)) < 2 * CPU_WINDOW_S, cpu_line
     print(f"\nhog alone: /health/detailed {detailed_status} at {cpu['figures']['percent']}% "
           f"over {cpu['figures']['window_s']} s; CLI exit {result.returncode}: {problems}")
 
