@@ -546,7 +546,7 @@ def pins(path: Path = ROOT / "conf" / "constraints.txt") -> dict[str, str]:
 
 
 def pin_problems(pinned: dict[str, str]) -> list[str]:
-    """Each requirement of setup.cfg (runtime, test and bench) that `pinned` lacks or contradicts."""
+    """Each requirement of setup.cfg (runtime, test, bench) `pinned` lacks or contradicts."""
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
     declared = [line for text in (cfg["options"]["install_requires"],
