@@ -16,7 +16,7 @@ import shutil
 
 from bench.arms import HttpArm, arm, delete_jobs, service
 from bench.loadgen import MIB
-from bench.workload import Workload, service_env, tiny_text
+from bench.workload import KIB, Workload, service_env, tiny_text
 from devtools.multipart import multipart_body
 from devtools.stack import Stack
 
@@ -31,6 +31,9 @@ def phase_scaling(work: Workload, fast_doc: bool = True) -> dict:
         stack = Stack(env=service_env(workers, work, fast_doc)).start()
         try:
             http = service(stack)
+            # Every child past its first job (its lazy imports) before anything is timed.
+            warm = (*multipart_body("warm.txt", tiny_text(KIB)), {"wait": 60})
+            http.run([warm] * (workers * 8), work.in_flight)
             cells += [_cell(stack, http, work, size, workers) for size in work.scaling_sizes]
         finally:
             stack.stop()

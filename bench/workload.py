@@ -40,7 +40,7 @@ class Workload:
     scaling_sizes: tuple[int, ...] = (KIB, 100 * KIB, MIB, 16 * MIB)
     scaling_workers: tuple[int, ...] = (1, 2, 4)
     scaling_bytes: int = 256 * MIB
-    scaling_jobs: tuple[int, int] = (16, 400)
+    scaling_jobs: tuple[int, int] = (24, 400)  # 24: three waves of in_flight at 16 MB
 
     def jobs_of_size(self, size: int) -> int:
         """Jobs in a scaling cell of documents of `size` bytes."""
