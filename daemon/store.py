@@ -20,7 +20,7 @@ from typing import NamedTuple, overload
 import orjson
 import redis
 import redis.asyncio as aredis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from daemon import lua
 from daemon.breaker import Outcome
@@ -427,6 +427,13 @@ class Settled(NamedTuple):
                    len(reply) > 3 and bool(reply[3]))
 
 
+class ScriptCall(NamedTuple):
+    """One script's KEYS and ARGV, built once, sent alone or in a pipeline."""
+
+    keys: list[str]
+    args: list
+
+
 class JobStore:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client
@@ -483,12 +490,18 @@ class JobStore:
 
     def take(self, consumer: str) -> tuple[Delivery, Begun] | None:
         """The next new entry, begun in the same call; None when none is waiting."""
+        call = self._take_call(consumer)
+        return self._taken(self._in_group(self._take, keys=call.keys, args=call.args))
+
+    def _take_call(self, consumer: str) -> ScriptCall:
         s = self.settings
-        reply = self._in_group(
-            self._take, keys=[STREAM, QUARANTINE],
-            args=[GROUP, consumer, time.time(), s.max_attempts,
-                  s.circuit_breaker_recovery_timeout, job_key(""), payload_key(""),
-                  breaker_key(""), history_key("")])
+        return ScriptCall([STREAM, QUARANTINE],
+                          [GROUP, consumer, time.time(), s.max_attempts,
+                           s.circuit_breaker_recovery_timeout, job_key(""), payload_key(""),
+                           breaker_key(""), history_key("")])
+
+    @staticmethod
+    def _taken(reply: list) -> tuple[Delivery, Begun] | None:
         if not reply:
             return None
         return Delivery(_s(reply[0]), _s(reply[1]), _s(reply[2])), Begun.from_reply(reply[3:])
@@ -496,19 +509,50 @@ class JobStore:
     def finish(self, delivery: Delivery, result: dict[str, object], *,
                outcome: Outcome = Outcome.NONE, dead: bool = False) -> Settled:
         """Write the result once, XACK, notify, queue the job's callback if it has one."""
+        call = self._finish_call(delivery, result, outcome, dead)
+        return Settled.from_reply(self._finish(keys=call.keys, args=call.args))
+
+    def finish_and_take(self, delivery: Delivery, result: dict[str, object], consumer: str,
+                        *, outcome: Outcome = Outcome.NONE
+                        ) -> tuple[Settled, tuple[Delivery, Begun] | None]:
+        """finish(), then take() for `consumer`, in one round trip: while work is queued
+        a job costs the child one call to Redis, not two.
+
+        EVALSHA straight into the pipeline (a registered Script would first ask SCRIPT
+        EXISTS, a round trip of its own). A script Redis no longer has (restarted, or a
+        failover) is run again through its Script, which loads it; a take that failed
+        otherwise (a group lost in a failover) is left to the next turn's take(), which
+        mends the group."""
+        finish_call, take_call = (self._finish_call(delivery, result, outcome, False),
+                                  self._take_call(consumer))
+        with self.client.pipeline(transaction=False) as pipe:
+            for script, call in ((self._finish, finish_call), (self._take, take_call)):
+                pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+            finished, taken = pipe.execute(raise_on_error=False)
+        if isinstance(finished, NoScriptError):
+            finished = self._finish(keys=finish_call.keys, args=finish_call.args)
+        elif isinstance(finished, Exception):
+            raise finished
+        if isinstance(taken, ResponseError):
+            return Settled.from_reply(finished), None
+        if isinstance(taken, Exception):
+            raise taken
+        return Settled.from_reply(finished), self._taken(taken)
+
+    def _finish_call(self, delivery: Delivery, result: dict[str, object], outcome: Outcome,
+                     dead: bool) -> ScriptCall:
         s, job_id = self.settings, delivery.job_id
         callback_id = uuid.uuid4().hex  # used only if the job asked for a callback
         flat = [str(x) if not isinstance(x, bytes | str) else x
                 for pair in result.items() for x in pair]
-        reply = self._finish(
-            keys=[job_key(job_id), payload_key(job_id), text_key(job_id), STREAM, DEPTH,
-                  breaker_key(delivery.family), DEAD_LETTERS, history_key(job_id),
-                  JOB_COUNTERS, CALLBACKS_DUE, callback_key(callback_id)],
-            args=[GROUP, delivery.entry_id, s.result_ttl, time.time(), DONE_CHANNEL, job_id,
-                  outcome, s.circuit_breaker_failure_threshold,
-                  s.circuit_breaker_success_threshold, "1" if dead else "0",
-                  DONE_MESSAGE_TEXT_MAX, s.result_cache_ttl, callback_id, *flat])
-        return Settled.from_reply(reply)
+        return ScriptCall(
+            [job_key(job_id), payload_key(job_id), text_key(job_id), STREAM, DEPTH,
+             breaker_key(delivery.family), DEAD_LETTERS, history_key(job_id), JOB_COUNTERS,
+             CALLBACKS_DUE, callback_key(callback_id)],
+            [GROUP, delivery.entry_id, s.result_ttl, time.time(), DONE_CHANNEL, job_id,
+             outcome, s.circuit_breaker_failure_threshold,
+             s.circuit_breaker_success_threshold, "1" if dead else "0",
+             DONE_MESSAGE_TEXT_MAX, s.result_cache_ttl, callback_id, *flat])
 
     def retry(self, delivery: Delivery, *, consumer: str, error_code: str = "",
               error_message: str = "", ready_at: float = 0.0,

@@ -14,7 +14,17 @@ import redis
 
 from daemon import lua
 from daemon.config import Settings
-from daemon.store import DEPTH, STREAM, JobStore, ensure_group, job_key, payload_key
+from daemon.store import (
+    DEPTH,
+    JOB_COUNTERS,
+    QUARANTINE,
+    STREAM,
+    JobStore,
+    ensure_group,
+    job_key,
+    payload_key,
+    text_key,
+)
 from devtools.corpus import CORPUS, CorpusDoc, corpus_documents  # noqa: F401 - tests import these here
 from devtools.redis_server import RedisServer, throwaway_redis
 from devtools.stack import Stack
@@ -46,13 +56,14 @@ def tools(tmp_path: Path):  # -> tests.fakes.FakeTools (which imports this modul
 
 
 @pytest.fixture
-def store(redis_server) -> JobStore:
+def store(redis_server) -> Iterator[JobStore]:
     """The workers' JobStore on a throwaway redis-server, with a fast breaker recovery."""
     client = redis.Redis.from_url(redis_server.url, socket_timeout=5)
     ensure_group(client)
     settings = dataclasses.replace(Settings(), max_attempts=10,
                                    circuit_breaker_recovery_timeout=0.3)
-    return JobStore(client, settings)
+    yield JobStore(client, settings)
+    client.close()  # its sockets, before the server goes (no ResourceWarning at exit)
 
 
 def queue_job(store: JobStore, family: str = "pdf", payload: bytes = b"%PDF-",
@@ -63,8 +74,10 @@ def queue_job(store: JobStore, family: str = "pdf", payload: bytes = b"%PDF-",
     record = {"id": job_id, "state": "queued", "attempts": "0", "ext": "pdf",
               "family": family, "method": "", "created_at": str(time.time()), **fields}
     submit_script = store.client.register_script(lua.SUBMIT)
-    submit_script(keys=[job_key(job_id), payload_key(job_id), STREAM, DEPTH],
-                  args=[0, job_id, payload, family, "", 0, 0, "", "",
+    submit_script(keys=[job_key(job_id), payload_key(job_id), STREAM, DEPTH,
+                        text_key(job_id), JOB_COUNTERS, QUARANTINE],
+                  args=[0, job_id, payload, family, "", time.time(), 0, "", "",
+                        fields.get("sha256", ""),
                         *[x for pair in record.items() for x in pair]])
     return job_id
 

@@ -131,10 +131,10 @@ def _plain_text(path: Path) -> str:
     if _PLAIN_ASCII.fullmatch(data):
         return data.decode("ascii")
     found = chardet.detect(data)
-    if data and found["encoding"] is None:
+    detected = found["encoding"]
+    if detected is None:  # (empty bytes matched above)
         raise CorruptDocument("the file holds binary data, not text")
-    encoding = found["encoding"] if found["confidence"] > 0.80 else "utf8"
-    return data.decode(encoding, errors="replace")
+    return data.decode(detected if found["confidence"] > 0.80 else "utf8", errors="replace")
 
 
 # ps2ascii's own command (ps2ascii is a shell script around it), run here rather than
