@@ -96,7 +96,10 @@ def phase_tiny(work: Workload, ceiling: Ceiling, service: HttpArm,
     # CPU ratio it could reach, with nothing of its own (no Redis, no queue, no logs).
     textract_cpu = result["ceiling"]["cpu_ms_per_doc"]
     floor_arm["best_cpu_ratio"] = textract_cpu / (textract_cpu + floor_arm["cpu_ms_per_doc"])
-    return result | {"floor": floor_arm}
+    # What is ours in a tiny job's CPU: all of it but textract's and the HTTP floor's.
+    overhead = (result["service"]["cpu_ms_per_doc"] - textract_cpu
+                - floor_arm["cpu_ms_per_doc"])
+    return result | {"floor": floor_arm, "overhead_ms_per_job": overhead}
 
 
 def phase_celery(work: Workload, service: HttpArm, workers: int, corpus: Path) -> dict:

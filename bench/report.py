@@ -17,11 +17,15 @@ from daemon.config import ROOT
 OUT_DIR = ROOT / "var" / "bench"
 # How the table calls a child's RSS over its jobs: within the target, or growing.
 FLAT = {True: "flat", False: "NOT FLAT"}
-# The issue's targets on a 2-core machine; the api's bound is 1.5 x every upload at once.
+# The issues' targets on a 2-core machine; the api's bound is 1.5 x every upload at once.
+# Issue 18: the corpus at 1.5x the ceiling (1.0x like for like, --no-fast-doc), our own
+# CPU per tiny job (the service's minus textract's and the HTTP floor's) at most 0.8 ms,
+# an unloaded p50 of 2 ms; the tiny ratio's target (0.5x) is withdrawn, its figure kept.
 # Against Celery (issue 18 item 4): the service/Celery ratios within one run.
-TARGETS = {"corpus_ratio": 0.95, "tiny_ratio": 0.5, "batch_ratio": 2.0, "unloaded_p50_ms": 3.0,
-           "api_peak_rss_mb": 32 * 16 * 1.5, "child_growth_mb": 10.0,
-           "celery_tiny_ratio": 4.0, "celery_corpus_ratio": 1.2}
+TARGETS = {"corpus_ratio": 1.5, "batch_ratio": 2.0, "unloaded_p50_ms": 2.0,
+           "overhead_ms_per_job": 0.8, "api_peak_rss_mb": 32 * 16 * 1.5,
+           "child_growth_mb": 10.0, "celery_tiny_ratio": 4.0, "celery_corpus_ratio": 1.2}
+LIKE_FOR_LIKE_CORPUS_RATIO = 1.0
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -53,6 +57,7 @@ def summarise(runs: list[dict]) -> dict:
     out["tiny_ratio"] = med("tiny", "ratio")
     out["corpus_cpu_ratio"] = med("corpus", "cpu_ratio")
     out["tiny_cpu_ratio"] = med("tiny", "cpu_ratio")
+    out["overhead_ms_per_job"] = med("tiny", "overhead_ms_per_job")
     for arm in ("single", "batch"):
         out[f"batch_{arm}_rate"] = med("batch", arm, "rate")
         out[f"batch_{arm}_cpu_ms_per_job"] = med("batch", arm, "cpu_ms_per_job")
@@ -90,7 +95,8 @@ def verdicts(summary: dict, targets: dict[str, float]) -> dict[str, bool | None]
         return None if summary.get(name) is None else bool(ok(summary[name]))
 
     return {"corpus_ratio": check("corpus_ratio", lambda v: v >= targets["corpus_ratio"]),
-            "tiny_ratio": check("tiny_ratio", lambda v: v >= targets["tiny_ratio"]),
+            "overhead_ms_per_job": check("overhead_ms_per_job",
+                                         lambda v: v <= targets["overhead_ms_per_job"]),
             "batch_ratio": check("batch_ratio", lambda v: v >= targets["batch_ratio"]),
             "unloaded_p50_ms": check("unloaded_p50_ms",
                                      lambda v: v <= targets["unloaded_p50_ms"]),
@@ -133,8 +139,7 @@ def table(report: dict) -> str:
                  f(s["corpus_ceiling_cpu_ms_per_doc"]), f(s["corpus_cpu_ratio"], "{:.2f}x")),
              row("  latency ms p50 / p95 / p99", spread("corpus_service", "{:.0f}")),
              row(f"tiny ({work['tiny_jobs']} x 1 KB) jobs/s", f(s["tiny_service_rate"]),
-                 f(s["tiny_ceiling_rate"]), f(s["tiny_ratio"], "{:.2f}x"),
-                 f">= {targets['tiny_ratio']}x", "tiny_ratio"),
+                 f(s["tiny_ceiling_rate"]), f(s["tiny_ratio"], "{:.2f}x")),
              row("  CPU ms per job (all processes)", f(s["tiny_service_cpu_ms_per_doc"], "{:.2f}"),
                  f(s["tiny_ceiling_cpu_ms_per_doc"], "{:.2f}"), f(s["tiny_cpu_ratio"], "{:.2f}x")),
              row("  latency ms p50 / p95 / p99", spread("tiny_service")),
@@ -142,6 +147,8 @@ def table(report: dict) -> str:
                  f(s["tiny_floor_cpu_ms_per_doc"], "{:.2f}")),
              row("  best CPU ratio (floor + textract)", "", "",
                  f(s["tiny_floor_best_cpu_ratio"], "{:.2f}x")),
+             row("  our CPU ms per job (- both)", f(s["overhead_ms_per_job"], "{:.2f}"), "",
+                 "", f"<= {targets['overhead_ms_per_job']:g} ms", "overhead_ms_per_job"),
              row("tiny, 32 per request jobs/s", f(s["batch_batch_rate"]),
                  f(s["batch_single_rate"]), f(s["batch_ratio"], "{:.2f}x"),
                  f">= {targets['batch_ratio']:g}x", "batch_ratio"),

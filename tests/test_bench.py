@@ -122,10 +122,16 @@ def test_a_quick_run_measures_the_api_peak_and_every_child_before_and_after_its_
 
 def test_a_quick_run_reports_medians_verdicts_and_a_table(quick_report) -> None:
     summary = quick_report["summary"]
-    for name in ("corpus_ratio", "tiny_ratio", "unloaded_p50_ms", "api_peak_rss_mb",
+    for name in ("corpus_ratio", "overhead_ms_per_job", "unloaded_p50_ms", "api_peak_rss_mb",
                  "child_growth_mb"):
         assert summary[name] is not None, name
         assert isinstance(quick_report["verdicts"][name], bool), name
+    tiny = quick_report["runs"][0]["tiny"]
+    assert summary["overhead_ms_per_job"] == pytest.approx(
+        tiny["service"]["cpu_ms_per_doc"] - tiny["ceiling"]["cpu_ms_per_doc"]
+        - tiny["floor"]["cpu_ms_per_doc"])
+    assert re.search(r"^  our CPU ms per job \(- both\) +-?\d+\.\d\d +<= 0\.8 ms",
+                     quick_report["_stdout"], re.M)
     meta = quick_report["meta"]
     assert meta["quick"] is True and meta["workers"] == 2 and meta["commit"]
     assert "docs) docs/s" in quick_report["_stdout"]
