@@ -26,7 +26,9 @@ CHUNK = 1 << 20
 RATIO_FLOOR = 1 << 20  # below this much output a stream's ratio is not judged
 
 _STREAM = re.compile(rb"(?<!end)stream\r?\n")
-_OBJ = re.compile(rb"\d+\s+\d+\s+obj\b")
+# "N G " before "obj", read backwards from the keyword
+_OBJ_NUMBERS_REVERSED = re.compile(rb"\s+\d+\s+\d+")
+_WORD_BYTE = re.compile(rb"\w")
 # Streams that hold no drawing instructions: images, fonts, metadata, object and xref
 # streams, colour profiles, functions, CMaps, embedded files.
 _NOT_CONTENT = re.compile(
@@ -108,6 +110,39 @@ class Content:
 def measure(data: bytes, budget: int, max_ratio: int) -> Content:
     """The drawing instructions of the PDF `data`, measured."""
     content = Content()
+    for chunk in _content_chunks(data, budget, max_ratio, content):
+        if chunk:
+            content.feed(chunk)
+        else:
+            content.finish()
+    return content
+
+
+@dataclass
+class Bounds:
+    """What the drawing instructions could hold at most, from a count at C speed: no
+    more `q` open at once than `q` bytes in them, no more path segments than half their
+    bytes (an operator is a letter and a separator)."""
+
+    most_states: int = 0
+    most_path_segments: int = 0
+
+
+def bounds(data: bytes, budget: int, max_ratio: int) -> Bounds:
+    """Bounds of the PDF `data`'s drawing instructions, under the same inflation budget
+    and ratio as measure(). Where they are within the limits, measure()'s pass over every
+    operator (most of a PDF's guard time) has nothing to find."""
+    content, found = Content(), Bounds()
+    for chunk in _content_chunks(data, budget, max_ratio, content):
+        found.most_states += chunk.count(b"q")
+    found.most_path_segments = content.inflated // 2
+    return found
+
+
+def _content_chunks(data: bytes, budget: int, max_ratio: int,
+                    content: Content) -> Iterator[bytes]:
+    """The inflated drawing instructions, chunk by chunk, an empty chunk after each
+    stream; `content.inflated` counts them against the budget."""
     for head, raw in _streams(data):
         if _NOT_CONTENT.search(head):
             continue
@@ -116,9 +151,8 @@ def measure(data: bytes, budget: int, max_ratio: int) -> Content:
             continue
         for chunk in _inflated(raw, filters, content.inflated, budget, max_ratio):
             content.inflated += len(chunk)
-            content.feed(chunk)
-        content.finish()
-    return content
+            yield chunk
+        yield b""
 
 
 def _streams(data: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -130,9 +164,23 @@ def _streams(data: bytes) -> Iterator[tuple[bytes, bytes]]:
         if end == -1:
             end = len(data)
         before = data[max(0, found.start() - 4096):found.start()]
-        objects = list(_OBJ.finditer(before))
-        yield (before[objects[-1].end():] if objects else before), data[start:end]
+        yield _after_last_object_header(before), data[start:end]
         at = end
+
+
+def _after_last_object_header(before: bytes) -> bytes:
+    """`before` from the end of its last `N G obj` on (all of it when there is none).
+
+    Read backwards from each "obj", rightmost first: a regex scan of the 4 KB before
+    every stream was most of a PDF's guard time."""
+    at = len(before)
+    while at > 0 and (at := before.rfind(b"obj", 0, at)) > 0:
+        follows = before[at + 3:at + 4]
+        if follows and _WORD_BYTE.match(follows):
+            continue  # "objx": not the keyword
+        if _OBJ_NUMBERS_REVERSED.match(before[at - 1::-1]):
+            return before[at + 3:]
+    return before
 
 
 def _filters(head: bytes) -> list[bytes] | None:
