@@ -438,22 +438,32 @@ def _check_pdf(path: Path, limits: Limits, ocr: bool = False) -> None:
     if ocr:
         args += ["-f", "1", "-l", str(limits.max_pdf_pages), "-box"]
     try:
-        proc = subprocess.run([*args, os.path.abspath(path)], capture_output=True,
-                              stdin=subprocess.DEVNULL, timeout=PDFINFO_TIMEOUT, check=False)
+        proc = subprocess.Popen([*args, os.path.abspath(path)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         # Without poppler there is no pdftoppm either: OCR of a PDF cannot start.
+        _check_drawing(path, limits)
         pages, info = _count_pages_roughly(path), ""
-    except subprocess.TimeoutExpired as exc:
-        raise DocumentTooComplex(f"counting the PDF's pages took more than "
-                                 f"{PDFINFO_TIMEOUT:g} s") from exc
     else:
-        err = proc.stderr.decode("utf-8", "replace")
+        with proc:
+            try:
+                # pdfinfo reads the PDF while this process reads its drawing instructions.
+                _check_drawing(path, limits)
+                stdout, stderr = proc.communicate(timeout=PDFINFO_TIMEOUT)
+            except subprocess.TimeoutExpired as exc:
+                proc.kill()
+                raise DocumentTooComplex(f"counting the PDF's pages took more than "
+                                         f"{PDFINFO_TIMEOUT:g} s") from exc
+            except BaseException:
+                proc.kill()
+                raise
+        err = stderr.decode("utf-8", "replace")
         if proc.returncode != 0:
             if "Incorrect password" in err:
                 raise EncryptedDocument("the PDF needs a password; send it decrypted")
             reason = (err.strip().splitlines() or ["unknown error"])[-1][:200]
             raise CorruptDocument(f"the PDF cannot be read: {without_paths(reason, path)}")
-        info = proc.stdout.decode("utf-8", "replace")
+        info = stdout.decode("utf-8", "replace")
         # The last match: a Title printed earlier could carry a forged "Pages:" line.
         found = _PAGES_LINE.findall(info)
         if not found:
@@ -464,7 +474,6 @@ def _check_pdf(path: Path, limits: Limits, ocr: bool = False) -> None:
                                  f"{limits.max_pdf_pages} (MAX_PDF_PAGES)")
     if ocr and info:
         _check_rendered_pages(info, limits)
-    _check_drawing(path, limits)
 
 
 def _check_drawing(path: Path, limits: Limits) -> None:
