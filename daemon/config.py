@@ -130,9 +130,9 @@ class Settings:
                                           "(+ up to 10 % jitter)")
     job_timeout: float = _setting(120.0, "hard deadline per job, seconds")
     ocr_pages_in_flight: int = _setting(-1, "pages of one scan (a PDF sent with "
-                                            "method=tesseract) OCRed at once across the "
-                                            "pool; each page done queues the next, so "
-                                            "other jobs keep their turn. 0 or 1: the "
+                                            "method=tesseract) queued or OCRed at once "
+                                            "across the pool; each page done queues the "
+                                            "next, so other jobs keep their turn. 0: the "
                                             "whole scan in one child", shown="worker count")
     fast_doc: bool = _setting(True, "read prose-only legacy .doc directly (milliseconds) "
                                     "instead of starting LibreOffice (1.4 s); 0: always "

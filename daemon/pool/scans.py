@@ -41,10 +41,11 @@ OCR_METHOD = "tesseract"
 
 def fans_out(settings: Settings, fmt: Format, method: str, pages: int | None) -> bool:
     """Whether a job is a scan to OCR page by page across the pool: a PDF sent with
-    method=tesseract, of two pages or more, with OCR_PAGES_IN_FLIGHT above 1 (a page at a
-    time would only add the hand-overs to one child's work)."""
+    method=tesseract, of two pages or more, unless OCR_PAGES_IN_FLIGHT is 0. At 1 a scan
+    gains no speed, but it holds one child per page, not for all its pages: other jobs
+    queued meanwhile get their turn between two of its pages."""
     return (fmt.ext == "pdf" and method == OCR_METHOD and (pages or 0) > 1
-            and settings.effective_ocr_pages_in_flight > 1)
+            and settings.effective_ocr_pages_in_flight > 0)
 
 
 def on_page(page: int, message: str) -> str:
