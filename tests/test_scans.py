@@ -8,17 +8,14 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 import textract
 
-from daemon.documents.pages import page_texts
 from daemon.store import GROUP, STREAM
 from devtools.scans import make_scan
-from devtools.stack import Stack, wait_for
+from devtools.stack import wait_for
 from tests.client import Client
 from tests.fakes import FakeTools, events
 
@@ -43,13 +40,14 @@ def finished(client: Client, job_id: str, timeout: float = 120) -> dict:
         job = client.job(job_id).json()
         return job if job["state"] in ("done", "failed") else None
 
-    return wait_for(final, timeout, f"job {job_id} to end", interval=0.1)  # type: ignore[return-value]
+    return wait_for(final, timeout, f"job {job_id} to end", interval=0.1)
 
 
 def test_a_ten_page_scan_is_ocred_across_both_workers_as_textract_reads_it(
         make_stack, scan10) -> None:
     path, expected = scan10
-    stack = make_stack(env={"WORKER_PROCESSES": "2", "OCR_PAGES_IN_FLIGHT": "2"})
+    # OCR_PAGES_IN_FLIGHT's default: the worker count
+    stack = make_stack(env={"WORKER_PROCESSES": "2"})
     client = Client(stack)
     job = upload_scan(client, path)
     assert job["state"] == "done", job["error"]
@@ -71,3 +69,110 @@ def test_a_ten_page_scan_is_ocred_across_both_workers_as_textract_reads_it(
     with stack.redis() as r:
         assert not r.exists(f"textractd:pages:{job['id']}")
         assert int(r.get("textractd:depth") or 0) == 0
+
+
+@pytest.fixture(scope="module")
+def scan3(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A 3-page scan and textract's own OCR text of it."""
+    path = make_scan(tmp_path_factory.mktemp("scan") / "scan3.pdf", 3, seed=3)
+    return path, textract.process(str(path), method="tesseract").decode("utf-8")
+
+
+def test_a_page_whose_child_is_killed_is_retried_and_the_job_ends_with_the_whole_text(
+        make_stack, tools: FakeTools, scan3) -> None:
+    path, expected = scan3
+    tools.mode("tesseract", "slow:1.5")  # long enough to catch a page mid-way
+    stack = make_stack(env=tools.env(WORKER_PROCESSES=2, OCR_PAGES_IN_FLIGHT=2))
+    client = Client(stack)
+    job_id = upload_scan(client, path, wait=0)["id"]
+    worker = wait_for(tools.worker_of_running_tool, 30, "a page task's tesseract")
+    os.kill(worker.pid, signal.SIGKILL)
+    job = finished(client, job_id)
+    assert job["state"] == "done", job["error"]
+    assert job["text"] == expected
+    requeued = events(stack, "job.requeued", job_id=job_id)
+    assert len(requeued) == 1 and requeued[0]["page"] in (1, 2), requeued
+    killed_page = requeued[0]["page"]
+    done = {e["page"]: e for e in events(stack, "page.done", job_id=job_id)}
+    assert sorted(done) == [1, 2, 3]
+    assert done[killed_page]["attempt"] == 2  # attempts are counted per page
+    assert all(e["attempt"] == 1 for page, e in done.items() if page != killed_page)
+    assert len(events(stack, "job.done", job_id=job_id)) == 1
+
+
+@pytest.mark.parametrize(("mode", "code", "page_attempts"), [
+    ("segv-page:2", "extractor_failed", 2),  # the machinery, on every attempt: given up
+    ("reject-page:2", "corrupt_document", 1),  # the document's fault: at once
+])
+def test_a_page_that_keeps_failing_fails_the_job_naming_the_page(
+        make_stack, tools: FakeTools, scan3, mode: str, code: str,
+        page_attempts: int) -> None:
+    path, _ = scan3
+    tools.mode("tesseract", mode)
+    stack = make_stack(env=tools.env(WORKER_PROCESSES=2, OCR_PAGES_IN_FLIGHT=3,
+                                     MAX_ATTEMPTS=2))
+    client = Client(stack)
+    job = finished(client, upload_scan(client, path, wait=0)["id"])
+    assert job["state"] == "failed"
+    assert job["error"]["code"] == code
+    assert job["error"]["message"].startswith("page 2: "), job["error"]
+    failed = events(stack, "page.failed", job_id=job["id"])
+    assert [(e["page"], e["attempt"]) for e in failed] == [(2, page_attempts)]
+    assert len(events(stack, "page.retry", job_id=job["id"])) == page_attempts - 1
+    assert len(events(stack, "job.failed", job_id=job["id"])) == 1
+    with stack.redis() as r:
+        assert not r.exists(f"textractd:pages:{job['id']}")
+        assert int(r.get("textractd:depth") or 0) == 0
+        # given up by the machinery: a dead letter an operator can replay
+        assert r.xlen("textractd:dead") == (1 if code == "extractor_failed" else 0)
+
+
+def outstanding_pages(r, job_id: str) -> int:
+    """Page entries of the job on the stream not yet acknowledged: pending, or unread."""
+    group = next(g for g in r.xinfo_groups(STREAM) if g["name"] in (GROUP, GROUP.encode()))
+    last = group["last-delivered-id"]
+    last = last.decode() if isinstance(last, bytes) else last
+    ids = {p["message_id"] for p in r.xpending_range(STREAM, GROUP, "-", "+", 1000)}
+    ids |= {entry_id for entry_id, _ in r.xrange(STREAM, f"({last}", "+")}
+    fields = [found[0][1] for found in (r.xrange(STREAM, i, i) for i in ids) if found]
+    return sum(1 for f in fields if f.get(b"job") == job_id.encode() and b"page" in f)
+
+
+def test_with_one_page_in_flight_the_other_worker_serves_another_client_meanwhile(
+        make_stack, tools: FakeTools, tmp_path: Path) -> None:
+    path = make_scan(tmp_path / "scan4.pdf", 4, seed=4)
+    tools.mode("tesseract", "slow:1")
+    stack = make_stack(env=tools.env(WORKER_PROCESSES=2, OCR_PAGES_IN_FLIGHT=1))
+    client = Client(stack)
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        with stack.redis() as r:
+            while not stop.is_set():
+                seen.append(outstanding_pages(r, scan_id))
+                time.sleep(0.05)
+
+    scan_id = upload_scan(client, path, wait=0)["id"]
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        wait_for(lambda: events(stack, "job.fanned_out", job_id=scan_id), 30, "the fan-out")
+        tiny = client.upload("note.txt", b"a second client's tiny job", wait=30).json()
+        assert tiny["state"] == "done" and tiny["text"] == "a second client's tiny job"
+        assert client.job(scan_id).json()["state"] == "processing"  # served meanwhile
+        job = finished(client, scan_id)
+    finally:
+        stop.set()
+        watcher.join()
+    assert job["state"] == "done", job["error"]
+    assert max(seen) == 1, seen  # never more than OCR_PAGES_IN_FLIGHT page entries
+    assert sorted(e["page"] for e in events(stack, "page.done", job_id=scan_id)) == [1, 2, 3, 4]
+
+
+def test_with_fan_out_off_a_scan_is_ocred_in_one_child_as_before(make_stack, scan3) -> None:
+    path, expected = scan3
+    stack = make_stack(env={"WORKER_PROCESSES": "2", "OCR_PAGES_IN_FLIGHT": "0"})
+    job = upload_scan(Client(stack), path)
+    assert job["state"] == "done" and job["text"] == expected
+    assert events(stack, "job.fanned_out") == [] and events(stack, "page.done") == []
