@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import os
 import shutil
 import subprocess
 import tempfile
@@ -14,12 +16,27 @@ from pathlib import Path
 
 import pytest
 import redis
+import textract
 
 from daemon import lua
 from daemon.config import Settings
 from daemon.store import DEPTH, STREAM, JobStore, ensure_group, job_key, payload_key
 from devtools.corpus import CORPUS, CorpusDoc, corpus_documents  # noqa: F401 - tests import these here
 from devtools.stack import Stack, wait_for
+
+# tesseract's OpenMP threads, in the tests' own calls to textract: on this shared 2-core
+# machine they make the corpus scan's OCR take 15 s instead of 2 s (the stacks' workers
+# run with OMP_THREAD_LIMIT=1 for the same reason). The text is the same either way.
+os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+
+
+@functools.cache
+def textract_text(doc_id: str, method: str | None = None) -> str:
+    """textract's own text of a corpus document, read once per test session: several
+    modules compare against it, and the scan's OCR costs seconds."""
+    doc = next(d for d in corpus_documents() if d.id == doc_id)
+    kwargs = {**doc.kwargs, **({"method": method} if method else {})}
+    return textract.process(str(doc.path), **kwargs).decode("utf-8", "replace")
 
 
 def manifest_params() -> list:
