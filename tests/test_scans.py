@@ -13,13 +13,79 @@ from pathlib import Path
 import pytest
 import textract
 
-from daemon.store import GROUP, STREAM
+from daemon.store import DEPTH, GROUP, STREAM, AsyncJobStore, JobStore, pages_key
 from devtools.scans import make_scan
 from devtools.stack import wait_for
 from tests.client import Client
+from tests.conftest import queue_job
 from tests.fakes import FakeTools, events
 
 SCAN_PAGES = 10
+
+
+# --- the scripts alone, on a throwaway redis-server ---------------------------------------
+def fanned_out(store: JobStore, pages: int, in_flight: int) -> str:
+    """A scan job taken by consumer c-0 and cut into `pages` page tasks."""
+    job_id = queue_job(store, family="ocr", method="tesseract")
+    delivery, begun = store.take("c-0")
+    assert begun.verdict == "run"
+    assert store.fan_out(delivery, pages, in_flight) == min(pages, in_flight)
+    assert store.fan_out(delivery, pages, in_flight) == 0  # a second call: nothing more
+    return job_id
+
+
+def page_entries(store: JobStore, job_id: str) -> list[int]:
+    return [int(f[b"page"]) for _, f in store.client.xrange(STREAM)
+            if f.get(b"job") == job_id.encode() and b"page" in f]
+
+
+def test_a_fan_out_queues_the_first_pages_and_acknowledges_the_jobs_entry(
+        store: JobStore) -> None:
+    job_id = fanned_out(store, pages=5, in_flight=2)
+    assert page_entries(store, job_id) == [1, 2]
+    assert store.client.xpending(STREAM, GROUP)["pending"] == 0  # the job's entry is acked
+    assert int(store.client.get(DEPTH)) == 1  # still one job waiting for its result
+    assert store.client.hget(f"textractd:job:{job_id}", "state") == b"processing"
+
+
+def test_each_page_stored_queues_the_next_once_and_the_last_is_left_to_assemble(
+        store: JobStore) -> None:
+    job_id = fanned_out(store, pages=3, in_flight=2)
+    first, begun = store.take("c-0")
+    assert (first.page, begun.verdict, begun.page, begun.pages) == (1, "run", 1, 3)
+    assert store.finish_page(first, b"one").last is False
+    assert page_entries(store, job_id) == [1, 2, 3]
+    again = store.finish_page(first, b"other")  # a second delivery's store
+    assert again.stored and again.done == 1 and page_entries(store, job_id) == [1, 2, 3]
+    for _ in range(2):
+        delivery, _ = store.take("c-1")
+        stored = store.finish_page(delivery, f"page {delivery.page}".encode())
+    assert stored.last and stored.done == 3
+    assert store.page_outputs(job_id, 3) == [b"one", b"page 2", b"page 3"]
+    # the last page's entry stays pending: a death now is assembled by its redelivery
+    pending = store.client.xpending_range(STREAM, GROUP, "-", "+", 10)
+    assert [p["message_id"].decode() for p in pending] == [delivery.entry_id]
+    assert store.begin(delivery, "c-2").verdict == "assemble"
+
+
+def test_a_job_deleted_mid_scan_takes_its_pages_with_it(store: JobStore, redis_server) -> None:
+    import asyncio
+
+    import redis.asyncio as aredis
+
+    job_id = fanned_out(store, pages=4, in_flight=2)
+
+    async def delete() -> bool:
+        client = aredis.Redis.from_url(redis_server.url)
+        try:
+            return await AsyncJobStore(client, store.settings).delete(job_id)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(delete())
+    assert not store.client.exists(pages_key(job_id))
+    delivery, begun = store.take("c-0")
+    assert delivery.page == 1 and begun.verdict == "gone"  # acknowledged and skipped
 
 
 @pytest.fixture(scope="module")
