@@ -5,9 +5,11 @@ on PATH only where a test must catch a page mid-way or make one fail)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ import textract
 
 from daemon.store import DEPTH, GROUP, STREAM, AsyncJobStore, JobStore, pages_key
 from devtools.scans import make_scan
-from devtools.stack import wait_for
+from devtools.stack import Stack, wait_for
 from tests.client import Client
 from tests.conftest import queue_job
 from tests.fakes import FakeTools, events
@@ -109,11 +111,33 @@ def finished(client: Client, job_id: str, timeout: float = 120) -> dict:
     return wait_for(final, timeout, f"job {job_id} to end", interval=0.1)
 
 
+@pytest.fixture(scope="module")
+def fake_tools(tmp_path_factory: pytest.TempPathFactory) -> FakeTools:
+    """A fake tesseract first on the module stack's PATH (the real one in mode `pass`)."""
+    return FakeTools(tmp_path_factory.mktemp("fake-tools"))
+
+
+@pytest.fixture(scope="module")
+def scan_stack(fake_tools: FakeTools) -> Iterator[Stack]:
+    """One 2-worker stack for the fan-out tests, OCR_PAGES_IN_FLIGHT at its default (the
+    worker count); each test sets the fake tesseract's mode it needs and reads only its
+    own job's events."""
+    stack = Stack(env=fake_tools.env(WORKER_PROCESSES=2, MAX_ATTEMPTS=2)).start()
+    yield stack
+    stack.stop()
+    shutil.rmtree(stack.root, ignore_errors=True)
+
+
+def dead_letters_of(stack: Stack, job_id: str) -> int:
+    with stack.redis() as r:
+        return sum(1 for _, f in r.xrange("textractd:dead") if f[b"job"] == job_id.encode())
+
+
 def test_a_ten_page_scan_is_ocred_across_both_workers_as_textract_reads_it(
-        make_stack, scan10) -> None:
+        scan_stack: Stack, fake_tools: FakeTools, scan10) -> None:
     path, expected = scan10
-    # OCR_PAGES_IN_FLIGHT's default: the worker count
-    stack = make_stack(env={"WORKER_PROCESSES": "2"})
+    fake_tools.mode("tesseract", "pass")
+    stack = scan_stack
     client = Client(stack)
     job = upload_scan(client, path)
     assert job["state"] == "done", job["error"]
@@ -133,8 +157,8 @@ def test_a_ten_page_scan_is_ocred_across_both_workers_as_textract_reads_it(
     assert len(events(stack, "job.done", job_id=job["id"])) == 1
     # the page bookkeeping went with the job's end
     with stack.redis() as r:
-        assert not r.exists(f"textractd:pages:{job['id']}")
-        assert int(r.get("textractd:depth") or 0) == 0
+        assert not r.exists(pages_key(job["id"]))
+        assert int(r.get(DEPTH) or 0) == 0
 
 
 @pytest.fixture(scope="module")
@@ -145,13 +169,13 @@ def scan3(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 def test_a_page_whose_child_is_killed_is_retried_and_the_job_ends_with_the_whole_text(
-        make_stack, tools: FakeTools, scan3) -> None:
+        scan_stack: Stack, fake_tools: FakeTools, scan3) -> None:
     path, expected = scan3
-    tools.mode("tesseract", "slow:1.5")  # long enough to catch a page mid-way
-    stack = make_stack(env=tools.env(WORKER_PROCESSES=2, OCR_PAGES_IN_FLIGHT=2))
+    fake_tools.mode("tesseract", "slow:1.5")  # long enough to catch a page mid-way
+    stack = scan_stack
     client = Client(stack)
     job_id = upload_scan(client, path, wait=0)["id"]
-    worker = wait_for(tools.worker_of_running_tool, 30, "a page task's tesseract")
+    worker = wait_for(fake_tools.worker_of_running_tool, 30, "a page task's tesseract")
     os.kill(worker.pid, signal.SIGKILL)
     job = finished(client, job_id)
     assert job["state"] == "done", job["error"]
@@ -171,12 +195,11 @@ def test_a_page_whose_child_is_killed_is_retried_and_the_job_ends_with_the_whole
     ("reject-page:2", "corrupt_document", 1),  # the document's fault: at once
 ])
 def test_a_page_that_keeps_failing_fails_the_job_naming_the_page(
-        make_stack, tools: FakeTools, scan3, mode: str, code: str,
+        scan_stack: Stack, fake_tools: FakeTools, scan3, mode: str, code: str,
         page_attempts: int) -> None:
     path, _ = scan3
-    tools.mode("tesseract", mode)
-    stack = make_stack(env=tools.env(WORKER_PROCESSES=2, OCR_PAGES_IN_FLIGHT=3,
-                                     MAX_ATTEMPTS=2))
+    fake_tools.mode("tesseract", mode)
+    stack = scan_stack  # MAX_ATTEMPTS=2
     client = Client(stack)
     job = finished(client, upload_scan(client, path, wait=0)["id"])
     assert job["state"] == "failed"
@@ -187,10 +210,10 @@ def test_a_page_that_keeps_failing_fails_the_job_naming_the_page(
     assert len(events(stack, "page.retry", job_id=job["id"])) == page_attempts - 1
     assert len(events(stack, "job.failed", job_id=job["id"])) == 1
     with stack.redis() as r:
-        assert not r.exists(f"textractd:pages:{job['id']}")
-        assert int(r.get("textractd:depth") or 0) == 0
-        # given up by the machinery: a dead letter an operator can replay
-        assert r.xlen("textractd:dead") == (1 if code == "extractor_failed" else 0)
+        assert not r.exists(pages_key(job["id"]))
+        assert int(r.get(DEPTH) or 0) == 0
+    # given up by the machinery: a dead letter an operator can replay
+    assert dead_letters_of(stack, job["id"]) == (1 if code == "extractor_failed" else 0)
 
 
 def outstanding_pages(r, job_id: str) -> int:
