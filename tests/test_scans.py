@@ -4,6 +4,7 @@ on PATH only where a test must catch a page mid-way or make one fail)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -15,7 +16,14 @@ from pathlib import Path
 import pytest
 import textract
 
-from daemon.store import DEPTH, GROUP, STREAM, AsyncJobStore, JobStore, pages_key
+from daemon.store import (
+    DEPTH,
+    GROUP,
+    STREAM,
+    AsyncJobStore,
+    JobStore,
+    pages_key,
+)
 from devtools.scans import make_scan
 from devtools.stack import Stack, wait_for
 from tests.client import Client
@@ -68,6 +76,18 @@ def test_each_page_stored_queues_the_next_once_and_the_last_is_left_to_assemble(
     pending = store.client.xpending_range(STREAM, GROUP, "-", "+", 10)
     assert [p["message_id"].decode() for p in pending] == [delivery.entry_id]
     assert store.begin(delivery, "c-2").verdict == "assemble"
+
+
+def test_a_page_left_by_a_vanished_consumer_is_reclaimed_as_that_page(store: JobStore) -> None:
+    fanned_out(store, pages=2, in_flight=2)
+    taken, begun = store.take("c-0")  # ... and c-0 vanishes mid-page
+    assert (taken.page, begun.attempts) == (1, 1)
+    claimer = JobStore(store.client, dataclasses.replace(store.settings, claim_idle=0.05))
+    (claimed,) = wait_for(lambda: claimer.autoclaim("c-1", "0-0")[1], 5,
+                          "the idle page entry")
+    assert claimed.page == 1 and claimed.entry_id == taken.entry_id
+    again = claimer.begin(claimed, "c-1")
+    assert (again.verdict, again.page, again.attempts) == ("run", 1, 2)  # counted per page
 
 
 def test_a_job_deleted_mid_scan_takes_its_pages_with_it(store: JobStore, redis_server) -> None:
