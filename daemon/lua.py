@@ -4,7 +4,9 @@ A job moves queued -> processing -> done | failed, and each arrow is one script,
 crash between two Redis commands cannot leave a half-written job: the record, payload
 and stream entry appear together (SUBMIT, or SUBMIT_MANY for a batch); the result, XACK,
 notification and callback delivery land together (FINISH); a failed attempt is recorded
-and re-queued together (RETRY).
+and re-queued together (RETRY). A scan sent for OCR is cut into page tasks and put back
+together the same way (FAN_OUT, begin_page, FINISH_PAGE), inside the job's one
+processing state.
 """
 
 # Circuit-breaker arithmetic shared by BEGIN, FINISH and RETRY, so the breaker moves in
