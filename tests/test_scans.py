@@ -191,8 +191,10 @@ def scan3(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_a_page_whose_child_is_killed_is_retried_and_the_job_ends_with_the_whole_text(
         scan_stack: Stack, fake_tools: FakeTools, scan3) -> None:
     path, expected = scan3
-    fake_tools.mode("tesseract", "slow:1.5")  # long enough to catch a page mid-way
     stack = scan_stack
+    # the tesseract to catch must be this job's, not one an earlier test left running
+    wait_for(lambda: not fake_tools.running(), 60, "earlier tests' tools to end")
+    fake_tools.mode("tesseract", "slow:1.5")  # long enough to catch a page mid-way
     client = Client(stack)
     job_id = upload_scan(client, path, wait=0)["id"]
     worker = wait_for(fake_tools.worker_of_running_tool, 30, "a page task's tesseract")
@@ -237,14 +239,24 @@ def test_a_page_that_keeps_failing_fails_the_job_naming_the_page(
 
 
 def outstanding_pages(r, job_id: str) -> int:
-    """Page entries of the job on the stream not yet acknowledged: pending, or unread."""
-    group = next(g for g in r.xinfo_groups(STREAM) if g["name"] in (GROUP, GROUP.encode()))
-    last = group["last-delivered-id"]
-    last = last.decode() if isinstance(last, bytes) else last
-    ids = {p["message_id"] for p in r.xpending_range(STREAM, GROUP, "-", "+", 1000)}
-    ids |= {entry_id for entry_id, _ in r.xrange(STREAM, f"({last}", "+")}
-    fields = [found[0][1] for found in (r.xrange(STREAM, i, i) for i in ids) if found]
-    return sum(1 for f in fields if f.get(b"job") == job_id.encode() and b"page" in f)
+    """Page entries of the job on the stream not yet acknowledged (pending, or not yet
+    read), counted from one MULTI so the count is of one moment."""
+    with r.pipeline(transaction=True) as pipe:
+        pipe.xinfo_groups(STREAM)
+        pipe.xpending_range(STREAM, GROUP, "-", "+", 1000)
+        pipe.xrange(STREAM, "-", "+")
+        groups, pending, entries = pipe.execute()
+    group = next(g for g in groups if g["name"] in (GROUP, GROUP.encode()))
+    last = _entry_key(group["last-delivered-id"])
+    pending_ids = {p["message_id"] for p in pending}
+    return sum(1 for entry_id, f in entries
+               if (entry_id in pending_ids or _entry_key(entry_id) > last)
+               and f.get(b"job") == job_id.encode() and b"page" in f)
+
+
+def _entry_key(entry_id: bytes | str) -> tuple[int, int]:
+    ms, _, seq = (entry_id.decode() if isinstance(entry_id, bytes) else entry_id).partition("-")
+    return int(ms), int(seq)
 
 
 def test_with_one_page_in_flight_the_other_worker_serves_another_client_meanwhile(
