@@ -20,6 +20,7 @@ keeps its one summary event, logged by the delivery that ends it.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import TYPE_CHECKING
 
 import structlog
@@ -98,12 +99,16 @@ def settle_page(child: Child, delivery: Delivery, begun: Begun,
         # The page cannot be read: neither can the scan. The job fails as a job whose
         # extraction failed so (dead-lettered when the machinery gave up).
         dead = decided is Settlement.GIVE_UP
+        job_ms = (round((time.time() - begun.job_started_at) * 1000, 1)
+                  if begun.job_started_at else attempt.duration_ms)
         job_summary = summary._replace(state=JobState.FAILED, attempt=begun.job_attempts,
-                                       chars=None)
+                                       chars=None, duration_ms=job_ms)
         result: dict[str, object] = {"state": JobState.FAILED, "error_code": error.code,
                                      "error_message": on_page(page, str(error)),
-                                     "duration_ms": attempt.duration_ms}
+                                     "duration_ms": job_ms}
         settled = child._finish(delivery, result, job_summary, outcome=outcome, dead=dead)
+        if settled.written:
+            child.metrics.record_job(begun.ext, job_ms / 1000, len(begun.payload), 0)
         log_summary("page.failed", summary._replace(state=JobState.FAILED), **where,
                     error=str(error))
         child._summarise(settled.written, job_summary._replace(rss_mb=child._rss()),
