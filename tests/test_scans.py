@@ -90,6 +90,25 @@ def test_a_page_left_by_a_vanished_consumer_is_reclaimed_as_that_page(store: Job
     assert (again.verdict, again.page, again.attempts) == ("run", 1, 2)  # counted per page
 
 
+def test_a_page_retried_past_max_attempts_is_exhausted_with_its_last_error(
+        store: JobStore) -> None:
+    job_id = fanned_out(store, pages=2, in_flight=1)
+    two = JobStore(store.client, dataclasses.replace(store.settings, max_attempts=2))
+    for attempt in (1, 2):
+        delivery, begun = two.take("c-0")
+        assert (delivery.page, begun.verdict, begun.attempts) == (1, "run", attempt)
+        # the master re-queueing the page of a child that died at the deadline
+        settled = two.retry(delivery, consumer="c-master", error_code="extraction_timeout",
+                            error_message=f"killed at attempt {attempt}", died=True)
+        assert settled.written
+        assert page_entries(store, job_id)[-1] == 1  # the same page, queued again
+    delivery, begun = two.take("c-1")
+    assert (begun.verdict, begun.attempts) == ("exhausted", 2)
+    assert (begun.error_code, begun.error_message) == ("extraction_timeout",
+                                                       "killed at attempt 2")
+    assert store.client.hget(f"textractd:job:{job_id}", "state") == b"processing"
+
+
 def test_a_job_deleted_mid_scan_takes_its_pages_with_it(store: JobStore, redis_server) -> None:
     import asyncio
 

@@ -514,6 +514,8 @@ class Child:
                              rss_mb=self._rss())
         settled = self._finish(delivery, result, summary, dead=True)
         self._summarise(settled.written, summary, dead_letter=True)
+        if delivery.page:  # a page task's own line too, as any page task has
+            log_summary("page.failed", summary, page=delivery.page, error=message)
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
