@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 import textract
 
+from daemon.config import Settings
+from daemon.documents.formats import FORMATS
+from daemon.pool import scans
 from daemon.store import (
     DEPTH,
     GROUP,
@@ -310,9 +313,24 @@ def test_with_one_page_in_flight_the_other_worker_serves_another_client_meanwhil
     assert sorted(e["page"] for e in events(stack, "page.done", job_id=scan_id)) == [1, 2, 3, 4]
 
 
-def test_with_fan_out_off_a_scan_is_ocred_in_one_child_as_before(make_stack, scan3) -> None:
-    path, expected = scan3
-    stack = make_stack(env={"WORKER_PROCESSES": "2", "OCR_PAGES_IN_FLIGHT": "0"})
-    job = upload_scan(Client(stack), path)
-    assert job["state"] == "done" and job["text"] == expected
-    assert events(stack, "job.fanned_out") == [] and events(stack, "page.done") == []
+@pytest.mark.parametrize(("ext", "method", "pages", "in_flight", "fans"), [
+    ("pdf", "tesseract", 10, -1, True),  # the default: the worker count
+    ("pdf", "tesseract", 2, 1, True),  # a page at a time, still handed round
+    ("pdf", "tesseract", 10, 0, False),  # off: the whole scan in one child, as before
+    ("pdf", "tesseract", 1, 4, False),  # one page: nothing to share out
+    ("pdf", "", 10, 4, False),  # pdftotext reads a PDF in milliseconds
+    ("pdf", "pdfminer", 10, 4, False),
+    ("png", "", None, 4, False),
+])
+def test_only_a_multi_page_pdf_sent_for_ocr_fans_out(ext: str, method: str, pages: int | None,
+                                                      in_flight: int, fans: bool) -> None:
+    settings = Settings(worker_processes=2, ocr_pages_in_flight=in_flight)
+    assert scans.fans_out(settings, FORMATS[ext], method, pages) is fans
+
+
+
+def test_the_bound_defaults_to_the_worker_count(tmp_path: Path) -> None:
+    home = {"TEXTRACTD_HOME": str(tmp_path)}  # no .env but the test's
+    assert Settings(worker_processes=3).effective_ocr_pages_in_flight == 3
+    for env, bound in (({"WORKER_PROCESSES": "2"}, 2), ({"OCR_PAGES_IN_FLIGHT": "5"}, 5)):
+        assert Settings.from_env({**home, **env}).effective_ocr_pages_in_flight == bound
