@@ -6,10 +6,15 @@ measures, in each run:
    WORKER_PROCESSES, several passes, no HTTP, no Redis; docs/s;
 2. corpus: the same documents over HTTP, 8 in flight (`POST /v1/jobs?wait=60`);
 3. tiny: uploads of one 1 KB .txt, 8 in flight, against the same document in the pool;
-4. batch: the same tiny document 32 to a request (POST /v1/batches) against one to a
+4. celery: the tiny and the corpus workloads against Celery 5 (prefork, Redis broker and
+   backend, the bytes in the task), interleaved; needs the bench extra (`pip install -e
+   .[bench]`), and says so in one line without it while the other phases run;
+5. batch: the same tiny document 32 to a request (POST /v1/batches) against one to a
    request, interleaved;
-5. latency: one tiny job at a time, upload to result;
-6. memory: the api's peak RSS while 32 clients upload 16 MB each, and each child's RSS
+6. latency: one tiny job at a time, upload to result;
+7. scaling: generated text of 1 KB, 100 KB, 1 MB and 16 MB on stacks of 1, 2 and 4
+   workers: throughput, latency loaded and alone, CPU per document;
+8. memory: the api's peak RSS while 32 clients upload 16 MB each, and each child's RSS
    before and after 1,000 jobs (recycling is switched off so that growth would show).
 Figures are medians over `--runs`; every ratio is taken within one run, since the
 machine is shared. The workload is fixed (WORKLOAD) so that runs on different days
@@ -30,7 +35,7 @@ import textract
 
 from bench.phases import CORPUS_PHASES, PHASES, run_once
 from bench.report import TARGETS, commit_id, summarise, table, verdicts, write
-from bench.workload import CORPUS, MANIFEST, QUICK, WORKLOAD, has_corpus
+from bench.workload import CORPUS, MANIFEST, QUICK, WORKLOAD, has_corpus, service_env
 from devtools.stack import Stack
 
 NO_CORPUS = """\
@@ -43,7 +48,7 @@ and bytes. The project keeps its corpus outside the repository, in shared/corpus
 it; to make one, copy the tests/ folder of textract's own repository (deanmalmgren/textract \
 on GitHub: one folder per format, each document beside its expected .txt) and list its \
 documents in a {manifest}. Then put it there, or pass --corpus DIR (or set \
-TEXTRACTD_CORPUS), or run only the phases that need none: --only tiny,batch,latency.
+TEXTRACTD_CORPUS), or run only the phases that need none: --only tiny,batch,latency,scaling.
 """
 
 
@@ -77,13 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     work = QUICK if args.quick else WORKLOAD
-    env = {"WORKER_PROCESSES": str(args.workers), "OMP_THREAD_LIMIT": "1",
-           # Recycling would hide a leak from the memory phase (and costs one fork per
-           # WORKER_MAX_JOBS jobs, nothing next to the rest).
-           "WORKER_MAX_JOBS": "1000000",
-           "FAST_DOC": "0" if args.no_fast_doc else "1",
-           # The memory phase is one client with upload_clients uploads at once.
-           "MAX_UPLOADS_PER_KEY": str(max(8, work.upload_clients))}
+    env = service_env(args.workers, work, fast_doc=not args.no_fast_doc)
     started = time.time()
     meta = {"commit": commit_id(), "started_at": started, "workers": args.workers,
             "cpus": os.cpu_count(), "quick": args.quick, "fast_doc": not args.no_fast_doc,

@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.request
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
@@ -88,6 +89,21 @@ def compare(ceiling_slices: list[Slice], service_slices: list[Slice]) -> dict:
                           if service["cpu_ms_per_doc"] else 0.0)}
 
 
+def interleaved(passes: int, other_run: Callable[[], Slice],
+                service_run: Callable[[], Slice]) -> tuple[list[Slice], list[Slice]]:
+    """Alternate the other arm (the ceiling, or Celery) and the service (O S, S O, O S,
+    ...) so a change in the machine's load between slices falls on both arms alike."""
+    other_slices, service_slices = [], []
+    for n in range(passes):
+        order = ("o", "s") if n % 2 == 0 else ("s", "o")
+        for which in order:
+            if which == "o":
+                other_slices.append(other_run())
+            else:
+                service_slices.append(service_run())
+    return other_slices, service_slices
+
+
 # --- the ceiling: textract in a plain pool --------------------------------------------
 def _ceiling_task(task: tuple[int, str, dict]) -> tuple[int, float, str]:
     index, path, kwargs = task
@@ -139,8 +155,10 @@ class Reply:
 
 
 async def _post_all(stack: Stack | Floor, requests: list[tuple[bytes, str, dict]],
-                    in_flight: int, path: str = "/v1/jobs") -> tuple[list[Reply], float]:
-    """POST each (body, content type, query) with `in_flight` at a time, in order."""
+                    in_flight: int, path: str = "/v1/jobs",
+                    drop_text: bool = False) -> tuple[list[Reply], float]:
+    """POST each (body, content type, query) with `in_flight` at a time, in order.
+    `drop_text`: keep only the text's length (`chars`), not the text (large documents)."""
     replies: list[Reply | None] = [None] * len(requests)
     next_index = iter(range(len(requests)))
     connector = aiohttp.TCPConnector(limit=in_flight, force_close=False)
@@ -155,8 +173,10 @@ async def _post_all(stack: Stack | Floor, requests: list[tuple[bytes, str, dict]
                 async with session.post(f"{path}?{urlencode(query)}", data=body,
                                         headers={"Content-Type": content_type}) as response:
                     raw = await response.read()
-                replies[i] = Reply(response.status, time.perf_counter() - started,
-                                   _json(raw))
+                job = _json(raw)
+                if drop_text and isinstance(job.get("text"), str):
+                    job["chars"] = len(job.pop("text"))
+                replies[i] = Reply(response.status, time.perf_counter() - started, job)
 
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(in_flight)))
@@ -186,10 +206,23 @@ class HttpArm:
         self.procs = procs
 
     def run(self, requests: list[tuple[bytes, str, dict]], in_flight: int,
-            path: str = "/v1/jobs") -> Slice:
+            path: str = "/v1/jobs", drop_text: bool = False) -> Slice:
         cpu = cpu_seconds(self.procs)
-        replies, seconds = asyncio.run(_post_all(self.target, requests, in_flight, path))
+        replies, seconds = asyncio.run(_post_all(self.target, requests, in_flight, path,
+                                                  drop_text))
         return Slice(len(requests), seconds, cpu_seconds(self.procs) - cpu, replies=replies)
+
+
+def delete_jobs(stack: Stack, ids: list[str]) -> None:
+    """DELETE /v1/jobs/{id} for each: Redis need not keep what was only measured."""
+    asyncio.run(_delete(stack, ids))
+
+
+async def _delete(stack: Stack, ids: list[str]) -> None:
+    async with aiohttp.ClientSession(stack.url, headers={"X-API-Key": stack.api_key}) as s:
+        for job_id in ids:
+            async with s.delete(f"/v1/jobs/{job_id}") as response:
+                await response.read()
 
 
 def service(stack: Stack) -> HttpArm:

@@ -1,53 +1,52 @@
-"""The benchmark's phases, each against the arms: corpus, tiny, batch, latency, memory.
+"""The benchmark's phases, each against the arms: corpus, tiny, celery, batch, latency,
+scaling, memory.
 
-A run measures the phases asked for, in that order; the corpus and tiny phases
-interleave the ceiling and the service so that a change in the machine's load between
-slices falls on both arms alike.
+A run measures the phases asked for, in that order; the corpus, tiny and celery phases
+interleave the other arm (the ceiling, or Celery) and the service so that a change in
+the machine's load between slices falls on both arms alike.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import statistics
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
-import aiohttp
 import orjson
 import psutil
 
-from bench.arms import Ceiling, Floor, HttpArm, Slice, arm, compare, load, service
+from bench import celery_arm
+from bench.arms import (
+    Ceiling,
+    Floor,
+    HttpArm,
+    Slice,
+    arm,
+    compare,
+    delete_jobs,
+    interleaved,
+    load,
+    service,
+)
 from bench.loadgen import MIB, measure_upload_rss
+from bench.scaling import phase_scaling
 from bench.workload import Workload, corpus_docs, digest, tiny_text
 from daemon.pool.watchdog import tree_rss_mb
 from daemon.store import DEPTH, heartbeat_key, job_key
 from devtools.multipart import multipart_body, multipart_files
 from devtools.stack import Stack, wait_for
 
-PHASES = ("corpus", "tiny", "batch", "latency", "memory")
+PHASES = ("corpus", "tiny", "celery", "batch", "latency", "scaling", "memory")
 # The batch phase: tiny documents this many to a request (POST /v1/batches), with this
 # many requests in flight: one being stored while the other's jobs run keeps the pool fed.
 BATCH_FILES = 32
 BATCH_IN_FLIGHT = 2
 # The phases that read the corpus's documents; tiny and latency make their own.
-CORPUS_PHASES = frozenset({"corpus", "memory"})
-
-
-def interleaved(passes: int, ceiling_run, service_run) -> tuple[list[Slice], list[Slice]]:
-    """Alternate the arms (C S, S C, C S, ...) so a change in the machine's load between
-    slices falls on both arms alike."""
-    ceiling_slices, service_slices = [], []
-    for n in range(passes):
-        order = ("c", "s") if n % 2 == 0 else ("s", "c")
-        for which in order:
-            if which == "c":
-                ceiling_slices.append(ceiling_run())
-            else:
-                service_slices.append(service_run())
-    return ceiling_slices, service_slices
+CORPUS_PHASES = frozenset({"corpus", "celery", "memory"})
 
 
 def phase_corpus(work: Workload, ceiling: Ceiling, service: HttpArm, corpus: Path) -> dict:
@@ -98,6 +97,51 @@ def phase_tiny(work: Workload, ceiling: Ceiling, service: HttpArm,
     textract_cpu = result["ceiling"]["cpu_ms_per_doc"]
     floor_arm["best_cpu_ratio"] = textract_cpu / (textract_cpu + floor_arm["cpu_ms_per_doc"])
     return result | {"floor": floor_arm}
+
+
+def phase_celery(work: Workload, service: HttpArm, workers: int, corpus: Path) -> dict:
+    """The service against Celery (bench/celery_arm.py) on the tiny and the corpus
+    workloads, interleaved slice by slice: same documents, same number in flight."""
+    if not celery_arm.available():
+        print(celery_arm.INSTALL, file=sys.stderr, flush=True)
+        return {"skipped": celery_arm.INSTALL}
+    celery = celery_arm.CeleryArm(workers)
+    try:
+        data = tiny_text(work.tiny_bytes)
+        body = (*multipart_body("tiny.txt", data), {"wait": 60})
+        slices = 4
+        per_slice = work.tiny_jobs // slices
+        k_slices, s_slices = interleaved(
+            slices, lambda: celery.run([(data, "tiny.txt", {})] * per_slice, work.in_flight),
+            lambda: service.run([body] * per_slice, work.in_flight))
+        tiny = {"jobs": per_slice * slices, **_versus_celery(k_slices, s_slices)}
+        docs = corpus_docs(work.light_only, corpus)
+        tasks = [(d.path.read_bytes(), d.path.name, d.kwargs) for d in docs]
+        bodies = [(*d.body(), {**d.query, "wait": 60}) for d in docs]
+        k_slices, s_slices = interleaved(work.passes,
+                                         lambda: celery.run(tasks, work.in_flight),
+                                         lambda: service.run(bodies, work.in_flight))
+    finally:
+        celery.close()
+    # Both arms run textract on the same bytes: the texts must be the same.
+    mismatches = set()
+    for k_slice, s_slice in zip(k_slices, s_slices, strict=True):
+        for doc, k_reply, s_reply in zip(docs, k_slice.replies, s_slice.replies, strict=True):
+            text = s_reply.job.get("text")
+            if text is None or digest(text.encode()) != k_reply.job.get("digest"):
+                mismatches.add(doc.id)
+    corpus_result = {"docs": len(docs) * work.passes, **_versus_celery(k_slices, s_slices),
+                     "text_mismatches": sorted(mismatches)}
+    return {"workers": workers, "in_flight": work.in_flight, "pool": "prefork",
+            "tiny": tiny, "corpus": corpus_result}
+
+
+def _versus_celery(celery_slices: list[Slice], service_slices: list[Slice]) -> dict:
+    """compare()'s figures with Celery as the other arm: ratio = service / Celery rate,
+    cpu_ratio = Celery / service CPU per document."""
+    result = compare(celery_slices, service_slices)
+    result["celery"] = result.pop("ceiling")
+    return result
 
 
 def phase_batch(work: Workload, service: HttpArm) -> dict:
@@ -170,14 +214,7 @@ def _forget_large_jobs(stack: Stack, size: int) -> None:
         wait_for(lambda: int(r.get(DEPTH) or 0) == 0, 600, "the queue to drain")
         ids = [key.decode().rsplit(":", 1)[1] for key in r.scan_iter(job_key("*"))
                if int(r.hget(key, "size") or 0) >= size]
-    asyncio.run(_delete(stack, ids))
-
-
-async def _delete(stack: Stack, ids: list[str]) -> None:
-    async with aiohttp.ClientSession(stack.url, headers={"X-API-Key": stack.api_key}) as s:
-        for job_id in ids:
-            async with s.delete(f"/v1/jobs/{job_id}") as response:
-                await response.read()
+    delete_jobs(stack, ids)
 
 
 def child_rss(stack: Stack, work: Workload, corpus: Path) -> dict:
@@ -248,10 +285,14 @@ def run_once(stack: Stack, work: Workload, only: tuple[str, ...], workers: int,
                 result["tiny"] = phase_tiny(work, ceiling, http, stack.root)
         finally:
             ceiling.close()
+    if "celery" in only:
+        result["celery"] = phase_celery(work, service(stack), workers, corpus)
     if "batch" in only:
         result["batch"] = phase_batch(work, service(stack))
     if "latency" in only:
         result["latency"] = phase_latency(stack, work)
+    if "scaling" in only:
+        result["scaling"] = phase_scaling(work, fast_doc=stack.env.get("FAST_DOC") != "0")
     if "memory" in only:
         result["memory"] = phase_memory(stack, work, corpus)
     result["loadavg_after"] = os.getloadavg()[0]

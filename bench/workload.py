@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.loadgen import MIB
 from devtools.corpus import CORPUS, corpus_documents
 from devtools.multipart import multipart_body
 
@@ -20,6 +21,7 @@ MANIFEST = "MANIFEST.tsv"
 METHODS = {"textract-tests/pdf/ocr_text.pdf": "tesseract"}
 # A few cheap formats (each through a different parser) for --quick and the leak phase.
 LIGHT = {"txt", "csv", "json", "docx", "odt", "eml", "doc", "xls", "rtf", "pdf"}
+KIB = 1024
 
 
 @dataclass(frozen=True)
@@ -33,11 +35,34 @@ class Workload:
     upload_clients: int = 32
     upload_mb: int = 16
     child_jobs: int = 1000  # per child, for the leak check
+    # The scaling table: generated plain text of each size, on a stack of each worker
+    # count; per cell about scaling_bytes of documents, between these many jobs.
+    scaling_sizes: tuple[int, ...] = (KIB, 100 * KIB, MIB, 16 * MIB)
+    scaling_workers: tuple[int, ...] = (1, 2, 4)
+    scaling_bytes: int = 256 * MIB
+    scaling_jobs: tuple[int, int] = (24, 400)  # 24: three waves of in_flight at 16 MB
+
+    def jobs_of_size(self, size: int) -> int:
+        """Jobs in a scaling cell of documents of `size` bytes."""
+        least, most = self.scaling_jobs
+        return max(least, min(most, self.scaling_bytes // size))
 
 
 WORKLOAD = Workload()
 QUICK = Workload(passes=1, light_only=True, tiny_jobs=60, latency_jobs=20, upload_clients=4,
-                 upload_mb=1, child_jobs=20)
+                 upload_mb=1, child_jobs=20, scaling_sizes=(KIB, 100 * KIB, MIB),
+                 scaling_workers=(1, 2), scaling_bytes=4 * MIB, scaling_jobs=(8, 40))
+
+
+def service_env(workers: int, work: Workload, fast_doc: bool = True) -> dict[str, str]:
+    """The settings of every stack the benchmark starts."""
+    return {"WORKER_PROCESSES": str(workers), "OMP_THREAD_LIMIT": "1",
+            # Recycling would hide a leak from the memory phase (and costs one fork per
+            # WORKER_MAX_JOBS jobs, nothing next to the rest).
+            "WORKER_MAX_JOBS": "1000000",
+            "FAST_DOC": "1" if fast_doc else "0",
+            # The memory phase is one client with upload_clients uploads at once.
+            "MAX_UPLOADS_PER_KEY": str(max(8, work.upload_clients))}
 
 
 # --- documents ------------------------------------------------------------------------

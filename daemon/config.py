@@ -193,9 +193,17 @@ class Settings:
                                                "document (RLIMIT_CPU); keep it below "
                                                "JOB_TIMEOUT")
     # --- health thresholds -----------------------------------------------------------
-    cpu_warn: float = _setting(70.0, "host CPU % over the last minute for WARNING")
+    cpu_warn: float = _setting(70.0, "host CPU % over CPU_WINDOW for WARNING")
     cpu_crit: float = _setting(90.0, "CPU % for CRITICAL while the queue lags (a job waits "
-                                     "60 s or more); a busy CPU alone is a WARNING")
+                                     "QUEUE_LAG or more); a busy CPU alone is a WARNING")
+    cpu_window: float = _setting(60.0, "seconds the cpu check's CPU share spans (at least "
+                                       "1); the CLI reads the 1-minute load average at 60 "
+                                       "or more, else measures this long before answering")
+    queue_lag: float = _setting(60.0, "seconds the oldest job no child has taken must have "
+                                      "waited for a saturated CPU to be CRITICAL")
+    deadline_grace: float = _setting(10.0, "seconds past JOB_TIMEOUT a job may still be "
+                                           "held before the checks say its deadline was not "
+                                           "enforced (the master kills at JOB_TIMEOUT)")
     memory_warn: float = _setting(80.0, "memory % for WARNING")
     memory_crit: float = _setting(90.0, "memory % for CRITICAL")
     disk_warn: float = _setting(80.0, "disk % (var/, logs/) for WARNING")
@@ -223,6 +231,8 @@ class Settings:
             values[f.name] = _convert(f.name, raw, type(f.default))
         settings = cls(**values)
         _ = settings.access_keys  # a malformed key list is refused here, at start
+        if settings.cpu_window < 1.0:  # the api samples the CPU times once a second
+            raise ConfigError("CPU_WINDOW must be at least 1 (seconds)")
         if settings.tika_anonymous not in TIKA_ANONYMOUS_CHOICES:
             raise ConfigError("TIKA_ANONYMOUS must be empty or `loopback`")
         if settings.callback_allow and not settings.callback_secret:

@@ -53,6 +53,18 @@ class OutputLimit(DocumentError):
     code = "output_limit"
 
 
+class PoisonDocument(DocumentError):
+    """Raised when an upload is a quarantined document: it took its worker down on
+    every attempt, so no worker is risked on it again."""
+
+    code = "poison_document"
+
+    def __init__(self, sha256: str) -> None:
+        super().__init__("this document is quarantined: it took its worker down on every "
+                         "attempt")
+        self.sha256 = sha256
+
+
 # --- the extraction machinery -------------------------------------------------------
 class MachineryError(TextractdError):
     """Raised when the extraction machinery failed; the job is retried elsewhere."""

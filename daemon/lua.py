@@ -107,20 +107,32 @@ end
 # Each script names its KEYS and ARGV slots in locals at its top, so no body reads a slot
 # by number (dramatiq's habit).
 
-# KEYS: job, payload, stream, depth, text, job counters
+# A document quarantined as poison is refused inside the submitting call (not by a
+# ZSCORE before it): one round trip per upload.
+QUARANTINED_LUA = """
+local function quarantined(quarantine, sha256, now)
+  if sha256 == '' then return false end
+  local expires = redis.call('ZSCORE', quarantine, sha256)
+  return expires ~= false and tonumber(expires) > tonumber(now)
+end
+"""
+
+# KEYS: job, payload, stream, depth, text, job counters, quarantine
 # ARGV: max_depth, job_id, payload, family, cache key to look up ('' for none), now,
-#       result_ttl, the key prefixes of job and text, then the job record as field/value
-#       pairs
-# Returns {0, depth} (queue full), {1, entry id} (queued) or {2, source job id} (served
+#       result_ttl, the key prefixes of job and text, the document's sha256, then the
+#       job record as field/value pairs
+# Returns {0, depth} (queue full), {1, entry id} (queued), {2, source job id} (served
 # from the result cache: the job is stored done with a copy of the source's result and
-# nothing is queued, so a full queue does not refuse it).
-SUBMIT = """
+# nothing is queued, so a full queue does not refuse it) or {3, ''} (the document is
+# quarantined: nothing is stored).
+SUBMIT = QUARANTINED_LUA + """
 local job_key = KEYS[1]
 local payload_key = KEYS[2]
 local stream = KEYS[3]
 local depth_key = KEYS[4]
 local text_key = KEYS[5]
 local counters_key = KEYS[6]
+local quarantine = KEYS[7]
 local max_depth = tonumber(ARGV[1])
 local job_id = ARGV[2]
 local payload = ARGV[3]
@@ -130,7 +142,10 @@ local now = ARGV[6]
 local ttl = tonumber(ARGV[7])
 local job_prefix = ARGV[8]
 local text_prefix = ARGV[9]
-local RECORD_FROM = 10  -- the record's field/value pairs fill ARGV from here
+local sha256 = ARGV[10]
+local RECORD_FROM = 11  -- the record's field/value pairs fill ARGV from here
+
+if quarantined(quarantine, sha256, now) then return {3, ''} end
 
 -- The source's keys follow from the id the cache key names, so they are built here from
 -- the prefixes: standalone Redis and Sentinel allow it; Redis Cluster would not.
@@ -169,31 +184,45 @@ return {1, entry}
 """
 
 # Several uploads of one request (POST /v1/batches) stored in one call: every record,
-# payload and stream entry, or none when the queue has no room for them all.
-# KEYS: stream, depth, then per job: its record key, its payload key
-# ARGV: max_depth, jobs, then per job: job_id, family, payload, the record's field count
-#       n, then n field/value pairs... (so each job takes 4 + 2n slots)
-SUBMIT_MANY = """
+# payload and stream entry, or none when the queue has no room for them all or some
+# documents are quarantined.
+# KEYS: stream, depth, quarantine, then per job: its record key, its payload key
+# ARGV: max_depth, jobs, now, then per job: job_id, family, sha256, payload, the
+#       record's field count n, then n field/value pairs... (so each job takes 5 + 2n
+#       slots)
+# Returns {0, depth} (queue full), {1, entry ids} (queued) or {3, the 1-based numbers of
+# the quarantined jobs} (nothing is stored: the caller refuses those and sends the rest).
+SUBMIT_MANY = QUARANTINED_LUA + """
 local stream = KEYS[1]
 local depth_key = KEYS[2]
+local quarantine = KEYS[3]
 local max_depth = tonumber(ARGV[1])
 local jobs = tonumber(ARGV[2])
-local JOB_KEYS_FROM = 3  -- KEYS: job_1, payload_1, job_2, payload_2, ...
-local JOBS_FROM = 3  -- ARGV: job_1's id, family, payload, field count, its fields, job_2...
+local now = ARGV[3]
+local JOB_KEYS_FROM = 4  -- KEYS: job_1, payload_1, job_2, payload_2, ...
+local JOBS_FROM = 4  -- ARGV: job_1's id, family, sha256, payload, field count, its fields...
+local FIXED = 5  -- the slots of each job before its fields
 
+local poison = {}
+local at = JOBS_FROM
+for n = 1, jobs do
+  if quarantined(quarantine, ARGV[at + 2], now) then poison[#poison + 1] = n end
+  at = at + FIXED + 2 * tonumber(ARGV[at + 4])
+end
+if #poison > 0 then return {3, poison} end
 local depth = tonumber(redis.call('GET', depth_key) or '0')
 if max_depth > 0 and depth + jobs > max_depth then return {0, depth} end
 local entries = {}
-local at = JOBS_FROM
+at = JOBS_FROM
 for n = 1, jobs do
   local job_key = KEYS[JOB_KEYS_FROM + 2 * (n - 1)]
   local payload_key = KEYS[JOB_KEYS_FROM + 2 * (n - 1) + 1]
-  local job_id, family, payload = ARGV[at], ARGV[at + 1], ARGV[at + 2]
-  local fields = tonumber(ARGV[at + 3])
-  redis.call('HSET', job_key, unpack(ARGV, at + 4, at + 3 + 2 * fields))
+  local job_id, family, payload = ARGV[at], ARGV[at + 1], ARGV[at + 3]
+  local fields = tonumber(ARGV[at + 4])
+  redis.call('HSET', job_key, unpack(ARGV, at + FIXED, at + FIXED - 1 + 2 * fields))
   redis.call('SET', payload_key, payload)
   entries[n] = redis.call('XADD', stream, '*', 'job', job_id, 'family', family)
-  at = at + 4 + 2 * fields
+  at = at + FIXED + 2 * fields
 end
 redis.call('INCRBY', depth_key, jobs)
 return {1, entries}

@@ -20,12 +20,12 @@ from typing import NamedTuple, overload
 import orjson
 import redis
 import redis.asyncio as aredis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from daemon import lua
 from daemon.breaker import Outcome
 from daemon.config import Settings
-from daemon.errors import QueueFull, ReplicationTimeout
+from daemon.errors import PoisonDocument, QueueFull, ReplicationTimeout
 
 # --- names: the only place they are spelled -------------------------------------------
 PREFIX = "textractd"
@@ -226,7 +226,16 @@ def parse_done_message(data: bytes) -> tuple[str, dict | None]:
 
 
 # --- the api's side (asyncio) ---------------------------------------------------------
-SUBMIT_FULL, SUBMIT_QUEUED, SUBMIT_CACHED = 0, 1, 2  # lua.SUBMIT's first answer
+SUBMIT_FULL, SUBMIT_QUEUED, SUBMIT_CACHED, SUBMIT_QUARANTINED = 0, 1, 2, 3  # lua.SUBMIT's
+
+
+class Quarantined(Exception):
+    """Raised by submit_many, storing nothing, when some of its documents are quarantined:
+    the ids of their jobs, for the caller to refuse those and submit the rest."""
+
+    def __init__(self, job_ids: list[str]) -> None:
+        super().__init__(f"{len(job_ids)} quarantined documents")
+        self.job_ids = job_ids
 
 
 class Submitted(NamedTuple):
@@ -245,22 +254,26 @@ class AsyncJobStore:
 
     async def submit(self, record: dict[str, str], payload: bytes | bytearray,
                      use_cache: bool = False) -> Submitted:
-        """Store record + payload and XADD, atomically. Raises QueueFull.
+        """Store record + payload and XADD, atomically. Raises QueueFull, or
+        PoisonDocument when the record's `sha256` is quarantined.
 
         With `use_cache`, a done job of the record's `cache_key` serves it instead: the
         job is stored done with a copy of that result, nothing is queued (`cached`)."""
         job_id = record["id"]
         flat = [x for pair in record.items() for x in pair]
         s = self.settings
+        sha256 = record.get("sha256", "")
         status, value = await self._submit(
             keys=[job_key(job_id), payload_key(job_id), STREAM, DEPTH, text_key(job_id),
-                  JOB_COUNTERS],
+                  JOB_COUNTERS, QUARANTINE],
             args=[s.max_queue_depth, job_id, payload, record["family"],
                   record.get("cache_key", "") if use_cache else "", time.time(),
-                  s.result_ttl, job_key(""), text_key(""), *flat],
+                  s.result_ttl, job_key(""), text_key(""), sha256, *flat],
         )
         if status == SUBMIT_FULL:
             raise QueueFull(int(value))
+        if status == SUBMIT_QUARANTINED:
+            raise PoisonDocument(sha256)
         if status == SUBMIT_CACHED:
             return Submitted(job_id, cached=True)
         wanted = self.settings.redis_wait_for_replicas
@@ -274,17 +287,20 @@ class AsyncJobStore:
     async def submit_many(self, jobs: list[tuple[dict, bytes | bytearray]]) -> list[str]:
         """Store every (record, payload) and XADD each, in one atomic call: all or none.
 
-        Raises QueueFull when the queue has no room for them all."""
-        keys: list[str] = [STREAM, DEPTH]
+        Raises QueueFull when the queue has no room for them all, Quarantined (naming
+        them) when some of the documents are quarantined."""
+        keys: list[str] = [STREAM, DEPTH, QUARANTINE]
         args: list[bytes | bytearray | str | int | float] = [self.settings.max_queue_depth,
-                                                             len(jobs)]
+                                                             len(jobs), time.time()]
         for record, payload in jobs:
             keys += [job_key(record["id"]), payload_key(record["id"])]
-            args += [record["id"], record["family"], payload, len(record),
-                     *(x for pair in record.items() for x in pair)]
-        ok, value = await self._submit_many(keys=keys, args=args)
-        if not ok:
+            args += [record["id"], record["family"], record.get("sha256", ""), payload,
+                     len(record), *(x for pair in record.items() for x in pair)]
+        status, value = await self._submit_many(keys=keys, args=args)
+        if status == SUBMIT_FULL:
             raise QueueFull(int(value))
+        if status == SUBMIT_QUARANTINED:
+            raise Quarantined([jobs[n - 1][0]["id"] for n in value])
         wanted = self.settings.redis_wait_for_replicas
         if wanted:
             acked = await self.client.wait(wanted, 1000)
@@ -310,11 +326,6 @@ class AsyncJobStore:
         keys = [job_key(job_id), payload_key(job_id), text_key(job_id), DEPTH,
                 history_key(job_id), pages_key(job_id)]
         return bool(await self._delete(keys=keys, args=[DONE_CHANNEL, job_id]))
-
-    async def quarantined(self, sha256: str) -> bool:
-        """Whether an upload with this hash is a quarantined poison document."""
-        expires = await self.client.zscore(QUARANTINE, sha256)
-        return expires is not None and expires > time.time()
 
     async def quarantine_count(self) -> int:
         return int(await self.client.zcount(QUARANTINE, f"({time.time()}", "+inf"))
@@ -433,6 +444,13 @@ class Settled(NamedTuple):
                    len(reply) > 3 and bool(reply[3]))
 
 
+class ScriptCall(NamedTuple):
+    """One script's KEYS and ARGV, built once, sent alone or in a pipeline."""
+
+    keys: list[str]
+    args: list
+
+
 class PageStored(NamedTuple):
     """What FINISH_PAGE did: whether it counted the page (False: the job had ended), and
     whether every page is in now, so that this delivery is the one to end the job."""
@@ -505,12 +523,18 @@ class JobStore:
 
     def take(self, consumer: str) -> tuple[Delivery, Begun] | None:
         """The next new entry, begun in the same call; None when none is waiting."""
+        call = self._take_call(consumer)
+        return self._taken(self._in_group(self._take, keys=call.keys, args=call.args))
+
+    def _take_call(self, consumer: str) -> ScriptCall:
         s = self.settings
-        reply = self._in_group(
-            self._take, keys=[STREAM, QUARANTINE],
-            args=[GROUP, consumer, time.time(), s.max_attempts,
-                  s.circuit_breaker_recovery_timeout, job_key(""), payload_key(""),
-                  breaker_key(""), history_key(""), pages_key("")])
+        return ScriptCall([STREAM, QUARANTINE],
+                          [GROUP, consumer, time.time(), s.max_attempts,
+                           s.circuit_breaker_recovery_timeout, job_key(""), payload_key(""),
+                           breaker_key(""), history_key(""), pages_key("")])
+
+    @staticmethod
+    def _taken(reply: list) -> tuple[Delivery, Begun] | None:
         if not reply:
             return None
         return (Delivery(_s(reply[0]), _s(reply[1]), _s(reply[2]), int(reply[3])),
@@ -519,19 +543,50 @@ class JobStore:
     def finish(self, delivery: Delivery, result: dict[str, object], *,
                outcome: Outcome = Outcome.NONE, dead: bool = False) -> Settled:
         """Write the result once, XACK, notify, queue the job's callback if it has one."""
+        call = self._finish_call(delivery, result, outcome, dead)
+        return Settled.from_reply(self._finish(keys=call.keys, args=call.args))
+
+    def finish_and_take(self, delivery: Delivery, result: dict[str, object], consumer: str,
+                        *, outcome: Outcome = Outcome.NONE
+                        ) -> tuple[Settled, tuple[Delivery, Begun] | None]:
+        """finish(), then take() for `consumer`, in one round trip: while work is queued
+        a job costs the child one call to Redis, not two.
+
+        EVALSHA straight into the pipeline (a registered Script would first ask SCRIPT
+        EXISTS, a round trip of its own). A script Redis no longer has (restarted, or a
+        failover) is run again through its Script, which loads it; a take that failed
+        otherwise (a group lost in a failover) is left to the next turn's take(), which
+        mends the group."""
+        finish_call, take_call = (self._finish_call(delivery, result, outcome, False),
+                                  self._take_call(consumer))
+        with self.client.pipeline(transaction=False) as pipe:
+            for script, call in ((self._finish, finish_call), (self._take, take_call)):
+                pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+            finished, taken = pipe.execute(raise_on_error=False)
+        if isinstance(finished, NoScriptError):
+            finished = self._finish(keys=finish_call.keys, args=finish_call.args)
+        elif isinstance(finished, Exception):
+            raise finished
+        if isinstance(taken, ResponseError):
+            return Settled.from_reply(finished), None
+        if isinstance(taken, Exception):
+            raise taken
+        return Settled.from_reply(finished), self._taken(taken)
+
+    def _finish_call(self, delivery: Delivery, result: dict[str, object], outcome: Outcome,
+                     dead: bool) -> ScriptCall:
         s, job_id = self.settings, delivery.job_id
         callback_id = uuid.uuid4().hex  # used only if the job asked for a callback
         flat = [str(x) if not isinstance(x, bytes | str) else x
                 for pair in result.items() for x in pair]
-        reply = self._finish(
-            keys=[job_key(job_id), payload_key(job_id), text_key(job_id), STREAM, DEPTH,
-                  breaker_key(delivery.family), DEAD_LETTERS, history_key(job_id),
-                  JOB_COUNTERS, CALLBACKS_DUE, callback_key(callback_id), pages_key(job_id)],
-            args=[GROUP, delivery.entry_id, s.result_ttl, time.time(), DONE_CHANNEL, job_id,
-                  outcome, s.circuit_breaker_failure_threshold,
-                  s.circuit_breaker_success_threshold, "1" if dead else "0",
-                  DONE_MESSAGE_TEXT_MAX, s.result_cache_ttl, callback_id, *flat])
-        return Settled.from_reply(reply)
+        return ScriptCall(
+            [job_key(job_id), payload_key(job_id), text_key(job_id), STREAM, DEPTH,
+             breaker_key(delivery.family), DEAD_LETTERS, history_key(job_id), JOB_COUNTERS,
+             CALLBACKS_DUE, callback_key(callback_id), pages_key(job_id)],
+            [GROUP, delivery.entry_id, s.result_ttl, time.time(), DONE_CHANNEL, job_id,
+             outcome, s.circuit_breaker_failure_threshold,
+             s.circuit_breaker_success_threshold, "1" if dead else "0",
+             DONE_MESSAGE_TEXT_MAX, s.result_cache_ttl, callback_id, *flat])
 
     def retry(self, delivery: Delivery, *, consumer: str, error_code: str = "",
               error_message: str = "", ready_at: float = 0.0,

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import os
 import shutil
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,9 +17,20 @@ import textract
 
 from daemon import lua
 from daemon.config import Settings
-from daemon.store import DEPTH, STREAM, JobStore, ensure_group, job_key, payload_key
+from daemon.store import (
+    DEPTH,
+    JOB_COUNTERS,
+    QUARANTINE,
+    STREAM,
+    JobStore,
+    ensure_group,
+    job_key,
+    payload_key,
+    text_key,
+)
 from devtools.corpus import CORPUS, CorpusDoc, corpus_documents  # noqa: F401 - tests import these here
-from devtools.stack import Stack, wait_for
+from devtools.redis_server import RedisServer, throwaway_redis
+from devtools.stack import Stack
 
 # tesseract's OpenMP threads, in the tests' own calls to textract: on this shared 2-core
 # machine they make the corpus scan's OCR take 15 s instead of 2 s (the stacks' workers
@@ -50,52 +58,6 @@ def squash(text: str) -> str:
     return "".join(text.split())
 
 
-class RedisServer:
-    """A throwaway redis-server on a unix socket (and optionally a loopback port)."""
-
-    def __init__(self, root: Path, port: int = 0, *extra: str) -> None:
-        self.root = root
-        self.port = port
-        self.socket = root / "redis.sock"
-        self.extra = extra
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0" if self.port else f"unix://{self.socket}"
-
-    def start(self) -> RedisServer:
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--unixsocket", str(self.socket), "--unixsocketperm", "700",
-             "--dir", str(self.root), "--appendonly", "yes", "--save", "",
-             "--maxmemory-policy", "noeviction", *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: self.client().ping(), 10, "redis-server to answer PING")
-        return self
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_timeout=5)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-
-@contextlib.contextmanager
-def throwaway_redis(prefix: str = "txr-") -> Iterator[RedisServer]:
-    """A redis-server of its own in a temporary folder, removed with it afterwards."""
-    root = Path(tempfile.mkdtemp(prefix=prefix))
-    server = RedisServer(root).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     with throwaway_redis() as server:
@@ -111,13 +73,14 @@ def tools(tmp_path: Path):  # -> tests.fakes.FakeTools (which imports this modul
 
 
 @pytest.fixture
-def store(redis_server) -> JobStore:
+def store(redis_server) -> Iterator[JobStore]:
     """The workers' JobStore on a throwaway redis-server, with a fast breaker recovery."""
     client = redis.Redis.from_url(redis_server.url, socket_timeout=5)
     ensure_group(client)
     settings = dataclasses.replace(Settings(), max_attempts=10,
                                    circuit_breaker_recovery_timeout=0.3)
-    return JobStore(client, settings)
+    yield JobStore(client, settings)
+    client.close()  # its sockets, before the server goes (no ResourceWarning at exit)
 
 
 def queue_job(store: JobStore, family: str = "pdf", payload: bytes = b"%PDF-",
@@ -128,8 +91,10 @@ def queue_job(store: JobStore, family: str = "pdf", payload: bytes = b"%PDF-",
     record = {"id": job_id, "state": "queued", "attempts": "0", "ext": "pdf",
               "family": family, "method": "", "created_at": str(time.time()), **fields}
     submit_script = store.client.register_script(lua.SUBMIT)
-    submit_script(keys=[job_key(job_id), payload_key(job_id), STREAM, DEPTH],
-                  args=[0, job_id, payload, family, "", 0, 0, "", "",
+    submit_script(keys=[job_key(job_id), payload_key(job_id), STREAM, DEPTH,
+                        text_key(job_id), JOB_COUNTERS, QUARANTINE],
+                  args=[0, job_id, payload, family, "", time.time(), 0, "", "",
+                        fields.get("sha256", ""),
                         *[x for pair in record.items() for x in pair]])
     return job_id
 

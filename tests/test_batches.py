@@ -7,13 +7,15 @@ depth stays as the test left it).
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from daemon.store import DEPTH, job_key
+from daemon.store import DEPTH, QUARANTINE, job_key
 from devtools.corpus import CORPUS
 from devtools.multipart import multipart_body, multipart_files
 from devtools.stack import Stack, wait_for
@@ -219,3 +221,43 @@ def test_a_batch_waiting_for_its_jobs_holds_no_upload_slot(idle: Stack) -> None:
         r.set(DEPTH, 0)
     for job in waited[0].json()["jobs"] + meanwhile.json()["jobs"]:
         Client(idle).request("DELETE", f"/v1/jobs/{job['id']}")
+
+
+def test_a_quarantined_document_is_refused_by_the_storing_call_alone_or_in_a_batch(
+        idle: Stack) -> None:
+    poison = b"bytes that took their worker down"
+    sha = hashlib.sha256(poison).hexdigest()
+    with idle.redis() as r:
+        r.zadd(QUARANTINE, {sha: time.time() + 600})
+    try:
+        warm = Client(idle).upload("warm.txt", b"warm")  # loads the script (NOSCRIPT)
+        Client(idle).request("DELETE", f"/v1/jobs/{warm.json()['id']}")
+        jobs_before, before = stored_jobs(idle), command_calls(idle)
+        alone = Client(idle).upload("again.txt", poison)
+        calls = {name: count - before.get(name, 0)
+                 for name, count in command_calls(idle).items()}
+        assert alone.status == 422, alone.body
+        assert (alone.json()["error"]["code"], alone.json()["error"]["sha256"]) == (
+            "poison_document", sha)
+        # Refused by the one script call that would have stored it (the ZSCORE counted is
+        # the script's own: commandstats counts a script's commands too).
+        assert calls.get("evalsha", 0) == 1 and calls.get("zscore", 0) == 1, calls
+        assert stored_jobs(idle) == jobs_before
+
+        reply = post_batch(idle, [tiny(1), ("again.txt", poison), tiny(2)])
+        assert reply.status == 202, reply.body
+        body = reply.json()
+        assert (body["accepted"], body["refused"]) == (2, 1)
+        assert [job["state"] for job in body["jobs"]] == ["queued", "refused", "queued"]
+        assert body["jobs"][1]["id"] is None
+        assert body["jobs"][1]["error"]["code"] == "poison_document"
+        assert stored_jobs(idle) == jobs_before + 2
+        for job in body["jobs"]:
+            if job["id"]:
+                Client(idle).request("DELETE", f"/v1/jobs/{job['id']}")
+    finally:
+        with idle.redis() as r:
+            r.zrem(QUARANTINE, sha)
+    lifted = Client(idle).upload("again.txt", poison)
+    assert lifted.status == 202, lifted.body
+    Client(idle).request("DELETE", f"/v1/jobs/{lifted.json()['id']}")

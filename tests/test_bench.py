@@ -9,6 +9,7 @@ gives textract's text byte for byte or steps aside.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 import textract
 
 from bench.__main__ import parse_args
+from bench.loadgen import MIB
 from bench.workload import QUICK, corpus_docs
 from daemon.config import ROOT
 from daemon.documents import legacy_doc
@@ -112,6 +114,10 @@ def test_a_quick_run_measures_the_api_peak_and_every_child_before_and_after_its_
         assert not child["recycled"]
         assert child["jobs"] >= QUICK.child_jobs
         assert child["rss_before_mb"] > 0 and child["rss_after_mb"] > 0
+        # The table says of each child whether its RSS stayed flat over its jobs.
+        flat = child["growth_mb"] <= quick_report["targets"]["child_growth_mb"]
+        assert re.search(rf"^child {child['pid']}: .* over {child['jobs']} jobs  "
+                         rf"{'flat' if flat else 'NOT FLAT'}$", quick_report["_stdout"], re.M)
 
 
 def test_a_quick_run_reports_medians_verdicts_and_a_table(quick_report) -> None:
@@ -125,6 +131,79 @@ def test_a_quick_run_reports_medians_verdicts_and_a_table(quick_report) -> None:
     assert "docs) docs/s" in quick_report["_stdout"]
     assert "HTTP floor jobs/s" in quick_report["_stdout"]
     assert "JSON:" in quick_report["_stdout"]
+
+
+def test_a_quick_run_measures_tiny_jobs_and_the_corpus_against_celery_in_the_same_run(
+        quick_report, corpus_copy) -> None:
+    celery = quick_report["runs"][0]["celery"]
+    assert "skipped" not in celery, celery  # scripts/test installs the bench extra
+    assert celery["workers"] == 2 and celery["pool"] == "prefork"
+    assert celery["in_flight"] == QUICK.in_flight
+    docs = len(corpus_docs(light_only=True, corpus=corpus_copy)) * QUICK.passes
+    for work, count in (("tiny", QUICK.tiny_jobs), ("corpus", docs)):
+        result = celery[work]
+        for arm in ("service", "celery"):
+            figures = result[arm]
+            assert figures["count"] == figures["done"] == count, (work, arm, figures)
+            assert figures["rate"] > 0 and figures["cpu_ms_per_doc"] > 0, (work, arm)
+            assert 0 < figures["p50_ms"] <= figures["p99_ms"], (work, arm)
+        assert result["ratio"] == pytest.approx(result["service"]["rate"]
+                                                / result["celery"]["rate"])
+        assert result["cpu_ratio"] == pytest.approx(result["celery"]["cpu_ms_per_doc"]
+                                                    / result["service"]["cpu_ms_per_doc"])
+        assert quick_report["summary"][f"celery_{work}_ratio"] == pytest.approx(result["ratio"])
+        assert isinstance(quick_report["verdicts"][f"celery_{work}_ratio"], bool)
+    assert celery["tiny"]["jobs"] == QUICK.tiny_jobs
+    assert celery["corpus"]["text_mismatches"] == []  # Celery's textract, the service's text
+    out = quick_report["_stdout"]
+    assert "against Celery 5 (prefork, 2 children" in out
+    ratio = quick_report["summary"]["celery_tiny_ratio"]
+    assert re.search(rf"^tiny \({QUICK.tiny_jobs} x 1 KB\) jobs/s .* {ratio:.2f}x  >= 4x",
+                     out, re.M)
+
+
+def test_a_quick_run_prints_a_scaling_table_of_document_sizes_by_worker_counts(
+        quick_report) -> None:
+    scaling = quick_report["runs"][0]["scaling"]
+    cells = {(c["bytes"], c["workers"]): c for c in scaling["cells"]}
+    assert set(cells) == {(size, workers) for size in QUICK.scaling_sizes
+                          for workers in QUICK.scaling_workers}
+    for (size, workers), cell in cells.items():
+        jobs = QUICK.jobs_of_size(size)
+        assert cell["jobs"] == cell["done"] == cell["whole_text"] == jobs, cell
+        assert cell["failed"] == 0
+        assert cell["rate"] > 0 and cell["cpu_ms_per_doc"] > 0 and cell["alone_p50_ms"] > 0
+        assert cell["mb_per_s"] == pytest.approx(cell["rate"] * size / MIB)
+        assert 0 < cell["p50_ms"] <= cell["p99_ms"]
+        label = f"{size // MIB} MB" if size >= MIB else f"{size // 1024} KB"
+        assert re.search(rf"^ *{label} +{workers} +{cell['rate']:.1f} +{cell['mb_per_s']:.1f} ",
+                         quick_report["_stdout"], re.M), (label, workers)
+    assert len(quick_report["summary"]["scaling"]) == len(cells)
+
+
+def test_without_celery_the_celery_phase_says_how_to_install_it_and_the_rest_runs(
+        tmp_path, corpus_copy) -> None:
+    # No second venv here: a package named celery that fails to import, first on the path,
+    # is what a python without the bench extra sees.
+    shadow = tmp_path / "shadow" / "celery"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("No module named \'celery\'")\n')
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow.parent), str(ROOT)])}
+    result = subprocess.run([sys.executable, "-m", "bench", "--quick", "--workers", "1",
+                             "--only", "celery,latency", "--corpus", str(corpus_copy),
+                             "--out", str(out)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = [line for line in result.stderr.splitlines() if "celery" in line.lower()]
+    assert len(said) == 1, result.stderr
+    assert "not installed" in said[0] and "pip install -e '.[bench]'" in said[0]
+    report = orjson.loads(out.read_bytes())
+    run = report["runs"][0]
+    assert run["celery"] == {"skipped": said[0]}
+    assert report["verdicts"]["celery_tiny_ratio"] is None
+    assert run["latency"]["failed"] == 0 and run["latency"]["p50_ms"] > 0  # the rest ran
+    assert said[0] in result.stdout  # and the table says it too
 
 
 def test_the_bench_refuses_an_unknown_phase() -> None:

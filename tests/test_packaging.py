@@ -546,11 +546,12 @@ def pins(path: Path = ROOT / "conf" / "constraints.txt") -> dict[str, str]:
 
 
 def pin_problems(pinned: dict[str, str]) -> list[str]:
-    """Each requirement of setup.cfg (runtime and test) that `pinned` lacks or contradicts."""
+    """Each requirement of setup.cfg (runtime, test, bench) `pinned` lacks or contradicts."""
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
     declared = [line for text in (cfg["options"]["install_requires"],
-                                  cfg["options.extras_require"]["test"])
+                                  cfg["options.extras_require"]["test"],
+                                  cfg["options.extras_require"]["bench"])
                 for line in text.splitlines() if line.strip()]
     assert len(declared) >= 10
     problems = []

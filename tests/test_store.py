@@ -90,6 +90,50 @@ def test_a_failed_job_rides_in_its_done_message_with_its_error(store: JobStore) 
     pubsub.close()
 
 
+def command_calls(store: JobStore) -> dict[str, int]:
+    return {name.removeprefix("cmdstat_"): stats["calls"]
+            for name, stats in store.client.info("commandstats").items()}
+
+
+def test_finish_and_take_stores_the_result_and_begins_the_next_job_in_one_round_trip(
+        store: JobStore) -> None:
+    first, second = queue_job(store, payload=b"one"), queue_job(store, payload=b"two")
+    third = queue_job(store, payload=b"three")
+    delivery, _ = store.take("c-0")
+    # FINISH is not loaded yet: it is run again through its Script, the take stands
+    _, (delivery, _) = store.finish_and_take(delivery, {"state": "done", "chars": 3,
+                                                        "text": "one"}, "c-0")
+    assert delivery.job_id == second
+    before = command_calls(store)
+
+    settled, taken = store.finish_and_take(delivery, {"state": "done", "chars": 3,
+                                                      "text": "two"}, "c-0")
+
+    calls = {name: n - before.get(name, 0) for name, n in command_calls(store).items()}
+    assert settled.written and taken is not None
+    next_delivery, begun = taken
+    assert next_delivery.job_id == third and (begun.verdict, begun.payload) == ("run", b"three")
+    assert [store.client.hget(job_key(j), "state") for j in (first, second, third)] == [
+        b"done", b"done", b"processing"]
+    # both scripts in one pipeline: two EVALSHA and no SCRIPT EXISTS before them
+    assert calls.get("evalsha") == 2 and not calls.get("script|exists"), calls
+    assert store.take("c-0") is None
+
+
+def test_finish_and_take_after_redis_lost_its_scripts_still_finishes_and_leaves_the_next(
+        store: JobStore) -> None:
+    queue_job(store), queue_job(store)
+    delivery, _ = store.take("c-0")
+    store.client.script_flush()  # as after a restart without the scripts, or a failover
+
+    settled, taken = store.finish_and_take(delivery, {"state": "done", "chars": 1,
+                                                      "text": "x"}, "c-0")
+
+    assert settled.written and taken is None  # the next one waits for the next take()
+    assert store.client.hget(job_key(delivery.job_id), "state") == b"done"
+    assert store.take("c-0") is not None
+
+
 def test_a_damaged_done_message_falls_back_to_reading_the_job() -> None:
     assert parse_done_message(b"abc\n{not json") == ("abc", None)
     assert parse_done_message(b"abc\n" + orjson.dumps({"text": "no record"})) == ("abc", None)

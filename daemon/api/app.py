@@ -65,12 +65,18 @@ from daemon.api.waiters import Waiters
 from daemon.config import DEFAULT_TENANT, ConfigError, Settings
 from daemon.connection import RedisTooOld, connect_async, require_redis_version_async
 from daemon.documents import formats
-from daemon.errors import CallbackRefused, EncryptedDocument, UnsupportedFormat
+from daemon.errors import (
+    CallbackRefused,
+    EncryptedDocument,
+    PoisonDocument,
+    UnsupportedFormat,
+)
 from daemon.logs import configure_logging
 from daemon.store import (
     FINAL_STATES,
     AsyncJobStore,
     DeadLetters,
+    Quarantined,
     ensure_group_async,
     job_key,
     public_job,
@@ -145,12 +151,13 @@ async def extract(request: web.Request) -> web.Response:
 async def get_job(request: web.Request) -> web.Response:
     job_id = _job_id(request)
     wait = _wait_seconds(request, default=0.0)
-    await _check_owner(request, job_id)
     pages = wants_pages(request)
     if wait > 0:
+        await _check_owner(request, job_id)  # before waiting: a foreign job is no wait
         job = await request.app[WAITERS].wait(job_id, wait)
     else:
-        job = await request.app[STORE].get(job_id)
+        found = await request.app[STORE].read(job_id)
+        job = public_job(*_owned(request, job_id, found)) if found else None
     if pages:
         job = await with_pages(request.app[STORE], job_id, job)
     if job is None:
@@ -160,12 +167,11 @@ async def get_job(request: web.Request) -> web.Response:
 
 async def get_text(request: web.Request) -> web.Response:
     job_id = _job_id(request)
-    await _check_owner(request, job_id)
     page = page_number(request)
     found = await request.app[STORE].read(job_id)
     if found is None:
         raise _no_job(job_id)
-    record, text = found
+    record, text = _owned(request, job_id, found)
     job = public_job(record)
     if job["state"] == "failed":
         raise ApiError("job_failed", f"the job failed: {job['error']['code']}",
@@ -274,10 +280,41 @@ async def _store_batch(request: web.Request,
         if registered is not None:
             registered.update((r["id"], waiters.register(r["id"])) for r, _ in good)
         if good:
-            await request.app[STORE].submit_many(good)
+            refused = await _submit_all(request.app[STORE], good)
+            if refused:
+                if registered is not None:
+                    for job_id in refused:
+                        waiters.discard(job_id, registered.pop(job_id))
+                records = {record["id"]: record for record, _ in good}
+                entries = [_refused_as_poison(records[entry["id"]])
+                           if entry["id"] in refused else entry for entry in entries]
+                good = [(record, data) for record, data in good
+                        if record["id"] not in refused]
     request["accepted"] = {"files": len(entries), "jobs": len(good),
                            "bytes": sum(len(data) for _, data in good)}
     return entries
+
+
+async def _submit_all(store: AsyncJobStore, jobs: list[tuple[dict, bytes | bytearray]]
+                      ) -> set[str]:
+    """Submit the batch's jobs; the ids of those refused as quarantined documents (the
+    rest are stored then, in a second call: a rare path, for a batch with poison in it)."""
+    try:
+        await store.submit_many(jobs)
+        return set()
+    except Quarantined as exc:
+        refused = set(exc.job_ids)
+    rest = [(record, data) for record, data in jobs if record["id"] not in refused]
+    if rest:
+        refused |= await _submit_all(store, rest)
+    return refused
+
+
+def _refused_as_poison(record: dict) -> dict:
+    error = PoisonDocument(record["sha256"])
+    return {"id": None, "state": "refused", "filename": record["filename"],
+            "bytes": record["size"],
+            "error": {"code": error.code, "message": str(error), "status": 422}}
 
 
 def _refused(upload: Upload, error: ApiError) -> dict:
@@ -324,11 +361,8 @@ async def _record(request: web.Request, job_id: str, upload: Upload, callback: s
     if callback:
         record["callback_url"] = callback
     settings = request.app[SETTINGS]
+    # The hash is also the quarantine's key: SUBMIT refuses a quarantined document.
     record.update(await cache_fields(record, upload.data, settings))
-    if await request.app[STORE].quarantined(record["sha256"]):
-        # It took its worker down on every attempt: no worker is risked on it again.
-        raise ApiError("poison_document", "this document is quarantined: it took its "
-                       "worker down on every attempt", extra={"sha256": record["sha256"]})
     return record
 
 
@@ -398,10 +432,23 @@ async def _check_owner(request: web.Request, job_id: str) -> None:
     """404 for a job of another tenant: the same answer as for no job, so an id of
     another client's job tells nothing, not even that it exists."""
     state, owner = await request.app[STORE].client.hmget(job_key(job_id), "state", "tenant")
-    # A job stored before tenants has none: it was the default tenant's.
     owner_name = owner.decode() if isinstance(owner, bytes) else owner
-    if state is not None and (owner_name or DEFAULT_TENANT) != tenant_of(request):
+    if state is not None and not _is_owner(request, owner_name):
         raise _no_job(job_id)
+
+
+def _owned(request: web.Request, job_id: str, found: tuple[dict[str, str], str | None]
+           ) -> tuple[dict[str, str], str | None]:
+    """`found` (a job read whole) if it is the request's tenant's: _check_owner's rule
+    without its round trip."""
+    if not _is_owner(request, found[0].get("tenant")):
+        raise _no_job(job_id)
+    return found
+
+
+def _is_owner(request: web.Request, owner: str | None) -> bool:
+    # A job stored before tenants has none: it was the default tenant's.
+    return (owner or DEFAULT_TENANT) == tenant_of(request)
 
 
 def _no_job(job_id: str) -> ApiError:
@@ -481,7 +528,7 @@ def create_app(settings: Settings) -> web.Application:
     setup_tika(app, settings, store, _accept_and_wait)
     setup_quarantine(app, store)
     setup_dead_letters(app, DeadLetters(client))
-    setup_console(app, settings, store)
+    setup_console(app, settings, store, app[WAITERS])
     setup_openapi(app)
     return app
 

@@ -22,7 +22,7 @@ from daemon.api.keys import METRICS_HOOK, RATE_LIMITER, RETRY_AFTER
 from daemon.api.tika.access import keyless_allowed
 from daemon.config import DEFAULT_TENANT, AccessKey, Settings
 from daemon.connection import REDIS_DOWN
-from daemon.errors import ERROR_CODES, QueueFull, ReplicationTimeout
+from daemon.errors import ERROR_CODES, PoisonDocument, QueueFull, ReplicationTimeout
 from daemon.logs import scrub_surrogates
 
 log = structlog.get_logger()
@@ -131,6 +131,8 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
     except ReplicationTimeout as exc:
         return error_response(request, exc.code, str(exc), 503, retry_after=2,
                               extra={"job_id": exc.job_id})
+    except PoisonDocument as exc:
+        return error_response(request, exc.code, str(exc), 422, extra={"sha256": exc.sha256})
     except ClientDisconnected as exc:
         log.info("http.client_disconnected", error=str(exc))
         return web.Response(status=CLIENT_CLOSED)  # nobody reads it: it is for the log line

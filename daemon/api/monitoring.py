@@ -2,7 +2,7 @@
 
 `setup_monitoring` adds them to the app `daemon.api.app.create_app` builds. A background
 task flushes the request counts to Redis once a second, samples the CPU times (the cpu
-check's one-minute window) and samples the job counters, so /status can say how many jobs
+check's CPU_WINDOW) and samples the job counters, so /status can say how many jobs
 ended in the last minute without any per-minute keys.
 """
 
@@ -50,7 +50,7 @@ class Monitor:
         self.store = store
         self.started = time.time()
         self.requests = metrics.RequestMetrics()
-        self.cpu = CpuWindow()  # the host's CPU share over the last minute
+        self.cpu = CpuWindow(settings.cpu_window)  # the host's CPU share over CPU_WINDOW
         # (monotonic time, done, failed) every SAMPLE_EVERY seconds, a little over a window
         self.samples: deque[tuple[float, int, int]] = deque(
             maxlen=int(WINDOW / SAMPLE_EVERY) + 3)

@@ -5,13 +5,16 @@ result, with the job itself when its text is short, so most waiters need no read
 waiter registers first and checks the state second, so a job that finishes in between is
 seen either by the check or by the message. When the subscription drops
 (Redis restarted), every waiter is woken to check again, since messages sent while it was
-down are lost.
+down are lost. Whatever else in the process hears done messages (the console's list of
+recent failures) is a listener here, not a second subscription: one copy of each message
+per api process, from Redis and through the parser.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
 
 import redis.asyncio as aredis
 import structlog
@@ -35,6 +38,8 @@ class Waiters:
         self._task: asyncio.Task | None = None
         self._subscribed = asyncio.Event()
         self.closing = False
+        # Called with every done message's raw bytes, in the listener task: keep them cheap.
+        self.listeners: list[Callable[[bytes], None]] = []
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="done-listener")
@@ -113,6 +118,8 @@ class Waiters:
                 future.set_result(job)
 
     def _on_message(self, data: bytes) -> None:
+        for listener in self.listeners:
+            listener(data)
         job_id, _, _ = data.partition(b"\n")
         if job_id.decode() in self._futures:  # every api hears every job: parse only ours
             self._wake(*parse_done_message(data))

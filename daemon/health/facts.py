@@ -34,7 +34,6 @@ from daemon.store import (
 
 FAMILIES = tuple(sorted({f.family for f in FORMATS.values()}))
 PENDING_SAMPLE = 200  # oldest pending entries looked at one by one
-DEADLINE_GRACE = 10.0  # the master kills at JOB_TIMEOUT; past this much more it did not
 RESTART_WINDOW_MIN = 15
 
 
@@ -235,6 +234,12 @@ def oldest_waiting_age(facts: Facts) -> float:
 
 
 # --- workers as the facts show them -----------------------------------------------------
+def held_bound(settings: Settings) -> float:
+    """How long a job may be held: the master kills at JOB_TIMEOUT; past DEADLINE_GRACE
+    more it did not (it is wedged, or gone with its children)."""
+    return settings.job_timeout + settings.deadline_grace
+
+
 @dataclass(frozen=True)
 class Worker:
     name: str
@@ -249,11 +254,11 @@ class Worker:
         # A child writes its heartbeat between jobs; during a job, its pending entry (the
         # master kills it at JOB_TIMEOUT) is the sign of life.
         return self.heartbeat is not None or (
-            self.job_s is not None and self.job_s <= settings.job_timeout + DEADLINE_GRACE)
+            self.job_s is not None and self.job_s <= held_bound(settings))
 
     def overdue(self, settings: Settings) -> bool:
         return (self.heartbeat is not None and self.job_s is not None
-                and self.job_s > settings.job_timeout + DEADLINE_GRACE)
+                and self.job_s > held_bound(settings))
 
 
 def workers_view(facts: Facts, settings: Settings) -> dict[str, Worker]:
@@ -267,4 +272,4 @@ def stranded(facts: Facts, settings: Settings) -> list[tuple[str, float, str]]:
     """Pending entries whose consumer shows no sign of life: waiting to be taken over."""
     view = workers_view(facts, settings)
     return [(c, idle, e) for c, idle, e in facts.pending_entries
-            if not view[c].live(settings) and idle > settings.job_timeout + DEADLINE_GRACE]
+            if not view[c].live(settings) and idle > held_bound(settings)]

@@ -79,10 +79,10 @@ def check_memory(settings: Settings) -> Check:
 # --- cpu ------------------------------------------------------------------------------------
 # A busy CPU is what a pool extracting at full speed looks like, so saturation alone is
 # at most a WARNING. It becomes CRITICAL only while the queue lags too: the oldest job no
-# child has taken yet has waited QUEUE_LAG_S or more (that age grows by a second every
-# second the children stay behind), which is when more capacity is the answer.
-CPU_WINDOW_S = 60.0  # the sustained figure: the host's CPU share over the last minute
-QUEUE_LAG_S = 60.0  # the same horizon for the queue: behind for a whole window
+# child has taken yet has waited QUEUE_LAG (a minute by default) or more (that age grows by
+# a second every second the children stay behind), which is when more capacity is the
+# answer. The figure is sustained over CPU_WINDOW (also a minute by default).
+LOAD_AVERAGE_S = 60.0  # the horizon of the kernel's load1, the one-shot figure
 SATURATED_AND_LAGGING = "CPU saturated and queue lag growing: add workers or hosts"
 
 
@@ -108,18 +108,20 @@ def load_reading() -> CpuReading:
     core when work waits for a CPU; the percent is capped at 100.
     """
     cpus = os.cpu_count() or 1
-    return CpuReading(min(100.0, 100.0 * os.getloadavg()[0] / cpus), "load1_per_core", 60.0)
+    return CpuReading(min(100.0, 100.0 * os.getloadavg()[0] / cpus), "load1_per_core",
+                      LOAD_AVERAGE_S)
 
 
 class CpuWindow:
-    """The host's CPU share over the last CPU_WINDOW_S, from psutil.cpu_times() deltas.
+    """The host's CPU share over the last `window_s` (CPU_WINDOW), from psutil.cpu_times()
+    deltas.
 
     A long-running process (the api's monitor) calls `sample()` about once a second; the
     share is taken between the newest sample and the newest one at least a window old (a
     shorter span just after start, the load average before the first second).
     """
 
-    def __init__(self, window_s: float = CPU_WINDOW_S) -> None:
+    def __init__(self, window_s: float) -> None:
         self.window_s = window_s
         self.samples: deque[tuple[float, float, float]] = deque()
         self.sample()
@@ -138,10 +140,25 @@ class CpuWindow:
         return CpuReading(min(100.0, max(0.0, share)), "cpu_times", round(end - start, 1))
 
 
+def one_shot_reading(settings: Settings) -> CpuReading:
+    """The CPU figure for a command that runs once (the CLI, healthcheck.sh).
+
+    With a window of a minute or more, the load average (no waiting). A shorter
+    CPU_WINDOW cannot be read off a one-minute average, so it is measured: the command
+    takes that long to answer.
+    """
+    if settings.cpu_window >= LOAD_AVERAGE_S:
+        return load_reading()
+    window = CpuWindow(settings.cpu_window)
+    time.sleep(settings.cpu_window)  # the measurement itself: the span the share covers
+    window.sample()
+    return window.reading()
+
+
 def check_cpu(settings: Settings, reading: CpuReading, facts: Facts | None) -> Check:
     load = os.getloadavg()
     waited = oldest_waiting_age(facts) if facts is not None and not facts.error else None
-    lagging = waited is not None and waited >= QUEUE_LAG_S
+    lagging = waited is not None and waited >= settings.queue_lag
     figures = {"percent": round(reading.percent, 1), "measured": reading.measured,
                "window_s": reading.window_s, "load_average": [round(x, 2) for x in load],
                "cpus": os.cpu_count(),

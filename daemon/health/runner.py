@@ -33,6 +33,7 @@ from daemon.health.host import (
     check_supervisor,
     check_tempfiles,
     load_reading,
+    one_shot_reading,
 )
 
 COMPONENTS = ("redis", "workers", "api", "chores", "disk", "memory", "cpu", "tempfiles",
@@ -94,8 +95,8 @@ def run_checks(settings: Settings, components: list[str] | None = None) -> list[
             facts = gather(client, settings)
         finally:
             client.close()
-    # One shot, no history: the 1-minute load average is the sustained figure at hand.
-    cpu = load_reading() if "cpu" in components else None
+    # One shot, no history: the load average, or a measured CPU_WINDOW when it is shorter.
+    cpu = one_shot_reading(settings) if "cpu" in components else None
     local = {n: _guarded(n, _local(n, settings, cpu, facts)) for n in components
              if n not in REDIS_CHECKS}
     return judge(components, settings, facts, local)

@@ -149,6 +149,10 @@ class Child:
         self.metrics = JobMetrics()
         self._waiting = False  # blocked in XREADGROUP with no job in hand
         self._rss_after_job = 0.0
+        # The next job, taken in the round trip that finished the last one: begun in
+        # Redis (pending under our consumer), run before anything else, even when
+        # draining.
+        self._held: tuple[Delivery, Begun] | None = None
 
     # --- set-up ----------------------------------------------------------------------
     def boot(self) -> None:
@@ -196,7 +200,7 @@ class Child:
     def _loop(self) -> int:
         own_pending = True
         backoff = 0.1
-        while not self.draining:
+        while not self.draining or self._held:
             self.slot.turned()  # the watchdog's and the master's proof that we turn
             faults.wedge_if_asked()
             try:
@@ -217,6 +221,8 @@ class Child:
                 self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            if self._held:
+                continue  # begun in Redis already: run it before any recycling
             if self.jobs_done >= self.max_jobs:
                 return EXIT_RECYCLE_JOBS
             # Measured once the job's tools were gone (the watch thread's figure may be
@@ -232,6 +238,9 @@ class Child:
         """The next delivery, and its Begun when it was taken up in the same call."""
         store = self.store
         self.metrics.flush_due(store.client)
+        if self._held:
+            held, self._held = self._held, None
+            return held
         if own_pending:
             found = store.read(self.consumer, 0, own_pending=True)
             return (found[0], None) if found else None
@@ -430,28 +439,44 @@ class Child:
             self.slot.retried += 1
             log_summary("job.retry", summary, error=str(error))
         else:
+            # Measured before FINISH (the job's tools are gone): whether this child will
+            # run another job decides whether FINISH takes the next one with it.
+            summary = summary._replace(rss_mb=self._rss())
             settled = self._finish(delivery, self._result(attempt), summary,
-                                   outcome=outcome, dead=decided is Settlement.GIVE_UP)
+                                   outcome=outcome, dead=decided is Settlement.GIVE_UP,
+                                   take_next=self._may_take_next())
             if settled.written:
                 self.metrics.record_job(begun.ext, attempt.duration_ms / 1000,
                                         len(begun.payload), summary.chars or 0)
-            # The result is out: measuring and logging no longer delay the client.
-            self._summarise(settled.written, summary._replace(rss_mb=self._rss()),
+            self._summarise(settled.written, summary,
                             dead_letter=decided is Settlement.GIVE_UP)
         log_breaker_move(delivery.family, settled.breaker_from, settled.breaker_to)
 
     def _finish(self, delivery: Delivery, result: dict[str, object], summary: JobSummary, *,
-                outcome: Outcome = Outcome.NONE, dead: bool = False) -> Settled:
+                outcome: Outcome = Outcome.NONE, dead: bool = False,
+                take_next: bool = False) -> Settled:
         """FINISH, with the job's summary in the slot from just before it is sent until it
-        is logged: should this child die in between, the master logs it."""
+        is logged: should this child die in between, the master logs it. With
+        `take_next`, the next job is taken in the same round trip and held."""
         self.slot.remember(delivery.job_id, summary)
-        settled = self.store.finish(delivery, result, outcome=outcome, dead=dead)
+        if take_next and not dead:
+            settled, self._held = self.store.finish_and_take(delivery, result,
+                                                             self.consumer, outcome=outcome)
+        else:
+            settled = self.store.finish(delivery, result, outcome=outcome, dead=dead)
         if settled.written:
             self.slot.stored()
             faults.die_if_asked_after_store()
         else:
             self.slot.forget()  # already final: its summary is someone else's
         return settled
+
+    def _may_take_next(self) -> bool:
+        """Whether this child will run another job after this one: not when draining,
+        nor when this job is its last (WORKER_MAX_JOBS) or its memory is past the soft
+        limit now (it is recycled after this job)."""
+        return (not self.draining and self.jobs_done + 1 < self.max_jobs
+                and self._rss_after_job <= self.settings.worker_max_memory_mb)
 
     @staticmethod
     def _result(attempt: Attempt) -> dict[str, object]:

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from daemon.api.middleware import ApiError
 from daemon.api.ui.overview import CONSOLE, Console, console_context, console_route
+from daemon.api.waiters import Waiters
 from daemon.config import Settings
 from daemon.store import AsyncJobStore
 
@@ -63,9 +64,11 @@ async def docs_page(request: web.Request) -> web.Response:
     return _file(request, "docs.html", DOCS_CSP)
 
 
-def setup_console(app: web.Application, settings: Settings, store: AsyncJobStore) -> None:
+def setup_console(app: web.Application, settings: Settings, store: AsyncJobStore,
+                  waiters: Waiters) -> None:
     app[ASSETS] = _assets()
-    app[CONSOLE] = Console(settings, store)
+    app[CONSOLE] = console = Console(settings, store)
+    waiters.listeners.append(console.heard)  # the failures, from the one subscription
     app.cleanup_ctx.append(console_context)
     app.router.add_get("/ui", page)
     app.router.add_get("/ui/static/{name:[A-Za-z0-9_.-]+}", asset)

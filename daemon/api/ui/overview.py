@@ -23,7 +23,7 @@ from daemon.api.middleware import json_response
 from daemon.config import Settings
 from daemon.connection import REDIS_DOWN
 from daemon.health.facts import Facts, failed_total, gather_async, int_hash, workers_view
-from daemon.store import DONE_CHANNEL, JOB_COUNTERS, AsyncJobStore, parse_done_message
+from daemon.store import JOB_COUNTERS, AsyncJobStore, parse_done_message
 
 log = structlog.get_logger()
 
@@ -97,6 +97,8 @@ class Console:
 
     def heard(self, data: bytes) -> None:
         """A done message: keep the job if it failed (its record rides in the message)."""
+        if b'"failed"' not in data:
+            return  # most messages: not parsed at all
         _job_id, job = parse_done_message(data)
         if job and job["state"] == "failed":
             self.failures.appendleft({
@@ -104,24 +106,6 @@ class Console:
                 "message": (job["error"] or {}).get("message"),
                 "request_id": job["request_id"], "filename": job["filename"],
                 "finished_at": job["finished_at"], "attempts": job["attempts"]})
-
-    async def listening(self) -> None:
-        while not self.stopping.is_set():
-            pubsub = self.store.client.pubsub()
-            try:
-                await pubsub.subscribe(DONE_CHANNEL)
-                while not self.stopping.is_set():
-                    message = await pubsub.get_message(ignore_subscribe_messages=True,
-                                                       timeout=1.0)
-                    if message and isinstance(message.get("data"), bytes):
-                        self.heard(message["data"])
-            except REDIS_DOWN as exc:
-                log.debug("console.listen_failed", error=str(exc))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), 1.0)
-            finally:
-                with contextlib.suppress(*REDIS_DOWN):
-                    await pubsub.aclose()
 
     def series(self) -> list[list[float]]:
         """[time, done/s, failed/s] between each pair of neighbouring samples."""
@@ -203,7 +187,7 @@ async def console_route(request: web.Request) -> web.Response:
 
 async def console_context(app: web.Application) -> AsyncIterator[None]:
     console = app[CONSOLE]
-    tasks = [asyncio.create_task(console.sampling()), asyncio.create_task(console.listening())]
+    tasks = [asyncio.create_task(console.sampling())]
     yield
     # An event, as the monitor's task stops (redis-py may swallow a cancellation).
     console.stopping.set()
