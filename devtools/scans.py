@@ -13,9 +13,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-WORDS = ("invoice account ledger river mountain quarter signal harbour crystal meadow "
-         "lantern orchard velvet copper timber marble falcon summit garden beacon "
-         "thunder silver canyon willow ember glacier prairie compass anchor").split()
+WORDS = ("invoice", "account", "ledger", "river", "mountain", "quarter", "signal", "harbour",
+         "crystal", "meadow", "lantern", "orchard", "velvet", "copper", "timber", "marble",
+         "falcon", "summit", "garden", "beacon", "thunder", "silver", "canyon", "willow",
+         "ember", "glacier", "prairie", "compass", "anchor")
 RENDER_DPI = 150  # pdftoppm's default, so the images tesseract reads are the ones drawn
 
 
