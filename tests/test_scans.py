@@ -258,6 +258,9 @@ def test_a_page_that_keeps_failing_fails_the_job_naming_the_page(
         assert int(r.get(DEPTH) or 0) == 0
     # given up by the machinery: a dead letter an operator can replay
     assert dead_letters_of(stack, job["id"]) == (1 if code == "extractor_failed" else 0)
+    # the pages still running when the job failed end acknowledged, nothing re-queued
+    with stack.redis() as r:
+        wait_for(lambda: outstanding_pages(r, job["id"]) == 0, 60, "the other pages' acks")
 
 
 def outstanding_pages(r, job_id: str) -> int:
