@@ -129,6 +129,11 @@ class Settings:
     worker_max_jobs: int = _setting(1000, "a child is recycled after this many jobs "
                                           "(+ up to 10 % jitter)")
     job_timeout: float = _setting(120.0, "hard deadline per job, seconds")
+    ocr_pages_in_flight: int = _setting(-1, "pages of one scan (a PDF sent with "
+                                            "method=tesseract) queued or OCRed at once "
+                                            "across the pool; each page done queues the "
+                                            "next, so other jobs keep their turn. 0: the "
+                                            "whole scan in one child", shown="worker count")
     fast_doc: bool = _setting(True, "read prose-only legacy .doc directly (milliseconds) "
                                     "instead of starting LibreOffice (1.4 s); 0: always "
                                     "LibreOffice")
@@ -261,6 +266,13 @@ class Settings:
         Above the hard deadline, so a live child's job never looks abandoned.
         """
         return self.claim_idle or self.job_timeout + 30.0
+
+    @property
+    def effective_ocr_pages_in_flight(self) -> int:
+        """OCR_PAGES_IN_FLIGHT, its default (below 0) being the pool's worker count."""
+        if self.ocr_pages_in_flight < 0:
+            return max(1, self.worker_processes)
+        return self.ocr_pages_in_flight
 
     @property
     def auth_required(self) -> bool:

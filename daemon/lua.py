@@ -4,7 +4,9 @@ A job moves queued -> processing -> done | failed, and each arrow is one script,
 crash between two Redis commands cannot leave a half-written job: the record, payload
 and stream entry appear together (SUBMIT, or SUBMIT_MANY for a batch); the result, XACK,
 notification and callback delivery land together (FINISH); a failed attempt is recorded
-and re-queued together (RETRY).
+and re-queued together (RETRY). A scan sent for OCR is cut into page tasks and put back
+together the same way (FAN_OUT, begin_page, FINISH_PAGE), inside the job's one
+processing state.
 """
 
 # Circuit-breaker arithmetic shared by BEGIN, FINISH and RETRY, so the breaker moves in
@@ -262,6 +264,44 @@ local function begin_job(job_key, payload_key, breaker_key, history_key, quarant
   return {'run', attempts, payload, gate[3] or '', job[6] or '', job[7] or '', job[8] or '',
           job[9] or ''}
 end
+
+-- Taking up one page task of a scan fanned out by FAN_OUT: gone | final |
+-- exhausted(attempts, last error code, message) | run(...) | assemble(...), where run and
+-- assemble answer as begin_job's run, then the page, the pages in all, when the job
+-- began and its attempts. Attempts are counted per page (assemble answers the job's own);
+-- the breaker gate was the job's, when it began. A page whose text is stored already is
+-- a second delivery: skipped, unless every page is in, when it is the
+-- delivery that was to assemble the job and died before it did (FINISH_PAGE leaves the
+-- last page's entry pending for that).
+local function begin_page(job_key, pages_key, payload_key, consumer, at, max_attempts,
+                          page)
+  local job = redis.call('HMGET', job_key, 'state', 'ext', 'method', 'request_id', 'tenant',
+                         'started_at', 'attempts')
+  local state = job[1]
+  if not state then return {'gone'} end
+  if state == 'done' or state == 'failed' then return {'final'} end
+  local p = redis.call('HMGET', pages_key, 'total', 'done', 'text:' .. page,
+                       'error:' .. page, 'message:' .. page)
+  if not p[1] then return {'gone'} end  -- no fan-out in progress: nothing to run
+  local verdict = 'run'
+  local attempts
+  if p[3] then
+    if tonumber(p[2]) < tonumber(p[1]) then return {'final'} end
+    verdict = 'assemble'
+    attempts = tonumber(job[7] or '1')
+  else
+    attempts = redis.call('HINCRBY', pages_key, 'attempts:' .. page, 1)
+    if attempts > tonumber(max_attempts) then
+      return {'exhausted', attempts - 1, p[4] or '', p[5] or ''}
+    end
+  end
+  local payload = redis.call('GET', payload_key)
+  if not payload then return {'gone'} end
+  -- the delivery that began last: the master asks who it was when a FINISH's answer is lost
+  redis.call('HSET', job_key, 'consumer', consumer)
+  return {verdict, attempts, payload, '', job[2] or '', job[3] or '', job[4] or '',
+          job[5] or '', page, p[1], job[6] or '0', job[7] or '1'}
+end
 """
 
 # KEYS: job, payload, breaker, history, quarantine
@@ -281,14 +321,30 @@ return begin_job(job_key, payload_key, breaker_key, history_key, quarantine, con
                  now, max_attempts, recovery)
 """
 
+# KEYS: job, pages, payload
+# ARGV: consumer, now, max_attempts, page
+BEGIN_PAGE = BEGIN_LUA + """
+local job_key = KEYS[1]
+local pages_key = KEYS[2]
+local payload_key = KEYS[3]
+local consumer = ARGV[1]
+local now = ARGV[2]
+local max_attempts = ARGV[3]
+local page = ARGV[4]
+
+return begin_page(job_key, pages_key, payload_key, consumer, now, max_attempts, page)
+"""
+
 # The next new entry for this consumer, taken up in the same call: one round trip per job
 # instead of XREADGROUP + BEGIN while work is queued (the blocking read is for when none
 # is). The job's keys follow from the entry, so they are built here from the prefixes in
 # ARGV: standalone Redis and Sentinel allow it; Redis Cluster would not.
+# An entry with a `page` field is a page task of a fanned-out scan (begin_page).
 # KEYS: stream, quarantine
 # ARGV: group, consumer, now, max_attempts, breaker recovery seconds, then the key
-#       prefixes of job, payload, breaker and history
-# Returns {} when nothing is waiting, else {entry_id, job_id, family, BEGIN's reply...}
+#       prefixes of job, payload, breaker, history and pages
+# Returns {} when nothing is waiting, else {entry_id, job_id, family, page ('0': the
+# job itself), BEGIN's or BEGIN_PAGE's reply...}
 TAKE = BEGIN_LUA + """
 local stream = KEYS[1]
 local quarantine = KEYS[2]
@@ -301,6 +357,7 @@ local job_prefix = ARGV[6]
 local payload_prefix = ARGV[7]
 local breaker_prefix = ARGV[8]
 local history_prefix = ARGV[9]
+local pages_prefix = ARGV[10]
 
 local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1,
                         'STREAMS', stream, '>')
@@ -313,14 +370,21 @@ if not job_id then
   redis.call('XACK', stream, group, entry[1])  -- not one of ours: nothing to run
   return {}
 end
-local begun = begin_job(job_prefix .. job_id, payload_prefix .. job_id,
-                        breaker_prefix .. family, history_prefix .. job_id, quarantine,
-                        consumer, now, max_attempts, recovery)
-return {entry[1], job_id, family, unpack(begun)}
+local page = fields['page']
+local begun
+if page then
+  begun = begin_page(job_prefix .. job_id, pages_prefix .. job_id, payload_prefix .. job_id,
+                     consumer, now, max_attempts, page)
+else
+  begun = begin_job(job_prefix .. job_id, payload_prefix .. job_id,
+                    breaker_prefix .. family, history_prefix .. job_id, quarantine,
+                    consumer, now, max_attempts, recovery)
+end
+return {entry[1], job_id, family, page or '0', unpack(begun)}
 """
 
 # KEYS: job, payload, text, stream, depth, breaker, dead, history, job counters,
-#       callbacks due, this finish's callback delivery
+#       callbacks due, this finish's callback delivery, the job's pages (FAN_OUT)
 # ARGV: group, entry_id, ttl, now, channel, job_id, outcome('success'|'none'|'failure'),
 #       fail_threshold, success_threshold, dead(0|1), the longest text (bytes) the done
 #       message may carry, result cache seconds (0: none), the callback delivery's id,
@@ -342,6 +406,7 @@ local history_key = KEYS[8]
 local counters_key = KEYS[9]
 local callbacks_due = KEYS[10]
 local callback_key = KEYS[11]
+local pages_key = KEYS[12]
 local group = ARGV[1]
 local entry_id = ARGV[2]
 local ttl = tonumber(ARGV[3])
@@ -367,6 +432,7 @@ end
 local state = redis.call('HGET', job_key, 'state')
 redis.call('XACK', stream, group, entry_id)
 if (not state) or state == 'done' or state == 'failed' then return {0, '', ''} end
+redis.call('DEL', pages_key)  -- a scan's page texts: the job's text holds them now
 local fields = {}
 local text = nil
 for i = RESULT_FROM, #ARGV, 2 do
@@ -428,10 +494,12 @@ return {1, transition[1], transition[2]}
 # for a child that had just re-queued it itself, or redis-py re-sending the call after a
 # dropped reply) must not put the job on the stream twice.
 # A death of the child (`died` = 1) also counts toward the document's quarantine.
-# KEYS: job, stream, deferred, breaker, history, quarantine, quarantine details
+# A page task (page > 0) goes back on the stream as that page, its error kept in the
+# job's pages hash for the delivery that gives up on it; the job stays processing.
+# KEYS: job, stream, deferred, breaker, history, quarantine, quarantine details, pages
 # ARGV: group, entry_id, job_id, now, ready_at (0: now), outcome('failure'|'none'),
 #       fail_threshold, success_threshold, error_code, error_message, consumer, family,
-#       died (0|1), max_attempts, quarantine ttl, the death counters' key prefix
+#       died (0|1), max_attempts, quarantine ttl, the death counters' key prefix, page
 # Returns {written, breaker before, breaker after, quarantined (0|1)}
 RETRY = BREAKER_LUA + NOTE_DEATH_LUA + """
 local job_key = KEYS[1]
@@ -441,6 +509,7 @@ local breaker_key = KEYS[4]
 local history_key = KEYS[5]
 local quarantine = KEYS[6]
 local quarantine_details = KEYS[7]
+local pages_key = KEYS[8]
 local group = ARGV[1]
 local entry_id = ARGV[2]
 local job_id = ARGV[3]
@@ -457,23 +526,39 @@ local died = ARGV[13] == '1'
 local max_attempts = tonumber(ARGV[14])
 local quarantine_ttl = tonumber(ARGV[15])
 local deaths_prefix = ARGV[16]
+local page = ARGV[17]
 
 local state = redis.call('HGET', job_key, 'state')
 local acked = redis.call('XACK', stream, group, entry_id)
 if acked == 0 or (not state) or state == 'done' or state == 'failed' then
   return {0, '', '', 0}
 end
+local is_page = page ~= '0'
+if is_page and redis.call('EXISTS', pages_key) == 0 then return {0, '', '', 0} end
 local fields = {'state', 'queued'}
 if error_code ~= '' then
   fields = {'state', 'queued', 'error_code', error_code, 'error_message', error_message}
-  redis.call('RPUSH', history_key, cjson.encode({event = 'failed', at = now,
-             consumer = consumer, code = error_code, message = error_message}))
+  local step = {event = 'failed', at = now, consumer = consumer, code = error_code,
+                message = error_message}
+  if is_page then
+    step.page = tonumber(page)
+    redis.call('HSET', pages_key, 'error:' .. page, error_code, 'message:' .. page,
+               error_message)
+  end
+  redis.call('RPUSH', history_key, cjson.encode(step))
 end
-redis.call('HSET', job_key, unpack(fields))
-if tonumber(ready_at) > 0 then
-  redis.call('ZADD', deferred, ready_at, family .. '|' .. job_id)
+local member = family .. '|' .. job_id
+local entry = {'job', job_id, 'family', family}
+if is_page then
+  member = member .. '|' .. page
+  entry = {'job', job_id, 'page', page, 'family', family}
 else
-  redis.call('XADD', stream, '*', 'job', job_id, 'family', family)
+  redis.call('HSET', job_key, unpack(fields))
+end
+if tonumber(ready_at) > 0 then
+  redis.call('ZADD', deferred, ready_at, member)
+else
+  redis.call('XADD', stream, '*', unpack(entry))
 end
 local transition = {'', ''}
 if outcome ~= 'none' then
@@ -488,7 +573,80 @@ end
 return {1, transition[1], transition[2], quarantined}
 """
 
-# Move deferred jobs whose time has come back onto the stream.
+# A scanned PDF sent with method=tesseract, cut into page tasks: the job's pages hash
+# (total, next page to queue, pages done, then per page its attempts, last error and OCR
+# output) and the first `in_flight` page entries appear, and the job's own entry is
+# acknowledged, in one step. The job stays processing and keeps its one place in the
+# depth count until the FINISH that ends it. Each page stored queues the next one
+# (FINISH_PAGE), so a scan never has more than `in_flight` page entries on the stream.
+# Only a delivery still pending fans out, and only once: a second delivery of the job's
+# entry finds it acknowledged, or the pages hash there.
+# KEYS: job, pages, stream
+# ARGV: group, entry_id, job_id, family, pages in all, pages in flight at most
+# Returns {1, pages queued} or {0} (nothing done: not this delivery's to fan out)
+FAN_OUT = """
+local job_key = KEYS[1]
+local pages_key = KEYS[2]
+local stream = KEYS[3]
+local group = ARGV[1]
+local entry_id = ARGV[2]
+local job_id = ARGV[3]
+local family = ARGV[4]
+local total = tonumber(ARGV[5])
+local in_flight = tonumber(ARGV[6])
+
+local state = redis.call('HGET', job_key, 'state')
+if state ~= 'processing' or redis.call('EXISTS', pages_key) == 1 then return {0} end
+if redis.call('XACK', stream, group, entry_id) == 0 then return {0} end
+local first = math.min(in_flight, total)
+redis.call('HSET', pages_key, 'total', total, 'next', first + 1, 'done', 0,
+           'family', family)
+for page = 1, first do
+  redis.call('XADD', stream, '*', 'job', job_id, 'page', page, 'family', family)
+end
+return {1, first}
+"""
+
+# One page task's OCR output stored, and the next page queued, in one step. The entry is
+# acknowledged, except the one that stores the last page: that delivery assembles the
+# job and ends it with FINISH (which acknowledges it), so a death in between leaves it
+# pending and its next delivery assembles instead (begin_page's `assemble`). A page
+# stored already (a second delivery) changes nothing.
+# KEYS: job, pages, stream
+# ARGV: group, entry_id, job_id, page, the page's OCR output
+# Returns {0} (the job is final or gone: nothing stored), {1, pages done} or
+# {2, pages done} (every page is in: assemble the job now)
+FINISH_PAGE = """
+local job_key = KEYS[1]
+local pages_key = KEYS[2]
+local stream = KEYS[3]
+local group = ARGV[1]
+local entry_id = ARGV[2]
+local job_id = ARGV[3]
+local page = ARGV[4]
+local output = ARGV[5]
+
+local state = redis.call('HGET', job_key, 'state')
+local p = redis.call('HMGET', pages_key, 'total', 'next', 'family', 'done')
+if state ~= 'processing' or not p[1] then
+  redis.call('XACK', stream, group, entry_id)
+  return {0}
+end
+local total, next_page, done = tonumber(p[1]), tonumber(p[2]), tonumber(p[4])
+if redis.call('HSETNX', pages_key, 'text:' .. page, output) == 1 then
+  done = redis.call('HINCRBY', pages_key, 'done', 1)
+  if next_page <= total then
+    redis.call('XADD', stream, '*', 'job', job_id, 'page', next_page, 'family', p[3])
+    redis.call('HSET', pages_key, 'next', next_page + 1)
+  end
+end
+if done >= total then return {2, done} end
+redis.call('XACK', stream, group, entry_id)
+return {1, done}
+"""
+
+# Move deferred jobs (members `family|job_id`) and page tasks (`family|job_id|page`)
+# whose time has come back onto the stream.
 # KEYS: deferred, stream   ARGV: now, limit
 PROMOTE = """
 local deferred = KEYS[1]
@@ -500,13 +658,19 @@ local ready = redis.call('ZRANGEBYSCORE', deferred, '-inf', now, 'LIMIT', 0, lim
 for _, member in ipairs(ready) do
   redis.call('ZREM', deferred, member)
   local sep = string.find(member, '|', 1, true)
-  redis.call('XADD', stream, '*', 'job', string.sub(member, sep + 1),
-             'family', string.sub(member, 1, sep - 1))
+  local family, rest = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
+  local page_sep = string.find(rest, '|', 1, true)
+  if page_sep then
+    redis.call('XADD', stream, '*', 'job', string.sub(rest, 1, page_sep - 1),
+               'page', string.sub(rest, page_sep + 1), 'family', family)
+  else
+    redis.call('XADD', stream, '*', 'job', rest, 'family', family)
+  end
 end
 return #ready
 """
 
-# KEYS: job, payload, text, depth, history   ARGV: channel, job_id
+# KEYS: job, payload, text, depth, history, pages   ARGV: channel, job_id
 # A job deleted before it finished ends 'cancelled' for anyone waiting on it. Its
 # document's result cache entry goes too, whichever job it names: after a DELETE the
 # result is served to no one, and the next upload of the bytes is extracted afresh.
@@ -516,6 +680,7 @@ local payload_key = KEYS[2]
 local text_key = KEYS[3]
 local depth_key = KEYS[4]
 local history_key = KEYS[5]
+local pages_key = KEYS[6]
 local channel = ARGV[1]
 local job_id = ARGV[2]
 
@@ -526,7 +691,8 @@ if state ~= 'done' and state ~= 'failed' then
   if tonumber(redis.call('DECR', depth_key)) < 0 then redis.call('SET', depth_key, 0) end
 end
 if cache_key and cache_key ~= '' then redis.call('DEL', cache_key) end
-redis.call('DEL', job_key, payload_key, text_key, history_key)
+-- a scan's page tasks still queued find the job gone and are skipped
+redis.call('DEL', job_key, payload_key, text_key, history_key, pages_key)
 redis.call('PUBLISH', channel, job_id)
 return 1
 """

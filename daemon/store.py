@@ -98,6 +98,13 @@ def history_key(job_id: str) -> str:
     return f"{PREFIX}:history:{job_id}"
 
 
+def pages_key(job_id: str) -> str:
+    """A scan's page tasks while they run (lua.FAN_OUT): total, next, done, and per page
+    `attempts:<n>`, `error:<n>`, `message:<n>`, `text:<n>` (its OCR output, raw). Lives
+    as long as the unfinished job: FINISH and DELETE remove it."""
+    return f"{PREFIX}:pages:{job_id}"
+
+
 # The result cache: one key per (document, options that change its text, tenant) naming
 # the done job whose result serves it. The tenant goes last: the parts before it come
 # from fixed vocabularies without colons, so no tenant name can make two keys meet.
@@ -317,7 +324,7 @@ class AsyncJobStore:
 
     async def delete(self, job_id: str) -> bool:
         keys = [job_key(job_id), payload_key(job_id), text_key(job_id), DEPTH,
-                history_key(job_id)]
+                history_key(job_id), pages_key(job_id)]
         return bool(await self._delete(keys=keys, args=[DONE_CHANNEL, job_id]))
 
     async def quarantine_count(self) -> int:
@@ -372,17 +379,19 @@ class Delivery:
     entry_id: str
     job_id: str
     family: str
+    page: int = 0  # a page task of a fanned-out scan (lua.FAN_OUT); 0: the job itself
 
     @classmethod
     def from_entries(cls, entries: list) -> list[Delivery]:
         # An entry whose message was trimmed or deleted comes back without fields.
-        return [cls(_s(eid), _s(f[b"job"]), _s(f.get(b"family", b"python")))
+        return [cls(_s(eid), _s(f[b"job"]), _s(f.get(b"family", b"python")),
+                    int(f.get(b"page", 0)))
                 for eid, f in entries if f]
 
 
 @dataclass(frozen=True)
 class Begun:
-    verdict: str  # run | gone | final | wait | exhausted
+    verdict: str  # run | gone | final | wait | exhausted | assemble (a page task)
     attempts: int = 0
     payload: bytes = b""
     reopen_at: float = 0.0
@@ -394,15 +403,23 @@ class Begun:
     method: str = ""
     request_id: str = ""
     tenant: str = ""
+    page: int = 0  # a page task's page (lua.begin_page)
+    pages: int = 0  # a page task's: the scan's pages in all
+    job_started_at: float = 0.0  # a page task's: when the scan's job began
+    job_attempts: int = 0  # a page task's: the scan's job's deliveries
 
     @classmethod
     def from_reply(cls, reply: list) -> Begun:
-        """What lua.begin_job answered."""
+        """What lua.begin_job or lua.begin_page answered."""
         verdict = _s(reply[0])
-        if verdict == "run":
+        if verdict in ("run", "assemble"):
             ext, method, request_id, tenant = (_s(x) for x in reply[4:8])
-            return cls("run", int(reply[1]), reply[2], breaker_transition=_s(reply[3]),
-                       ext=ext, method=method, request_id=request_id, tenant=tenant)
+            return cls(verdict, int(reply[1]), reply[2], breaker_transition=_s(reply[3]),
+                       ext=ext, method=method, request_id=request_id, tenant=tenant,
+                       page=int(reply[8]) if len(reply) > 8 else 0,
+                       pages=int(reply[9]) if len(reply) > 9 else 0,
+                       job_started_at=float(reply[10]) if len(reply) > 10 else 0.0,
+                       job_attempts=int(reply[11]) if len(reply) > 11 else 0)
         if verdict == "wait":
             return cls("wait", reopen_at=float(reply[1]), created_at=float(reply[2]))
         if verdict == "exhausted":
@@ -434,12 +451,24 @@ class ScriptCall(NamedTuple):
     args: list
 
 
+class PageStored(NamedTuple):
+    """What FINISH_PAGE did: whether it counted the page (False: the job had ended), and
+    whether every page is in now, so that this delivery is the one to end the job."""
+
+    stored: bool
+    last: bool
+    done: int  # the scan's pages stored so far
+
+
 class JobStore:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client
         self.settings = settings
         self._begin = client.register_script(lua.BEGIN)
+        self._begin_page = client.register_script(lua.BEGIN_PAGE)
         self._take = client.register_script(lua.TAKE)
+        self._fan_out = client.register_script(lua.FAN_OUT)
+        self._finish_page = client.register_script(lua.FINISH_PAGE)
         self._finish = client.register_script(lua.FINISH)
         self._retry = client.register_script(lua.RETRY)
         self._promote = client.register_script(lua.PROMOTE)
@@ -482,6 +511,10 @@ class JobStore:
     # one job's life --------------------------------------------------------------------
     def begin(self, delivery: Delivery, consumer: str) -> Begun:
         s, job_id = self.settings, delivery.job_id
+        if delivery.page:
+            return Begun.from_reply(self._begin_page(
+                keys=[job_key(job_id), pages_key(job_id), payload_key(job_id)],
+                args=[consumer, time.time(), s.max_attempts, delivery.page]))
         reply = self._begin(
             keys=[job_key(job_id), payload_key(job_id), breaker_key(delivery.family),
                   history_key(job_id), QUARANTINE],
@@ -498,13 +531,14 @@ class JobStore:
         return ScriptCall([STREAM, QUARANTINE],
                           [GROUP, consumer, time.time(), s.max_attempts,
                            s.circuit_breaker_recovery_timeout, job_key(""), payload_key(""),
-                           breaker_key(""), history_key("")])
+                           breaker_key(""), history_key(""), pages_key("")])
 
     @staticmethod
     def _taken(reply: list) -> tuple[Delivery, Begun] | None:
         if not reply:
             return None
-        return Delivery(_s(reply[0]), _s(reply[1]), _s(reply[2])), Begun.from_reply(reply[3:])
+        return (Delivery(_s(reply[0]), _s(reply[1]), _s(reply[2]), int(reply[3])),
+                Begun.from_reply(reply[4:]))
 
     def finish(self, delivery: Delivery, result: dict[str, object], *,
                outcome: Outcome = Outcome.NONE, dead: bool = False) -> Settled:
@@ -548,7 +582,7 @@ class JobStore:
         return ScriptCall(
             [job_key(job_id), payload_key(job_id), text_key(job_id), STREAM, DEPTH,
              breaker_key(delivery.family), DEAD_LETTERS, history_key(job_id), JOB_COUNTERS,
-             CALLBACKS_DUE, callback_key(callback_id)],
+             CALLBACKS_DUE, callback_key(callback_id), pages_key(job_id)],
             [GROUP, delivery.entry_id, s.result_ttl, time.time(), DONE_CHANNEL, job_id,
              outcome, s.circuit_breaker_failure_threshold,
              s.circuit_breaker_success_threshold, "1" if dead else "0",
@@ -563,12 +597,39 @@ class JobStore:
         s, job_id = self.settings, delivery.job_id
         reply = self._retry(
             keys=[job_key(job_id), STREAM, DEFERRED, breaker_key(delivery.family),
-                  history_key(job_id), QUARANTINE, QUARANTINE_DETAILS],
+                  history_key(job_id), QUARANTINE, QUARANTINE_DETAILS, pages_key(job_id)],
             args=[GROUP, delivery.entry_id, job_id, time.time(), ready_at, outcome,
                   s.circuit_breaker_failure_threshold, s.circuit_breaker_success_threshold,
                   error_code, error_message[:500], consumer, delivery.family,
-                  "1" if died else "0", s.max_attempts, s.quarantine_ttl, DEATHS_PREFIX])
+                  "1" if died else "0", s.max_attempts, s.quarantine_ttl, DEATHS_PREFIX,
+                  delivery.page])
         return Settled.from_reply(reply)
+
+    # a scan's page tasks (lua.FAN_OUT, FINISH_PAGE) --------------------------------------
+    def fan_out(self, delivery: Delivery, pages: int, in_flight: int) -> int:
+        """Cut the job into `pages` page tasks, `in_flight` of them queued at once, and
+        acknowledge its entry; the pages queued (0: not this delivery's to do)."""
+        reply = self._fan_out(keys=[job_key(delivery.job_id), pages_key(delivery.job_id),
+                                    STREAM],
+                              args=[GROUP, delivery.entry_id, delivery.job_id,
+                                    delivery.family, pages, in_flight])
+        return int(reply[1]) if int(reply[0]) else 0
+
+    def finish_page(self, delivery: Delivery, output: bytes) -> PageStored:
+        """Store a page task's OCR output and queue the scan's next page."""
+        job_id = delivery.job_id
+        reply = self._finish_page(keys=[job_key(job_id), pages_key(job_id), STREAM],
+                                  args=[GROUP, delivery.entry_id, job_id, delivery.page,
+                                        output])
+        return PageStored(int(reply[0]) > 0, int(reply[0]) == 2,
+                          int(reply[1]) if len(reply) > 1 else 0)
+
+    def page_outputs(self, job_id: str, pages: int) -> list[bytes] | None:
+        """Every page's OCR output in page order (None if one is missing: the job ended
+        meanwhile)."""
+        outputs = self.client.hmget(pages_key(job_id), [f"text:{n}" for n in range(1, pages + 1)])
+        found = [out for out in outputs if isinstance(out, bytes)]
+        return found if len(found) == pages else None
 
     def finished_since(self, job_id: str, since: float, consumer: str) -> bool:
         """Whether the job is final with its result written at `since` (time.time()) or

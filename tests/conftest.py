@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 import shutil
 import time
 import uuid
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import textract
 
 from daemon import lua
 from daemon.config import Settings
@@ -28,6 +31,20 @@ from daemon.store import (
 from devtools.corpus import CORPUS, CorpusDoc, corpus_documents  # noqa: F401 - tests import these here
 from devtools.redis_server import RedisServer, throwaway_redis
 from devtools.stack import Stack
+
+# tesseract's OpenMP threads, in the tests' own calls to textract: on this shared 2-core
+# machine they make the corpus scan's OCR take 15 s instead of 2 s (the stacks' workers
+# run with OMP_THREAD_LIMIT=1 for the same reason). The text is the same either way.
+os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+
+
+@functools.cache
+def textract_text(doc_id: str, method: str | None = None) -> str:
+    """textract's own text of a corpus document, read once per test session: several
+    modules compare against it, and the scan's OCR costs seconds."""
+    doc = next(d for d in corpus_documents() if d.id == doc_id)
+    kwargs = {**doc.kwargs, **({"method": method} if method else {})}
+    return textract.process(str(doc.path), **kwargs).decode("utf-8", "replace")
 
 
 def manifest_params() -> list:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import difflib
 
 import pytest
-import textract
 
 from tests.client import Client
-from tests.conftest import CorpusDoc, corpus_documents, squash
+from tests.conftest import CorpusDoc, corpus_documents, squash, textract_text
 
 DOCS = corpus_documents()
 # Scanned: its expected text is OCR output, so it is asked for with ?method=tesseract.
@@ -19,10 +18,7 @@ EXPECTED_DIFFERS_UPSTREAM = {"textract-tests/pdf/two_column.pdf"}
 
 
 def direct(doc: CorpusDoc, method: str | None) -> str:
-    kwargs = dict(doc.kwargs)
-    if method:
-        kwargs["method"] = method
-    return textract.process(str(doc.path), **kwargs).decode("utf-8", "replace")
+    return textract_text(doc.id, method)
 
 
 def through_service(client: Client, doc: CorpusDoc, method: str | None, *,

@@ -28,7 +28,7 @@ from daemon.documents.formats import FORMATS
 from daemon.documents.metadata import read_metadata
 from daemon.documents.zipxml import MAX_PART_BYTES
 from daemon.errors import UnsupportedFormat
-from tests.conftest import CorpusDoc, corpus_documents
+from tests.conftest import CorpusDoc, corpus_documents, textract_text
 
 DOCS = corpus_documents()
 PDFS = [d for d in DOCS if d.format == "pdf"]
@@ -152,7 +152,7 @@ def test_form_feeds_that_disagree_with_the_page_count_give_no_pages() -> None:
 def test_ocr_of_a_scanned_pdf_gives_textracts_text_with_its_page_boundaries() -> None:
     doc = by_id("textract-tests/pdf/ocr_text.pdf")
     text, ends = pages.ocr_pdf(doc.path)
-    assert text == text_of(doc.id, "tesseract")
+    assert text == textract_text(doc.id, "tesseract")  # textract's own, shared with test_corpus
     assert ends is not None and len(ends) == int(pdfinfo(doc.path)["Pages"]) == 3
     texts = pages.page_texts(text, ends)
     assert "".join(texts) == text and all(t.strip() for t in texts)

@@ -16,6 +16,7 @@ import re
 import resource
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -69,7 +70,7 @@ def extract(path: Path, ext: str, method: str = "", *, fast_doc: bool = True,
         text = legacy_doc.extract(path)
         if text is not None:
             return Extraction(text)
-    try:
+    with _sorted_errors(path, ext, method):
         if ext == "txt" and not method:
             return Extraction(_plain_text(path))
         if ext == "ps" and postscript_seconds is not None:
@@ -86,6 +87,23 @@ def extract(path: Path, ext: str, method: str = "", *, fast_doc: bool = True,
             raw = textract.process(str(path), extension=ext, **kwargs)
         if out.getvalue().strip():
             log.info("extract.library_output", output=out.getvalue().strip()[:2000])
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return Extraction(without_service_paths(text, path))
+
+
+def ocr_page(path: Path, number: int) -> bytes:
+    """Page `number` of a scanned PDF read through OCR (pages.ocr_page: its raw output,
+    for pages.ocr_text to decode with the others), errors sorted as `extract` sorts them."""
+    with _sorted_errors(path, "pdf", "tesseract"):
+        output = pages.ocr_page(path, number)
+    return output
+
+
+@contextlib.contextmanager
+def _sorted_errors(path: Path, ext: str, method: str) -> Iterator[None]:
+    """Whatever textract or a tool under it raises, as a DocumentError or MachineryError."""
+    try:
+        yield
     except tx.ExtensionNotSupported as exc:
         raise UnsupportedFormat(f"no extractor for .{ext}") from exc
     except tx.UnknownMethod as exc:
@@ -110,8 +128,6 @@ def extract(path: Path, ext: str, method: str = "", *, fast_doc: bool = True,
         raise MachineryError(_describe(exc, path)) from exc
     except Exception as exc:
         raise CorruptDocument(_describe(exc, path)) from exc
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    return Extraction(without_service_paths(text, path))
 
 
 # Plain ASCII text without the bytes after which chardet may answer an encoding that

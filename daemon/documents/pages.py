@@ -101,16 +101,41 @@ def ocr_pdf(path: Path, **kwargs: str) -> tuple[str, list[int] | None]:
     so extract.extract_text's error sorting applies when it calls this instead of
     textract.process(method="tesseract").
     """
+    return ocr_text(_ocr_outputs(path, [], **kwargs))
+
+
+def ocr_page(path: Path, number: int, **kwargs: str) -> bytes:
+    """Page `number`'s raw OCR output, as `ocr_pdf` reads that page among all the others:
+    pdftoppm renders only that page (`-f n -l n`, at the same defaults), tesseract reads
+    it the way textract's image parser calls it. A scan's page tasks each run this; the
+    job's text is then `ocr_text` of their outputs in page order."""
+    outputs = _ocr_outputs(path, ["-f", str(number), "-l", str(number)], **kwargs)
+    return b"".join(outputs)
+
+
+def _ocr_outputs(path: Path, page_range: list[str], **kwargs: str) -> list[bytes]:
+    """tesseract's output for each page pdftoppm renders, in page order."""
     from textract.parsers.image import Parser as TesseractParser
-    from textract.parsers.utils import BaseParser
 
     temp_dir = tempfile.mkdtemp()
     try:
-        TesseractParser().run(["pdftoppm", os.fspath(path), os.path.join(temp_dir, "conv")])
-        outputs = [TesseractParser().extract(os.path.join(temp_dir, name), **kwargs)
-                   for name in sorted(os.listdir(temp_dir))]
+        TesseractParser().run(["pdftoppm", *page_range, os.fspath(path),
+                               os.path.join(temp_dir, "conv")])
+        # textract's order: the names pdftoppm gives (conv-01.ppm, ...) sorted
+        return [TesseractParser().extract(os.path.join(temp_dir, name), **kwargs)
+                for name in sorted(os.listdir(temp_dir))]
     finally:
         shutil.rmtree(temp_dir)
+
+
+def ocr_text(outputs: list[bytes]) -> tuple[str, list[int] | None]:
+    """The text textract gives for these per-page OCR outputs, and where each page ends.
+
+    textract decodes the outputs joined, as one (its decoder guesses the encoding of the
+    whole), so the text is decoded whole here too, and a page's end is placed only if the
+    pages decoded one by one add up to it."""
+    from textract.parsers.utils import BaseParser
+
     decoder = BaseParser()
 
     def as_textract_gives(raw: bytes) -> str:

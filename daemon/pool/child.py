@@ -32,10 +32,10 @@ from daemon.breaker import BreakerState, Outcome, log_breaker_move, outcome_of
 from daemon.config import Settings
 from daemon.connection import REDIS_DOWN, connect
 from daemon.documents import guards
-from daemon.documents.extract import extract
-from daemon.documents.formats import FORMATS
+from daemon.documents.extract import extract, ocr_page
+from daemon.documents.formats import FORMATS, Format
 from daemon.documents.metadata import read_metadata
-from daemon.documents.pages import page_ends
+from daemon.documents.pages import ocr_text, page_ends
 from daemon.errors import (
     DocumentError,
     MachineryError,
@@ -45,7 +45,7 @@ from daemon.errors import (
 )
 from daemon.logs import configure_logging
 from daemon.metrics import JobMetrics
-from daemon.pool import faults
+from daemon.pool import faults, scans
 from daemon.pool.environment import withhold_secrets
 from daemon.pool.slots import (
     EXIT_BOOT_FAILED,
@@ -110,6 +110,15 @@ class Attempt(NamedTuple):
     sha256: str = ""  # the document's, for the summary line
     metadata: dict[str, object] | None = None
     page_ends: list[int] | None = None
+    fan_out: int = 0  # a scan to cut into this many page tasks (scans.fan_out)
+    page_output: bytes | None = None  # a page task's OCR output
+
+
+class FanOut(NamedTuple):
+    """A scan whose pages are to be OCRed across the pool: what `_extract` gives instead
+    of its text, once the guards have passed it."""
+
+    pages: int
 
 
 class Drain(BaseException):
@@ -269,11 +278,14 @@ class Child:
         if begun.verdict in ("gone", "final"):
             self.store.ack(delivery)  # deleted, expired, or already has its one result
             if begun.verdict == "final":
-                log.info("job.duplicate", job_id=delivery.job_id, entry=delivery.entry_id)
+                log.info("job.duplicate", job_id=delivery.job_id, entry=delivery.entry_id,
+                         **({"page": delivery.page} if delivery.page else {}))
             return
         structlog.contextvars.bind_contextvars(job_id=delivery.job_id,
                                                request_id=begun.request_id or None,
                                                tenant=begun.tenant or None)
+        if delivery.page:
+            structlog.contextvars.bind_contextvars(page=delivery.page)
         try:
             if begun.verdict == "wait":
                 self._wait_for_breaker(delivery, begun)
@@ -282,14 +294,23 @@ class Child:
             else:
                 self._run(delivery, begun)
         finally:
-            structlog.contextvars.unbind_contextvars("job_id", "request_id", "tenant")
+            structlog.contextvars.unbind_contextvars("job_id", "request_id", "tenant", "page")
 
     def _run(self, delivery: Delivery, begun: Begun) -> None:
         if begun.breaker_transition:
             log_breaker_move(delivery.family, BreakerState.OPEN, BreakerState.HALF_OPEN)
-        self.slot.begin(delivery.job_id, delivery.entry_id, delivery.family)
+        self.slot.begin(delivery.job_id, delivery.entry_id, delivery.family, delivery.page)
         attempt = self._attempt(delivery, begun)
-        self._settle(delivery, begun, attempt)
+        if attempt.fan_out:
+            scans.fan_out(self, delivery, attempt.fan_out)
+        elif delivery.page and begun.verdict == "run":
+            # A page task: its output stored; the delivery that stores the last page
+            # goes on to assemble the job's text and end the job.
+            assemble = scans.settle_page(self, delivery, begun, attempt)
+            if assemble is not None:
+                self._settle(delivery, assemble, self._attempt(delivery, assemble))
+        else:
+            self._settle(delivery, begun, attempt)
         self._end_job()
         self.jobs_done += 1
 
@@ -305,7 +326,7 @@ class Child:
         started = time.perf_counter()
         folder = job_folder(self.settings.spool_dir, self.slot_no, delivery.job_id)
         sha256 = hashlib.sha256(begun.payload).hexdigest()
-        extracted: Extracted | None = None
+        extracted: Extracted | FanOut | bytes | None = None
         error: DocumentError | MachineryError | None = None
         try:
             extracted = self._extract(folder, delivery.job_id, begun, sha256)
@@ -317,13 +338,42 @@ class Child:
             self._leave_job_folder()
             shutil.rmtree(folder, ignore_errors=True)
         duration_ms = round((time.perf_counter() - started) * 1000, 1)
+        if begun.verdict == "assemble" and begun.job_started_at:
+            # a scan's result: its time is the whole job's, from its first page to its last
+            duration_ms = round((time.time() - begun.job_started_at) * 1000, 1)
         if extracted is None:
             return Attempt(None, error, duration_ms, sha256)
+        if isinstance(extracted, FanOut):
+            return Attempt(None, None, duration_ms, sha256, fan_out=extracted.pages)
+        if isinstance(extracted, bytes):
+            return Attempt(None, None, duration_ms, sha256, page_output=extracted)
         return Attempt(extracted.text, None, duration_ms, sha256, extracted.metadata,
                        extracted.page_ends)
 
-    def _extract(self, folder: Path, job_id: str, begun: Begun, sha256: str) -> Extracted:
+    def _extract(self, folder: Path, job_id: str, begun: Begun,
+                 sha256: str) -> Extracted | FanOut | bytes:
+        """The job's text (or a page task's OCR output, or the scan to fan out)."""
         fmt = FORMATS[begun.ext]
+        path = self._spool(folder, job_id, begun)
+        if begun.verdict == "assemble":
+            outputs = self.store.page_outputs(job_id, begun.pages)
+            if outputs is None:
+                raise MachineryError("the scan's page texts are gone")
+            return self._described(path, fmt, begun, *ocr_text(outputs), sha256)
+        if begun.page:  # the job's guards passed the whole scan before it fanned out
+            with file_size_limit(self.settings.job_disk_max_mb * 1024 * 1024):
+                return ocr_page(path, begun.page)
+        pages = guards.check_document(path, fmt, self.limits, begun.method)
+        if scans.fans_out(self.settings, fmt, begun.method, pages):
+            return FanOut(pages or 0)
+        with file_size_limit(self.settings.job_disk_max_mb * 1024 * 1024):
+            text, ends = extract(path, begun.ext, begun.method,
+                                 fast_doc=self.settings.fast_doc,
+                                 postscript_seconds=self.settings.max_postscript_seconds)
+        return self._described(path, fmt, begun, text, ends, sha256)
+
+    def _spool(self, folder: Path, job_id: str, begun: Begun) -> Path:
+        """The payload written to the job's own folder, which becomes its tools' TMPDIR."""
         path = folder / f"{job_id}.{begun.ext}"
         try:
             shutil.rmtree(folder, ignore_errors=True)  # an earlier attempt's, if any
@@ -335,11 +385,11 @@ class Child:
             raise SpoolFull(f"cannot write the spool file: {exc.strerror}") from exc
         # The tools' TMPDIR is the job's folder, so nothing they write outlives the job.
         os.environ["TMPDIR"] = tempfile.tempdir = str(folder)
-        guards.check_document(path, fmt, self.limits, begun.method)
-        with file_size_limit(self.settings.job_disk_max_mb * 1024 * 1024):
-            text, ends = extract(path, begun.ext, begun.method,
-                                 fast_doc=self.settings.fast_doc,
-                                 postscript_seconds=self.settings.max_postscript_seconds)
+        return path
+
+    def _described(self, path: Path, fmt: Format, begun: Begun, text: str,
+                   ends: list[int] | None, sha256: str) -> Extracted:
+        """The text within its limit, with the document's metadata and page ends."""
         guards.check_text_size(text, self.limits)
         # Read after the text, before the spool file goes: under the same deadline and
         # memory watch as the extraction. It never raises; what it left out is logged by
@@ -481,13 +531,16 @@ class Child:
         message = begun.error_message
         result: dict[str, object] = {
             "state": JobState.FAILED, "error_code": code,
-            "error_message": f"gave up after {begun.attempts} attempts"
-                             + (f"; last error: {message}" if message else "")}
+            "error_message": scans.on_page(delivery.page,
+                                           f"gave up after {begun.attempts} attempts"
+                                           + (f"; last error: {message}" if message else ""))}
         summary = JobSummary(state=JobState.FAILED, format=None, bytes=None,
                              attempt=begun.attempts, duration_ms=None, error_code=code,
                              rss_mb=self._rss())
         settled = self._finish(delivery, result, summary, dead=True)
         self._summarise(settled.written, summary, dead_letter=True)
+        if delivery.page:  # a page task's own line too, as any page task has
+            log_summary("page.failed", summary, page=delivery.page, error=message)
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

@@ -226,7 +226,8 @@ class Pool:
     def _requeue(self, slot_no: int, reason: str) -> None:
         """Hand the dead child's job back to the queue now, not after an idle timeout."""
         slot = self.slots[slot_no]
-        delivery = Delivery(slot.entry_id.decode(), slot.job_id.decode(), slot.family.decode())
+        delivery = Delivery(slot.entry_id.decode(), slot.job_id.decode(), slot.family.decode(),
+                            slot.page)
         slot.clear()
         if reason == "shutdown":
             # Left pending on purpose: the same slot's next child takes it after restart.
@@ -245,7 +246,8 @@ class Pool:
         if not settled.written:
             return  # the child had finished or re-queued it itself just before it died
         self.requeued += 1
-        log.warning("job.requeued", job_id=delivery.job_id, reason=reason, error_code=code)
+        log.warning("job.requeued", job_id=delivery.job_id, reason=reason, error_code=code,
+                    **({"page": delivery.page} if delivery.page else {}))
         if settled.quarantined:
             log.warning("document.quarantined", job_id=delivery.job_id, reason=reason,
                         ttl=self.settings.quarantine_ttl)

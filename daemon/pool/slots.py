@@ -50,6 +50,7 @@ class SlotState(ctypes.Structure):
         ("job_id", ctypes.c_char * 40),
         ("entry_id", ctypes.c_char * 40),
         ("family", ctypes.c_char * 16),
+        ("page", ctypes.c_int),  # the page of a scan's page task; 0: a whole job
         ("started_at", ctypes.c_double),  # 0 while idle
         ("kill_reason", ctypes.c_int),
         ("done", ctypes.c_long),
@@ -77,10 +78,11 @@ class SlotState(ctypes.Structure):
         ("output_exceeded", ctypes.c_int),
     ]
 
-    def begin(self, job_id: str, entry_id: str, family: str) -> None:
+    def begin(self, job_id: str, entry_id: str, family: str, page: int = 0) -> None:
         self.job_id = job_id.encode()
         self.entry_id = entry_id.encode()
         self.family = family.encode()[:15]
+        self.page = page
         self.output_exceeded = 0
         self.started_at = time.time()
 

@@ -3,7 +3,9 @@
 `job.done`, `job.failed`, `job.retry`, `job.deferred`, `job.duplicate`: one event per
 delivery a child settled, with one set of fields, so a program reading the logs needs no
 case per event. Written by the child; by the master when the child died after storing
-the result and before logging it (then with `logged_by: master`).
+the result and before logging it (then with `logged_by: master`). A page task of a scan
+(pool/scans.py) logs `page.done`, `page.retry`, `page.failed` or `page.duplicate` with the
+same fields, plus `page` and `pages`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class JobSummary(NamedTuple):
 
 
 # Events a reader should look at: a retry is a failure that did not end the job.
-_WARNINGS = frozenset({"job.retry"})
+_WARNINGS = frozenset({"job.retry", "page.retry"})
 
 
 def finished_event(state: str) -> str:
