@@ -278,8 +278,12 @@ def test_an_installation_killed_mid_load_leaves_its_jobs_to_the_other(hosts: Hos
     hosts.b_tools.mode("pdftotext", "hang")
     job_ids = _submit_all(hosts.a, 120, DOCS + SCANS)
     with hosts.client() as r:
-        held = wait_for(hosts.b_tools.worker_of_running_tool, 60,
-                        "host B to be extracting a PDF of this batch", interval=0.02)
+        # A tool well within its job's deadline: one found late (the uploads took long on
+        # a loaded machine) could be killed with its child by B's master at JOB_TIMEOUT,
+        # its job retried off B's pending list, before this test's kill.
+        held = wait_for(lambda: hosts.b_tools.worker_of_running_tool(
+            younger_than=JOB_TIMEOUT / 2), 60, "host B to be extracting a PDF of this batch",
+            interval=0.02)
         assert held.pid in {p.pid for p in _tree(hosts.b)}
         # The whole installation at once: supervisord, the pool master, its children and
         # whatever tools they run, as a host losing power would.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -64,11 +65,16 @@ class FakeTools:
                     alive.append(pid)
         return alive
 
-    def worker_of_running_tool(self) -> psutil.Process | None:
-        """The pool child running one of our fake tools right now (its tool's parent)."""
+    def worker_of_running_tool(self, younger_than: float | None = None
+                               ) -> psutil.Process | None:
+        """The pool child running one of our fake tools right now (its tool's parent);
+        with `younger_than`, only a tool started less than that many seconds ago."""
         for pid in self.running():
             with contextlib.suppress(psutil.Error):
-                parent = psutil.Process(pid).parent()
+                tool = psutil.Process(pid)
+                if younger_than is not None and time.time() - tool.create_time() >= younger_than:
+                    continue
+                parent = tool.parent()
                 while parent is not None and "daemon.pool" not in " ".join(parent.cmdline()):
                     parent = parent.parent()
                 if parent is not None:
