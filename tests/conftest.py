@@ -101,7 +101,7 @@ def queue_job(store: JobStore, family: str = "pdf", payload: bytes = b"%PDF-",
 
 @pytest.fixture
 def make_stack() -> Iterator[Callable[..., Stack]]:
-    """Start stacks with settings of the test's choosing; all are stopped afterwards."""
+    """Start stacks with settings of the test's choosing; all are discarded afterwards."""
     stacks: list[Stack] = []
 
     def make(**kwargs: object) -> Stack:
@@ -111,7 +111,7 @@ def make_stack() -> Iterator[Callable[..., Stack]]:
 
     yield make
     for stack in stacks:
-        stack.stop()
+        stack.discard()
         shutil.rmtree(stack.root, ignore_errors=True)
 
 
@@ -120,5 +120,5 @@ def shared_stack() -> Iterator[Stack]:
     """One stack for a module's read-mostly tests (the corpus, the API's answers)."""
     stack = Stack(env={"WORKER_PROCESSES": "2", "RESULT_TTL": "600"}).start()
     yield stack
-    stack.stop()
+    stack.discard()
     shutil.rmtree(stack.root, ignore_errors=True)

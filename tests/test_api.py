@@ -26,7 +26,7 @@ def queued_only() -> Iterator[Stack]:
     """A stack without workers: jobs stay queued, so in-between states can be seen."""
     stack = Stack(workers=False).start()
     yield stack
-    stack.stop()
+    stack.discard()
     shutil.rmtree(stack.root, ignore_errors=True)
 
 

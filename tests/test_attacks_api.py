@@ -35,7 +35,7 @@ def front() -> Iterator[Stack]:
     """The api alone (no workers): these attacks never reach a worker."""
     stack = Stack(workers=False).start()
     yield stack
-    stack.stop()
+    stack.discard()
     shutil.rmtree(stack.root, ignore_errors=True)
 
 
@@ -159,7 +159,7 @@ def shared_front() -> Iterator[Stack]:
     stack = Stack(workers=False, env={"API_KEY": f"mallory:{ATTACKER},alice:{VICTIM}"}).start()
     stack.api_key = ATTACKER
     yield stack
-    stack.stop()
+    stack.discard()
     shutil.rmtree(stack.root, ignore_errors=True)
 
 

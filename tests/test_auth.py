@@ -44,7 +44,7 @@ def keyed() -> Iterator[Stack]:
     stack = Stack(workers=False, env={"API_KEY": f" {OLD_KEY} , {NEW_KEY},"}).start()
     stack.api_key = NEW_KEY
     yield stack
-    stack.stop()
+    stack.discard()
     shutil.rmtree(stack.root, ignore_errors=True)
 
 

@@ -34,7 +34,7 @@ def stack() -> Iterator[Stack]:
                        "BATCH_MAX_FILES": "40", "RESULT_TTL": "600"}).start()
     stack.api_key = ACME
     yield stack
-    stack.stop()
+    stack.discard()
     shutil.rmtree(stack.root, ignore_errors=True)
 
 
@@ -45,7 +45,7 @@ def idle() -> Iterator[Stack]:
                                       "MAX_CONTENT_LENGTH": "65536",
                                       "MAX_UPLOADS_PER_KEY": "1"}).start()
     yield stack
-    stack.stop()
+    stack.discard()
     shutil.rmtree(stack.root, ignore_errors=True)
 
 

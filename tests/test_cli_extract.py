@@ -37,7 +37,7 @@ EXPECTED_NEEDS_OTHER_METHOD = {"textract-tests/pdf/ocr_text.pdf",
 def stack() -> Iterator[Stack]:
     stack = Stack(env={"WORKER_PROCESSES": "2", "RESULT_TTL": "900"}).start()
     yield stack
-    stack.stop()
+    stack.discard()
     shutil.rmtree(stack.root, ignore_errors=True)
 
 

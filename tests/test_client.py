@@ -47,7 +47,7 @@ CORRUPT_PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> this is not a pdf body\n"
 def stack() -> Iterator[Stack]:
     stack = Stack(env={"WORKER_PROCESSES": "2", "RESULT_TTL": "600"}).start()
     yield stack
-    stack.stop()
+    stack.discard()
     shutil.rmtree(stack.root, ignore_errors=True)
 
 
@@ -56,7 +56,7 @@ def idle_stack() -> Iterator[Stack]:
     """No workers and room for one job: the second upload is refused with 503."""
     stack = Stack(env={"MAX_QUEUE_DEPTH": "1"}, workers=False).start()
     yield stack
-    stack.stop()
+    stack.discard()
     shutil.rmtree(stack.root, ignore_errors=True)
 
 

@@ -39,7 +39,7 @@ def stack(tools: FakeTools) -> Iterator[Stack]:
     stack.env["API_KEY"] = f"{stack.api_key},acme:{TENANT_KEY}"
     stack.start()
     yield stack
-    stack.stop()
+    stack.discard()
     shutil.rmtree(stack.root, ignore_errors=True)
 
 

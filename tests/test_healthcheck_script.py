@@ -39,7 +39,7 @@ def stack() -> Iterator[Stack]:
     (stack.root / ".env").write_text(
         f"PORT={stack.port}\nWORKER_PROCESSES=1\nCPU_WARN=101\nCPU_CRIT=101\n")
     yield stack
-    stack.stop()
+    stack.discard()
 
 
 def test_the_script_is_silent_and_exits_0_on_a_healthy_stack_under_cron(stack):

@@ -244,7 +244,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     try:
         yield Hostile(stack, Recording(stack, timeout=60), notes, worker_pids(stack))
     finally:
-        stack.stop()
+        stack.discard()
         shutil.rmtree(stack.root, ignore_errors=True)
 
 

@@ -39,7 +39,7 @@ def slow_stack() -> Iterator[Stack]:
                        "API_KEY": f"slow:{SLOW_KEY},other:{OTHER_KEY}"}).start()
     stack.api_key = SLOW_KEY
     yield stack
-    stack.stop()
+    stack.discard()
     shutil.rmtree(stack.root, ignore_errors=True)
 
 

@@ -61,7 +61,7 @@ def stack(tmp_path_factory) -> Iterator[tuple[Stack, FakeTools]]:
                                 CIRCUIT_BREAKER_FAILURE_THRESHOLD=1000))
     stack.start()
     yield stack, tools
-    stack.stop()
+    stack.discard()
     shutil.rmtree(stack.root, ignore_errors=True)
 
 

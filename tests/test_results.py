@@ -90,7 +90,7 @@ def shared_stack() -> Iterator[Stack]:
     stack = Stack(env={"WORKER_PROCESSES": "2", "RESULT_TTL": "600",
                        "RESULT_CACHE_TTL": "600"}).start()
     yield stack
-    stack.stop()
+    stack.discard()
     shutil.rmtree(stack.root, ignore_errors=True)
 
 

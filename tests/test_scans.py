@@ -166,7 +166,7 @@ def scan_stack(fake_tools: FakeTools) -> Iterator[Stack]:
     own job's events."""
     stack = Stack(env=fake_tools.env(WORKER_PROCESSES=2, MAX_ATTEMPTS=2)).start()
     yield stack
-    stack.stop()
+    stack.discard()
     shutil.rmtree(stack.root, ignore_errors=True)
 
 

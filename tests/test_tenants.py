@@ -36,7 +36,7 @@ def tenants() -> Iterator[Stack]:
                        "RESULT_TTL": "600"}).start()
     stack.api_key = ACME_1
     yield stack
-    stack.stop()
+    stack.discard()
     shutil.rmtree(stack.root, ignore_errors=True)
 
 

@@ -439,7 +439,7 @@ def own_stack() -> Iterator[Stack]:
     stack.env["API_KEY"] = f"{stack.api_key},acme:acme-{stack.api_key}"
     stack.start()
     yield stack
-    stack.stop()
+    stack.discard()
     shutil.rmtree(stack.root, ignore_errors=True)
 
 

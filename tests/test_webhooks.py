@@ -119,7 +119,7 @@ def stack() -> Iterator[Stack]:
                        "CALLBACK_CONNECT_TIMEOUT": "1", "CALLBACK_READ_TIMEOUT": "1",
                        "RESULT_TTL": "600"}).start()
     yield stack
-    stack.stop()
+    stack.discard()
     shutil.rmtree(stack.root, ignore_errors=True)
 
 

@@ -72,7 +72,7 @@ def extract(path: Path, ext: str, method: str = "", *, fast_doc: bool = True,
             return Extraction(text)
     with _sorted_errors(path, ext, method):
         if ext == "txt" and not method:
-            return Extraction(_plain_text(path))
+            return Extraction(text_file(path.read_bytes()))
         if ext == "ps" and postscript_seconds is not None:
             return Extraction(without_service_paths(_postscript(path, postscript_seconds), path))
         if ext == "pdf" and method == "tesseract":
@@ -136,14 +136,14 @@ def _sorted_errors(path: Path, ext: str, method: str) -> Iterator[None]:
 _PLAIN_ASCII = re.compile(rb"(?:(?![+<]|~\{)[\x20-\x7e\t\n\r\f\v])*")
 
 
-def _plain_text(path: Path) -> str:
+def text_file(data: bytes) -> str:
     """A .txt file's text, as textract's txt parser gives it, without its cost.
 
     textract reads the bytes and decodes them with whatever chardet detects (UTF-8 when
     chardet is less than 80 % sure). Plain ASCII is decoded here without chardet's pass
     (a tenth of a tiny job's CPU): chardet answers ASCII for it. Bytes chardet takes for
-    binary are a clear CorruptDocument, where textract fails with a TypeError."""
-    data = path.read_bytes()
+    binary are a clear CorruptDocument, where textract fails with a TypeError. No tool
+    and no file: the pool decodes a .txt upload from its payload, never spooled."""
     if _PLAIN_ASCII.fullmatch(data):
         return data.decode("ascii")
     found = chardet.detect(data)
