@@ -34,6 +34,7 @@ INSTALL = ("celery phase skipped: Celery is not installed here; "
 # A task: the document's bytes, its file name (textract goes by the suffix), textract's
 # keyword arguments (extension, method).
 Task = tuple[bytes, str, dict]
+EXTRACT = "bench.extract"  # bench/celery_tasks.py's task
 
 
 def available() -> bool:
@@ -49,7 +50,7 @@ class CeleryArm:
     by pid, and the client that measures them; CPU counted over all of them."""
 
     def __init__(self, workers: int) -> None:
-        from bench.celery_tasks import REDIS_ENV, app, extract
+        from bench.celery_tasks import REDIS_ENV, client_app
 
         self.workers = workers
         self.root = Path(tempfile.mkdtemp(prefix="txd-celery-"))
@@ -74,8 +75,7 @@ class CeleryArm:
                      "--hostname", f"bench{os.getpid()}@localhost"],
                     cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True)
-            app.conf.update(broker_url=url, result_backend=url)
-            self.app, self.extract = app, extract
+            self.app = client_app(url)
             # Ready when it has answered a few tasks (textract is imported by the master
             # and forked with it into the children, as in the ceiling's pool).
             warm = self.run([(b"warm\n", "warm.txt", {})] * (workers * 4), workers, timeout=60)
@@ -104,7 +104,7 @@ class CeleryArm:
                     return
                 started = time.perf_counter()
                 try:
-                    text = self.extract.apply_async(tasks[i]).get(timeout=timeout)
+                    text = self.app.send_task(EXTRACT, args=tasks[i]).get(timeout=timeout)
                     job = {"state": "done", "digest": digest(text)}
                     status = 200
                 except Exception as exc:  # the failure is the figure: counted, not raised

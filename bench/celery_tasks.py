@@ -3,7 +3,8 @@
 The document's bytes travel in the task, the worker writes them to a temporary file with
 the document's suffix and runs `textract.process` on it, and the text goes back through
 the result backend. Broker and backend are one Redis (BENCH_CELERY_REDIS, a
-`redis+socket://` URL the arm sets for the worker; the client sets it on `app.conf`).
+`redis+socket://` URL the arm sets for the worker; the client is an app of its own,
+`client_app`).
 
 Imported by `celery -A bench.celery_tasks worker` (bench/celery_arm.py starts it) and by
 the benchmark's client; only with the bench extra installed (`pip install -e .[bench]`).
@@ -46,3 +47,14 @@ def extract(data: bytes, filename: str, kwargs: dict) -> bytes:
             # textract's parsers warn (bs4, openpyxl) on corpus documents: noise in the log.
             warnings.simplefilter("ignore")
             return textract.process(spool.name, **kwargs)
+
+
+def client_app(url: str) -> Celery:
+    """An app that sends `bench.extract` to the worker whose broker and backend are `url`.
+
+    One per arm: an app keeps its broker and backend connections bound to the first URL
+    it used, so a second run's arm, with a Redis of its own, needs a new app."""
+    client = Celery("bench-client", broker=url, backend=url)
+    client.conf.update({key: app.conf[key] for key in (
+        "task_serializer", "result_serializer", "accept_content", "result_expires")})
+    return client

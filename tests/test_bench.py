@@ -212,6 +212,20 @@ def test_without_celery_the_celery_phase_says_how_to_install_it_and_the_rest_run
     assert said[0] in result.stdout  # and the table says it too
 
 
+def test_a_celery_arm_after_another_answers_through_its_own_broker() -> None:
+    # --runs 3 starts an arm per run, each with a Redis of its own: the second once sent
+    # its tasks to the first's broker, gone by then, and the benchmark stopped.
+    from bench.celery_arm import CeleryArm
+
+    for _ in range(2):
+        arm = CeleryArm(workers=1)  # its warm-up tasks must be answered, or it raises
+        try:
+            answered = arm.run([(b"some words\n", "a.txt", {})] * 3, in_flight=2)
+        finally:
+            arm.close()
+        assert [r.status for r in answered.replies] == [200, 200, 200]
+
+
 def test_the_bench_refuses_an_unknown_phase() -> None:
     with pytest.raises(SystemExit):
         parse_args(["--only", "corpus,warp"])
