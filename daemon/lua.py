@@ -107,8 +107,9 @@ end
 # Each script names its KEYS and ARGV slots in locals at its top, so no body reads a slot
 # by number (dramatiq's habit).
 
-# A document quarantined as poison is refused inside the submitting call (not by a
-# ZSCORE before it): one round trip per upload.
+# Whether a document's hash is quarantined now: SUBMIT refuses it inside the call that
+# would store it (no ZSCORE before it), and a delivery queued before the quarantine is
+# failed without running (begin_job).
 QUARANTINED_LUA = """
 local function quarantined(quarantine, sha256, now)
   if sha256 == '' then return false end
@@ -231,7 +232,7 @@ return {1, entries}
 # Taking up a delivered job: gone | final | wait(reopen_at, created_at) |
 # exhausted(attempts, last error code, message) |
 # run(attempts, payload, breaker_transition, ext, method, request_id, tenant)
-BEGIN_LUA = BREAKER_LUA + """
+BEGIN_LUA = BREAKER_LUA + QUARANTINED_LUA + """
 local function begin_job(job_key, payload_key, breaker_key, history_key, quarantine,
                          consumer, at, max_attempts, recovery)
   local job = redis.call('HMGET', job_key, 'state', 'attempts', 'created_at', 'error_code',
@@ -245,14 +246,10 @@ local function begin_job(job_key, payload_key, breaker_key, history_key, quarant
   if attempts > tonumber(max_attempts) then
     return {'exhausted', attempts - 1, job[4] or '', job[5] or ''}
   end
-  local sha = job[10]
-  if sha and sha ~= '' then
-    local expires = redis.call('ZSCORE', quarantine, sha)
-    if expires and tonumber(expires) > tonumber(at) then
-      -- queued before its hash was quarantined: fail it without risking a worker
-      return {'exhausted', attempts - 1, 'poison_document',
-              'the document is quarantined: it killed its worker on every attempt'}
-    end
+  if quarantined(quarantine, job[10] or '', at) then
+    -- queued before its hash was quarantined: fail it without risking a worker
+    return {'exhausted', attempts - 1, 'poison_document',
+            'the document is quarantined: it killed its worker on every attempt'}
   end
   redis.call('HSET', job_key, 'state', 'processing', 'attempts', attempts,
              'started_at', at, 'consumer', consumer)
