@@ -144,6 +144,31 @@ def test_one_page_is_served_alone_and_a_missing_page_is_a_clear_error(client: Cl
     assert client.job(job["id"], pages="yes").json()["error"]["code"] == "bad_request"
 
 
+def commands_on(stack: Stack, key_part: str, action) -> list[str]:
+    """The Redis commands naming `key_part` that `action()` made, as MONITOR saw them."""
+    marker = f"end-{uuid.uuid4().hex}"
+    with stack.redis() as r, r.monitor() as monitor:
+        action()
+        with stack.redis() as other:
+            other.echo(marker)
+        seen = []
+        while marker not in (command := monitor.next_command()["command"]):
+            if key_part in command:
+                seen.append(command.split()[0])
+    return seen
+
+
+def test_a_done_job_with_its_pages_is_read_from_redis_once(client: Client, pdf_jobs,
+                                                          shared_stack: Stack) -> None:
+    job = pdf_jobs[FOUR_PAGES]
+    replies = []
+    commands = commands_on(shared_stack, job["id"],
+                           lambda: replies.append(client.job(job["id"], pages=1)))
+    assert replies[0].status == 200 and len(replies[0].json()["pages"]) == 4
+    # one pipeline: the record and the text (its owner checked on the record as read)
+    assert sorted(commands) == ["GET", "HGETALL"], commands
+
+
 def test_a_document_without_pages_says_so(client: Client) -> None:
     job = run_job(client, by_id("textract-tests/docx/raw_text.docx"))
     assert client.job(job["id"], pages=1).json()["pages"] is None

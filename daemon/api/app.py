@@ -151,15 +151,15 @@ async def extract(request: web.Request) -> web.Response:
 async def get_job(request: web.Request) -> web.Response:
     job_id = _job_id(request)
     wait = _wait_seconds(request, default=0.0)
-    pages = wants_pages(request)
+    found = None
     if wait > 0:
         await _check_owner(request, job_id)  # before waiting: a foreign job is no wait
         job = await request.app[WAITERS].wait(job_id, wait)
     else:
         found = await request.app[STORE].read(job_id)
         job = public_job(*_owned(request, job_id, found)) if found else None
-    if pages:
-        job = await with_pages(request.app[STORE], job_id, job)
+    if wants_pages(request):
+        job = await with_pages(request.app[STORE], job_id, job, found)
     if job is None:
         raise _no_job(job_id)
     return json_response(job, status=200)

@@ -75,12 +75,16 @@ def page_number(request: web.Request) -> int | None:
     return int(raw)
 
 
-async def with_pages(store: AsyncJobStore, job_id: str, job: dict | None) -> dict | None:
-    """The job with `pages` ([{number, text}], or None for a job without pages)."""
+async def with_pages(store: AsyncJobStore, job_id: str, job: dict | None,
+                     found: tuple[dict[str, str], str | None] | None = None) -> dict | None:
+    """The job with `pages` ([{number, text}], or None for a job without pages).
+
+    `found`: the job's record and text as the caller read them already (not read again)."""
     if job is None:
         return None
-    found = await store.read(job_id) if job["state"] == JobState.DONE else None
-    if found is None:
+    if found is None and job["state"] == JobState.DONE:
+        found = await store.read(job_id)
+    if found is None or job["state"] != JobState.DONE:
         return {**job, "pages": None}
     record, text = found
     ends = record_page_ends(record)
