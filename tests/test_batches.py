@@ -251,6 +251,7 @@ def test_a_quarantined_document_is_refused_by_the_storing_call_alone_or_in_a_bat
         assert [job["state"] for job in body["jobs"]] == ["queued", "refused", "queued"]
         assert body["jobs"][1]["id"] is None
         assert body["jobs"][1]["error"]["code"] == "poison_document"
+        assert body["jobs"][1]["error"]["status"] == 422
         assert stored_jobs(idle) == jobs_before + 2
         for job in body["jobs"]:
             if job["id"]:

@@ -273,7 +273,8 @@ async def _store_batch(request: web.Request,
                 record = await _record(request, uuid.uuid4().hex, upload,
                                        callback or query_callback, _check_type)
             except ApiError as exc:
-                entries.append(_refused(upload, exc))
+                entries.append(_refused(formats.safe_display_name(upload.filename),
+                                        len(upload.data), exc))
                 continue
             good.append((record, upload.data))
             entries.append(_queued_view(record))
@@ -311,16 +312,13 @@ async def _submit_all(store: AsyncJobStore, jobs: list[tuple[dict, bytes | bytea
 
 
 def _refused_as_poison(record: dict) -> dict:
-    error = PoisonDocument(record["sha256"])
-    return {"id": None, "state": "refused", "filename": record["filename"],
-            "bytes": record["size"],
-            "error": {"code": error.code, "message": str(error), "status": 422}}
+    poison = PoisonDocument(record["sha256"])
+    return _refused(record["filename"], record["size"], ApiError(poison.code, str(poison)))
 
 
-def _refused(upload: Upload, error: ApiError) -> dict:
+def _refused(filename: str, size: int, error: ApiError) -> dict:
     """A batch entry for a part that is no job: why, in the errors' usual shape."""
-    return {"id": None, "state": "refused",
-            "filename": formats.safe_display_name(upload.filename), "bytes": len(upload.data),
+    return {"id": None, "state": "refused", "filename": filename, "bytes": size,
             "error": {"code": error.code, "message": str(error), "status": error.status}}
 
 

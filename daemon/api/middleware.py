@@ -132,7 +132,8 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
         return error_response(request, exc.code, str(exc), 503, retry_after=2,
                               extra={"job_id": exc.job_id})
     except PoisonDocument as exc:
-        return error_response(request, exc.code, str(exc), 422, extra={"sha256": exc.sha256})
+        return error_response(request, exc.code, str(exc), ERROR_CODES[exc.code].status,
+                              extra={"sha256": exc.sha256})
     except ClientDisconnected as exc:
         log.info("http.client_disconnected", error=str(exc))
         return web.Response(status=CLIENT_CLOSED)  # nobody reads it: it is for the log line
