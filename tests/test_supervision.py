@@ -108,3 +108,22 @@ def test_stopping_the_api_answers_its_in_flight_requests_first(make_stack) -> No
     assert replies and replies[0].status == 200 and replies[0].json()["state"] == "queued"
     assert stopped_in < 5
     assert not stack.healthy()  # and nothing new is accepted
+
+
+def test_a_discarded_stack_leaves_no_process_behind_its_pool_children_included(
+        make_stack) -> None:
+    stack = make_stack(env={"WORKER_PROCESSES": "2"})
+    Client(stack).upload("warm.txt", b"warm words")  # the children are up and working
+    top = psutil.Process(stack.process.pid)
+    tree = wait_for(lambda: (t := top.children(recursive=True)) and len(t) >= 5 and t, 20,
+                    "redis, the api, the pool master and its two children")
+
+    stack.discard()
+
+    def gone(process: psutil.Process) -> bool:
+        try:
+            return process.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_for(lambda: all(gone(p) for p in [top, *tree]), 10, "every process of the stack")
