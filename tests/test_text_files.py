@@ -1,5 +1,7 @@
 """A .txt file's text: textract's, byte for byte, read without textract's chardet pass
-where the bytes are plain ASCII, and binary bytes a clear error instead of a TypeError."""
+where the bytes are plain ASCII, and binary bytes a clear error instead of a TypeError.
+The other formats a job reads from its payload (CSV, TSV, PSV, JSON) give textract's text
+of the same bytes as a file, and fail where textract fails."""
 
 from __future__ import annotations
 
@@ -9,8 +11,9 @@ from pathlib import Path
 import pytest
 import textract
 
-from daemon.documents.extract import extract
+from daemon.documents.extract import PAYLOAD_EXTS, extract, payload_text
 from daemon.errors import CorruptDocument
+from devtools.corpus import corpus_documents
 
 PRINTABLE = bytes(range(32, 127)) + b"\n\t\r\f"
 NAMED = {
@@ -55,3 +58,48 @@ def test_a_txt_file_reads_as_textract_reads_it_or_fails_as_binary(tmp_path: Path
             extract(path, "txt")
     else:
         assert extract(path, "txt").text == expected
+
+
+# What the delimiter parsers and the JSON parser meet: quoted fields across CRLF, other
+# encodings, escapes that make lone surrogates (textract drops them on its way to UTF-8).
+PAYLOAD_SAMPLES = {
+    "csv": [b'a,b\r\n"x\r\ny",z\r\n', "é,ü\n".encode("latin-1"), b"one", b"",
+            b'"unterminated,quote\n'],
+    "tsv": [b"a\tb\n1\t2\n", "日本\t語\n".encode("shift_jis")],
+    "psv": [b"a|b\n1|2\n", b"a|\"b|c\"\n"],
+    "json": [b'{"b": ["x", 1, {"c": "y"}], "a": "z"}', b'"\\ud800 lone"', b"[1, 2",
+             '{"k": "caf\u00e9"}'.encode("utf-16"), b"null"],
+}
+CORPUS_PAYLOAD_DOCS = [d for d in corpus_documents() if d.format in PAYLOAD_EXTS]
+
+
+def textract_result(path: Path, ext: str) -> str | type[Exception]:
+    """textract's text of the file, or the kind of exception it fails with."""
+    try:
+        return textract.process(str(path), extension=ext).decode("utf-8")
+    except Exception as exc:  # any failure: the payload path must fail too
+        return type(exc)
+
+
+@pytest.mark.parametrize(("ext", "data"), [(ext, data) for ext, samples in
+                                           PAYLOAD_SAMPLES.items() for data in samples])
+def test_a_payload_format_reads_as_textract_reads_its_file_or_fails_as_corrupt(
+        tmp_path: Path, ext: str, data: bytes) -> None:
+    path = tmp_path / f"doc.{ext}"
+    path.write_bytes(data)
+    expected = textract_result(path, ext)
+    if isinstance(expected, str):
+        assert payload_text(data, ext) == expected
+    else:
+        with pytest.raises(CorruptDocument):
+            payload_text(data, ext)
+
+
+def test_the_corpus_has_documents_of_every_payload_format() -> None:
+    assert {d.format for d in CORPUS_PAYLOAD_DOCS} == PAYLOAD_EXTS
+
+
+@pytest.mark.parametrize("doc", CORPUS_PAYLOAD_DOCS, ids=lambda d: d.id)
+def test_every_corpus_document_of_a_payload_format_reads_as_textract_reads_it(doc) -> None:
+    expected = textract.process(str(doc.path), extension=doc.format).decode("utf-8")
+    assert payload_text(doc.path.read_bytes(), doc.format) == expected

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib
 import io
 import math
 import os
@@ -29,6 +30,7 @@ from daemon.documents import legacy_doc, pages
 from daemon.documents.redact import without_paths, without_service_paths
 from daemon.errors import (
     CorruptDocument,
+    DocumentError,
     DocumentTooComplex,
     EncryptedDocument,
     ExtractorUnavailable,
@@ -110,8 +112,8 @@ def _sorted_errors(path: Path, ext: str, method: str) -> Iterator[None]:
         raise UnsupportedFormat(f"method {method!r} is not available for .{ext}") from exc
     except tx.ShellError as exc:
         raise _classify_shell_error(exc, path) from exc
-    except DocumentTooComplex:
-        raise
+    except (DocumentError, MachineryError):
+        raise  # sorted already (text_file's verdict, a guard's limit)
     except (tx.LibreOfficeNotFound, tx.MissingModuleError) as exc:
         raise ExtractorUnavailable(without_paths(str(exc).strip().splitlines()[0])) from exc
     except tx.MissingFileError as exc:
@@ -142,6 +144,28 @@ def _plain_ascii(data: bytes) -> bool:
     # translate() and `in` at C speed: a regex over the bytes cost a tiny job 26 us
     return (not data.translate(None, _ASCII_TEXT)
             and not any(start in data for start in _OTHER_ENCODING_STARTS))
+
+
+# Formats textract decodes whole and parses in this process (its DecodedParsers), with no
+# container for a guard to open and no metadata of their own: a job of one of these is
+# read from its payload, never spooled (the file would be written only to be read back).
+PAYLOAD_EXTS = frozenset({"txt", "csv", "tsv", "psv", "json"})
+
+
+def payload_text(data: bytes, ext: str) -> str:
+    """The text textract gives for a document of a PAYLOAD_EXTS format with these bytes.
+
+    textract's own parser on the text decoded as textract decodes it (text_file, which
+    is exact and cheaper), and textract's round trip through UTF-8 with errors ignored
+    (what drops a lone surrogate a JSON string escaped); none of the file handling or
+    parser look-up around it, which was most of a small CSV's cost."""
+    with _sorted_errors(Path(f"document.{ext}"), ext, ""):
+        text = text_file(data)
+        if ext == "txt":
+            return text
+        parsed = importlib.import_module(f"textract.parsers.{ext}_parser").Parser() \
+            .extract_from_text(text)
+    return parsed.encode("utf-8", "ignore").decode("utf-8")
 
 
 def text_file(data: bytes) -> str:

@@ -32,7 +32,7 @@ from daemon.breaker import BreakerState, Outcome, log_breaker_move, outcome_of
 from daemon.config import Settings
 from daemon.connection import REDIS_DOWN, connect
 from daemon.documents import guards
-from daemon.documents.extract import extract, ocr_page, text_file
+from daemon.documents.extract import PAYLOAD_EXTS, extract, ocr_page, payload_text
 from daemon.documents.formats import FORMATS, Format
 from daemon.documents.metadata import read_metadata
 from daemon.documents.pages import ocr_text, page_ends
@@ -354,11 +354,12 @@ class Child:
                  sha256: str) -> Extracted | FanOut | bytes:
         """The job's text (or a page task's OCR output, or the scan to fan out)."""
         fmt = FORMATS[begun.ext]
-        if begun.ext == "txt" and not begun.method:
-            # Decoded from the payload: no folder, no file (nothing reads a .txt's file:
-            # it has no guard, no metadata reader and no pages).
-            text = text_file(begun.payload)
-            return self._described(folder / f"{job_id}.txt", fmt, begun, text, None, sha256)
+        if begun.ext in PAYLOAD_EXTS and not begun.method:
+            # Read from the payload: no folder, no file (nothing reads such a file: these
+            # formats have no guard, no metadata reader and no pages).
+            text = payload_text(begun.payload, begun.ext)
+            return self._described(folder / f"{job_id}.{begun.ext}", fmt, begun, text,
+                                   None, sha256)
         path = self._spool(folder, job_id, begun)
         if begun.verdict == "assemble":
             outputs = self.store.page_outputs(job_id, begun.pages)
