@@ -24,6 +24,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from daemon import __version__, webhooks
+from daemon.api import disposition
 from daemon.api.budget import MemoryBudget, Reservation, UploadSlots
 from daemon.api.deadletters import setup_dead_letters
 from daemon.api.drain import DrainRate, sample_drain
@@ -543,6 +544,7 @@ def main() -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.server").addFilter(NoParserTracebacks())
     hide_server_version()
+    disposition.install()  # every multipart part's header: see daemon.api.disposition
     if settings.auth_required and not settings.access_keys:
         log.error("api.refused", reason="API_KEY is empty; set it (scripts/run writes one to "
                                         ".env) or set ALLOW_NO_AUTH=1 for local use")

@@ -18,9 +18,10 @@ from functools import partial
 
 from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.multipart import content_disposition_filename, parse_content_disposition
+from aiohttp.multipart import content_disposition_filename
 
 from daemon.api.budget import MemoryBudget, Reservation
+from daemon.api.disposition import parse_content_disposition
 from daemon.api.middleware import ApiError, ClientDisconnected
 from daemon.config import Settings
 
