@@ -324,19 +324,20 @@ class Child:
     # --- step 1: run the extraction ----------------------------------------------------
     def _attempt(self, delivery: Delivery, begun: Begun) -> Attempt:
         started = time.perf_counter()
-        folder = job_folder(self.settings.spool_dir, self.slot_no, delivery.job_id)
         sha256 = hashlib.sha256(begun.payload).hexdigest()
         extracted: Extracted | FanOut | bytes | None = None
         error: DocumentError | MachineryError | None = None
         try:
-            extracted = self._extract(folder, delivery.job_id, begun, sha256)
+            if begun.ext in PAYLOAD_EXTS and not begun.method:
+                # Read from the payload: no folder, no file (nothing reads such a file:
+                # these formats have no guard, no metadata reader and no pages).
+                text = payload_text(begun.payload, begun.ext)
+                extracted = self._described(Path(f"{delivery.job_id}.{begun.ext}"),
+                                            FORMATS[begun.ext], begun, text, None, sha256)
+            else:
+                extracted = self._in_job_folder(delivery.job_id, begun, sha256)
         except (DocumentError, MachineryError) as exc:
             error = self._output_limit(exc) or exc
-        finally:
-            # However the job ended, what its tools wrote goes with it (a killed child's
-            # folder is removed by the master that reaps it).
-            self._leave_job_folder()
-            shutil.rmtree(folder, ignore_errors=True)
         duration_ms = round((time.perf_counter() - started) * 1000, 1)
         if begun.verdict == "assemble" and begun.job_started_at:
             # a scan's result: its time is the whole job's, from its first page to its last
@@ -350,16 +351,22 @@ class Child:
         return Attempt(extracted.text, None, duration_ms, sha256, extracted.metadata,
                        extracted.page_ends)
 
+    def _in_job_folder(self, job_id: str, begun: Begun,
+                       sha256: str) -> Extracted | FanOut | bytes:
+        folder = job_folder(self.settings.spool_dir, self.slot_no, job_id)
+        try:
+            return self._extract(folder, job_id, begun, sha256)
+        finally:
+            # However the job ended, what its tools wrote goes with it (a killed child's
+            # folder is removed by the master that reaps it).
+            self._leave_job_folder()
+            shutil.rmtree(folder, ignore_errors=True)
+
     def _extract(self, folder: Path, job_id: str, begun: Begun,
                  sha256: str) -> Extracted | FanOut | bytes:
-        """The job's text (or a page task's OCR output, or the scan to fan out)."""
+        """The job's text (or a page task's OCR output, or the scan to fan out), its
+        file spooled to `folder`."""
         fmt = FORMATS[begun.ext]
-        if begun.ext in PAYLOAD_EXTS and not begun.method:
-            # Read from the payload: no folder, no file (nothing reads such a file: these
-            # formats have no guard, no metadata reader and no pages).
-            text = payload_text(begun.payload, begun.ext)
-            return self._described(folder / f"{job_id}.{begun.ext}", fmt, begun, text,
-                                   None, sha256)
         path = self._spool(folder, job_id, begun)
         if begun.verdict == "assemble":
             outputs = self.store.page_outputs(job_id, begun.pages)
