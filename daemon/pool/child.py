@@ -153,6 +153,9 @@ class Child:
         # Redis (pending under our consumer), run before anything else, even when
         # draining.
         self._held: tuple[Delivery, Begun] | None = None
+        # FINISH's TAKE just found the stream empty: the next turn waits in XREADGROUP
+        # straight away rather than asking again (a round trip per job when jobs trickle).
+        self._found_none = False
 
     # --- set-up ----------------------------------------------------------------------
     def boot(self) -> None:
@@ -255,8 +258,9 @@ class Child:
                 log.info("job.reclaimed", job_id=claimed[0].job_id, entry=claimed[0].entry_id)
                 return claimed[0], None
         # While work is queued, read and begin in one round trip; block only when none is.
-        taken = store.take(self.consumer)
-        if taken:
+        if self._found_none:
+            self._found_none = False
+        elif taken := store.take(self.consumer):
             return taken
         self._waiting = True
         try:
@@ -475,6 +479,7 @@ class Child:
         if take_next and not dead:
             settled, self._held = self.store.finish_and_take(delivery, result,
                                                              self.consumer, outcome=outcome)
+            self._found_none = self._held is None
         else:
             settled = self.store.finish(delivery, result, outcome=outcome, dead=dead)
         if settled.written:
