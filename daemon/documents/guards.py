@@ -212,8 +212,8 @@ class _EntryStart:
         at += _LOCAL_HEADER.size
         name = data[at:at + name_len].decode("utf-8" if flags & _UTF8_NAME else "cp437")
         if name != info.orig_filename:
-            raise zipfile.BadZipFile(f"File name in directory {info.orig_filename!r} and "
-                                     f"header {data[at:at + name_len]!r} differ.")
+            raise zipfile.BadZipFile(f"file name in directory {_shown(info.orig_filename)!r} "
+                                     f"and header {_shown(name)!r} differ")
         start = at + name_len + extra_len
         self._raw = memoryview(data)[start:start + info.compress_size]
         self._short = len(self._raw) < info.compress_size  # the archive is cut inside it
