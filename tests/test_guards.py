@@ -270,6 +270,65 @@ def test_a_dtd_pushed_past_64_kb_by_a_long_comment_is_refused(tmp_path) -> None:
         check_document(path, FORMATS["docx"], LIMITS)
 
 
+def test_a_dtd_after_a_prolog_longer_than_the_first_look_is_refused(tmp_path) -> None:
+    padded = (b'<?xml version="1.0"?>\n<!--' + b"x" * (2 * guards.XML_FIRST_BYTES)
+              + b"-->\n" + LAUGHS[22:])
+    path = docx_with(tmp_path / "padded.docx", padded)
+    with pytest.raises(DocumentTooComplex, match="XML entity declarations"):
+        check_document(path, FORMATS["docx"], LIMITS)
+
+
+def test_entities_behind_a_long_doctype_literal_are_refused(tmp_path) -> None:
+    # No '>' and no '[' in the first look: the DOCTYPE is judged on the longer window.
+    literal = b"x" * (2 * guards.XML_FIRST_BYTES)
+    document = (b'<?xml version="1.0"?>\n<!DOCTYPE lolz SYSTEM "' + literal + b'" [\n'
+                + LAUGHS[LAUGHS.index(b"<!ENTITY"):])
+    path = docx_with(tmp_path / "literal.docx", document)
+    with pytest.raises(DocumentTooComplex, match="XML entity declarations"):
+        check_document(path, FORMATS["docx"], LIMITS)
+
+
+@pytest.mark.parametrize("window", ["XML_FIRST_BYTES", "XML_DOCTYPE_BYTES"])
+def test_a_utf7_doctype_cut_by_the_end_of_a_look_is_still_seen(window, tmp_path) -> None:
+    # '<' written '+ADw-' straddles the end of the bytes read: the cut sequence must ask
+    # for more, not decode to U+FFFD and end the prolog there.
+    declaration = b'<?xml version="1.0" encoding="UTF-7"?>'
+    markup = _utf7_markup("\n" + LAUGHS_TEXT[22:]).lstrip(b"\n")
+    assert markup.startswith(b"+ADw-")
+    padding = getattr(guards, window) - len(declaration) - 2
+    path = docx_with(tmp_path / "cut.docx", declaration + b" " * padding + markup)
+    with pytest.raises(DocumentTooComplex, match="XML entity declarations"):
+        check_document(path, FORMATS["docx"], LIMITS)
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_BZIP2,
+                                         zipfile.ZIP_LZMA])
+def test_entity_declarations_are_refused_whatever_the_compression(compression,
+                                                                  tmp_path) -> None:
+    path = write_zip(tmp_path / "laughs.docx", {"word/document.xml": LAUGHS}, compression)
+    with pytest.raises(DocumentTooComplex, match="XML entity declarations"):
+        check_document(path, FORMATS["docx"], LIMITS)
+
+
+def test_an_entry_whose_data_fails_its_crc_is_corrupt(tmp_path) -> None:
+    data = bytearray(docx_with(tmp_path / "a.docx", b"<w:document/>" * 10,
+                               part="word/document.xml").read_bytes())
+    at = data.rfind(b"PK\x01\x02")  # the last entry's central record: CRC at +16
+    struct.pack_into("<I", data, at + 16, struct.unpack_from("<I", data, at + 16)[0] ^ 1)
+    path = write(tmp_path / "crc.docx", bytes(data))
+    with pytest.raises(CorruptDocument, match="CRC"):
+        check_document(path, FORMATS["docx"], LIMITS)
+
+
+def test_a_local_header_naming_another_entry_is_corrupt(tmp_path) -> None:
+    data = bytearray(docx_with(tmp_path / "a.docx", b"<w/>").read_bytes())
+    at = data.rfind(b"PK\x03\x04")
+    data[at + 30] ^= 0x20  # "word/..." -> "Word/..." in the local header only
+    path = write(tmp_path / "renamed.docx", bytes(data))
+    with pytest.raises(CorruptDocument, match="differ"):
+        check_document(path, FORMATS["docx"], LIMITS)
+
+
 def test_an_xhtml_doctype_without_entities_is_accepted(tmp_path) -> None:
     xhtml = (b'<?xml version="1.0" encoding="utf-8"?>\n<!DOCTYPE html PUBLIC '
              b'"-//W3C//DTD XHTML 1.1//EN" "http://www.w3.org/TR/xhtml11/DTD/xhtml11.dtd">\n'

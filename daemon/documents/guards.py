@@ -10,6 +10,8 @@ a PDF's drawing instructions (pdf_content.py, inflating a megabyte at a time).
 from __future__ import annotations
 
 import codecs
+import functools
+import io
 import math
 import os
 import re
@@ -94,19 +96,23 @@ def _shown(name: str) -> str:
 
 # --- ZIP containers ------------------------------------------------------------------
 def _check_zip(path: Path, limits: Limits) -> None:
-    records = _central_records(path)
+    # Read once (bounded by MAX_CONTENT_LENGTH, as the PDF and HTML guards read theirs):
+    # the record count and every entry's first bytes come out of memory, not from a seek
+    # and a read per entry.
+    data = path.read_bytes()
+    records = _central_records(data)
     if records > limits.max_zip_entries:
         # Refused before zipfile builds one object per entry (300,000 entries fit in 16 MB);
         # zipfile never finds more entries than there are records.
         raise DocumentTooComplex(f"the archive has {records} entries; the limit is "
                                  f"{limits.max_zip_entries} (MAX_ZIP_ENTRIES)")
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
             infos = zf.infolist()
             _check_zip_sizes(infos, limits)
             for info in infos:
                 if info.file_size and not info.is_dir():
-                    _check_xml_entry(zf, info)
+                    _check_xml_entry(zf, info, data)
     except RuntimeError as exc:
         if "encrypted" not in str(exc):  # zipfile's way to say "password-protected"
             raise
@@ -117,19 +123,13 @@ def _check_zip(path: Path, limits: Limits) -> None:
                               f"{without_paths(str(exc), path)}") from exc
 
 
-def _central_records(path: Path) -> int:
+def _central_records(data: bytes) -> int:
     """Central-directory record signatures in the file: never fewer than zipfile parses.
 
     Counted in the raw bytes rather than read from the end record, which can lie and which
     says 0xFFFF for zip64 archives.
     """
-    count, tail = 0, b""
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            data = tail + chunk
-            count += data.count(b"PK\x01\x02")
-            tail = data[-3:]  # a signature split across chunks is counted once
-    return count
+    return data.count(b"PK\x01\x02")
 
 
 def _check_zip_sizes(infos: list[zipfile.ZipInfo], limits: Limits) -> None:
@@ -152,30 +152,135 @@ def _check_zip_sizes(infos: list[zipfile.ZipInfo], limits: Limits) -> None:
                                  f"the limit is {ratio_limit}:1 (MAX_COMPRESSION_RATIO)")
 
 
-def _check_xml_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+# How far into an entry each look at its prolog reads. Most prologs are decided in their
+# first 100 bytes; a DOCTYPE is always judged on XML_DOCTYPE_BYTES at least (entity
+# declarations found that far in are refused); a prolog padded with comments or processing
+# instructions is read on up to XML_SCAN_BYTES.
+XML_FIRST_BYTES = 512
+XML_DOCTYPE_BYTES = 8192
+
+
+def _check_xml_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, data: bytes) -> None:
     # Every entry, not only *.xml: OOXML parts are found through relationships, whatever
-    # their names. Reads are bounded: ZipExtFile.read(n) inflates at most n bytes.
-    with zf.open(info) as f:
-        buf = f.read(8192)
-        verdict = _xml_verdict(buf, complete=len(buf) < 8192)
-        if verdict == _MORE:
-            buf += f.read(XML_SCAN_BYTES - len(buf))
-            verdict = _xml_verdict(buf, complete=len(buf) < XML_SCAN_BYTES)
-            if verdict == _MORE:  # padding the prolog must not hide a DTD from us
-                verdict = "XML prologs longer than 64 KB are refused"
+    # their names. Reads are bounded: each read(n) inflates at most n bytes.
+    f = _EntryStart(data, info) if _EntryStart.reads(info) else zf.open(info)
+    with f:
+        buf = b""
+        for want in (XML_FIRST_BYTES, XML_DOCTYPE_BYTES, XML_SCAN_BYTES):
+            buf += f.read(want - len(buf))
+            verdict = _xml_verdict(buf, complete=len(buf) < want,
+                                   judge_doctype=want >= XML_DOCTYPE_BYTES)
+            if verdict != _MORE:
+                break
+        else:  # padding the prolog must not hide a DTD from us
+            verdict = "XML prologs longer than 64 KB are refused"
     if verdict:
         raise DocumentTooComplex(f"{verdict} (entry {_shown(info.filename)!r})")
+
+
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zipfile's structFileHeader
+# Central-directory flags for which zipfile.open raises (encrypted, patched data, strong
+# encryption): such entries go through zipfile itself, for its exact errors.
+_FLAGS_FOR_ZIPFILE = 0x01 | 0x20 | 0x40
+_UTF8_NAME = 0x800
+
+
+class _EntryStart:
+    """The first bytes of a stored or deflated entry, inflated out of the archive's bytes.
+
+    What ZipExtFile.read(n) returns and raises, without its per-entry seek, header read and
+    4 KB minimum inflation: the same local header checks (signature, name), output capped
+    at the declared size, EOFError when the data is cut short, and the CRC compared once
+    the entry has been read to its end.
+    """
+
+    _CHUNK = 1024  # compressed bytes fed at a time: a 512-byte start needs one or two
+
+    @staticmethod
+    def reads(info: zipfile.ZipInfo) -> bool:
+        return (info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+                and not info.flag_bits & _FLAGS_FOR_ZIPFILE)
+
+    def __init__(self, data: bytes, info: zipfile.ZipInfo) -> None:
+        at = info.header_offset
+        if at < 0 or at + _LOCAL_HEADER.size > len(data):
+            raise zipfile.BadZipFile("Truncated file header")
+        header = _LOCAL_HEADER.unpack_from(data, at)
+        if header[0] != b"PK\x03\x04":
+            raise zipfile.BadZipFile("Bad magic number for file header")
+        flags, name_len, extra_len = header[3], header[10], header[11]
+        at += _LOCAL_HEADER.size
+        name = data[at:at + name_len].decode("utf-8" if flags & _UTF8_NAME else "cp437")
+        if name != info.orig_filename:
+            raise zipfile.BadZipFile(f"file name in directory {_shown(info.orig_filename)!r} "
+                                     f"and header {_shown(name)!r} differ")
+        start = at + name_len + extra_len
+        self._raw = memoryview(data)[start:start + info.compress_size]
+        self._short = len(self._raw) < info.compress_size  # the archive is cut inside it
+        self._at = 0  # compressed bytes consumed
+        self._left = info.file_size  # zipfile never returns more than the declared size
+        self._crc, self._expected_crc = 0, info.CRC
+        self._inflate = (zlib.decompressobj(-15)
+                         if info.compress_type == zipfile.ZIP_DEFLATED else None)
+        self._pending = b""  # inflated past what a read asked for
+        self._ended = False  # the deflate stream (or its compressed data) has ended
+
+    def __enter__(self) -> _EntryStart:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._raw.release()
+
+    def read(self, n: int) -> bytes:
+        """Up to n more bytes of the entry (fewer only at its end)."""
+        n = min(n, self._left)
+        if self._inflate is None:
+            out = bytes(self._raw[self._at:self._at + n])
+            self._at += len(out)
+            if len(out) < n and self._short:
+                raise EOFError("the entry's data is cut short")
+            end = self._at >= len(self._raw)
+        else:
+            out, end = self._inflated(n)
+        self._left -= len(out)
+        self._crc = zlib.crc32(out, self._crc)
+        if (end or self._left <= 0) and self._crc != self._expected_crc:
+            raise zipfile.BadZipFile("Bad CRC-32 for the entry")
+        return out
+
+    def _inflated(self, n: int) -> tuple[bytes, bool]:
+        inflate, out = self._inflate, self._pending
+        assert inflate is not None
+        while len(out) < n and not self._ended:
+            chunk = inflate.unconsumed_tail or self._raw[self._at:self._at + self._CHUNK]
+            if not inflate.unconsumed_tail:
+                self._at += len(chunk)
+            if not chunk:
+                if self._short:
+                    raise EOFError("the entry's compressed data is cut short")
+                out += inflate.flush()  # as zipfile does when the data ends first
+                self._ended = True
+                break
+            # max_length: never more than asked for, whatever the compressed bytes hold.
+            out += inflate.decompress(chunk, n - len(out))
+            self._ended = inflate.eof
+        self._pending = out[n:]
+        return out[:n], self._ended and not self._pending
 
 
 _PROLOG = re.compile(rb"(?:\s|<\?.*?\?>|<!--.*?-->)*", re.S)
 _SUBSET_END = re.compile(rb"\]\s*>")
 
 
-def _xml_verdict(buf: bytes, complete: bool) -> str | None:
-    """A reason to refuse this start of an XML document, None, or _MORE to read further."""
+def _xml_verdict(buf: bytes, complete: bool, judge_doctype: bool = True) -> str | None:
+    """A reason to refuse this start of an XML document, None, or _MORE to read further.
+
+    `complete`: `buf` is the whole document. `judge_doctype=False`: a DOCTYPE in a start
+    that is not the whole document asks for more (only its absence is decided).
+    """
     encoding = _xml_encoding(buf)
     if encoding != "utf-8":
-        buf = _decoded(buf, encoding).encode("utf-8", "replace")
+        buf = _decoded(buf, encoding, final=complete).encode("utf-8", "replace")
     text = buf.removeprefix(b"\xef\xbb\xbf")
     prolog = _PROLOG.match(text)
     assert prolog is not None  # every part of _PROLOG is optional: it matches at 0 at least
@@ -185,6 +290,8 @@ def _xml_verdict(buf: bytes, complete: bool) -> str | None:
         return _MORE if unfinished and not complete else None
     if b"<!ENTITY" in rest:
         return "XML entity declarations are refused"
+    if not judge_doctype and not complete:
+        return _MORE
     subset, close = rest.find(b"["), rest.find(b">")
     if subset != -1 and (close == -1 or subset < close) and not _SUBSET_END.search(rest):
         return None if complete else _MORE  # an internal DTD subset still open
@@ -204,6 +311,9 @@ _XML_STARTS = (
     (b"\x00<", "utf-16-be"), (b"<\x00", "utf-16-le"),
     (b"\x4c\x6f\xa7\x94", "cp037"),
 )
+# Every start above begins with one of these byte pairs: any other start skips the list
+# (most entries: "<?xml" in ASCII, or an image).
+_XML_START_PAIRS = frozenset(start[:2] for start, _ in _XML_STARTS)
 _DECLARED = re.compile(rb"^<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._-]{1,40})[\"']")
 # Encodings Python knows in which '<!DOCTYPE' is not written in ASCII bytes.
 _MARKUP_NOT_ASCII = frozenset({"utf-7", "cp037", "cp273", "cp424", "cp500", "cp875",
@@ -212,7 +322,7 @@ _MARKUP_NOT_ASCII = frozenset({"utf-7", "cp037", "cp273", "cp424", "cp500", "cp8
 
 def _xml_encoding(buf: bytes) -> str:
     """How to read this start of an XML document: a codec name, or a UCS-4 order."""
-    for start, encoding in _XML_STARTS:
+    for start, encoding in _XML_STARTS if buf[:2] in _XML_START_PAIRS else ():
         if buf.startswith(start):
             if encoding == "cp037":  # its declaration is legible in any EBCDIC page
                 return _declared(buf[:200].decode("cp037").encode("ascii", "replace"),
@@ -228,18 +338,27 @@ def _declared(start: bytes, default: str) -> str:
     in ASCII; else `default`."""
     declared = _DECLARED.match(start)
     if declared:
-        try:
-            name = codecs.lookup(declared.group(1).decode("ascii")).name
-        except LookupError:
-            return default  # a name Python does not know: read the bytes as they are
+        name = _codec_name(declared.group(1))
         if name in _MARKUP_NOT_ASCII:
             return name
-    return default
+    return default  # a name Python does not know: read the bytes as they are
 
 
-def _decoded(buf: bytes, encoding: str) -> str:
+@functools.lru_cache(maxsize=64)  # every OOXML part says "UTF-8": looked up once
+def _codec_name(declared: bytes) -> str | None:
+    try:
+        return codecs.lookup(declared.decode("ascii")).name
+    except LookupError:
+        return None
+
+
+def _decoded(buf: bytes, encoding: str, final: bool = True) -> str:
     """`buf` as text, whole code units only (a cut mid-unit must not shift what follows);
-    a BOM stays as U+FEFF, which the UTF-8 BOM strip in _xml_verdict removes."""
+    a BOM stays as U+FEFF, which the UTF-8 BOM strip in _xml_verdict removes.
+
+    `final=False`: `buf` is cut from a longer document, and a character cut in two at its
+    end is left out rather than replaced (a UTF-7 '<' cut mid-sequence must not become a
+    U+FFFD that ends the prolog before a DOCTYPE)."""
     width = 4 if encoding.startswith(("utf-32", "ucs-4")) else (
         2 if encoding.startswith("utf-16") else 1)
     units = bytearray(buf[:len(buf) - len(buf) % width])
@@ -250,7 +369,7 @@ def _decoded(buf: bytes, encoding: str) -> str:
         units[0::4], units[1::4], units[2::4], units[3::4] = (
             units[2::4], units[3::4], units[0::4], units[1::4])
         encoding = "utf-32-be"
-    return bytes(units).decode(encoding, "replace")
+    return codecs.getincrementaldecoder(encoding)("replace").decode(bytes(units), final)
 
 
 # --- HTML ------------------------------------------------------------------------------

@@ -23,7 +23,9 @@ def read_ooxml(path: Path, found: Found) -> None:
             elif name == "creator":
                 found.text("author", text_of(el))
         app = read_part(zf, "docProps/app.xml")
-        stats = {local_name(el): text_of(el) for el in app} if app is not None else {}
+        # Only the two statistics used: app.xml also holds vectors of every heading title.
+        stats = {name: text_of(el) for el in (app if app is not None else ())
+                 if (name := local_name(el)) in ("Application", "Pages")}
         found.text("creator", stats.get("Application"))
         if "ppt/presentation.xml" in zf.namelist():
             found.count("pages", len(slide_parts(zf)))  # the slides textract reads

@@ -24,7 +24,9 @@ _PR_CLIENT_SUBMIT_TIME, _PR_MESSAGE_DELIVERY_TIME, _PT_SYSTIME = 0x0039, 0x0E06,
 def read_msg(path: Path, found: Found) -> None:
     """Subject, sender and submit time of an Outlook message (extract_msg would parse the
     whole message, attachments included, to answer the same)."""
-    with olefile.OleFileIO(str(path)) as ole:
+    # An open file, not a path: given a path, olefile records the caller's stack on every
+    # open (traceback.extract_stack, for a warning if it is never closed).
+    with open(path, "rb") as f, olefile.OleFileIO(f) as ole:
         def prop(ids: tuple[str, ...]) -> str | None:
             for prop_id in ids:
                 for kind, codec in (("001F", "utf-16-le"), ("001E", "cp1252")):
@@ -59,7 +61,7 @@ def _msg_times(stream: bytes) -> dict[int, datetime]:
 
 def read_ole_office(path: Path, found: Found, *, has_pages: bool) -> None:
     """A Word 97-2003 or Excel 97-2003 file's SummaryInformation stream."""
-    with olefile.OleFileIO(str(path)) as ole:
+    with open(path, "rb") as f, olefile.OleFileIO(f) as ole:
         meta = ole.get_metadata()
     for key, attr in (("title", "title"), ("subject", "subject"), ("author", "author"),
                       ("keywords", "keywords"), ("description", "comments"),
