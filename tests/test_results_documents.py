@@ -28,6 +28,7 @@ from daemon.documents.formats import FORMATS
 from daemon.documents.metadata import read_metadata
 from daemon.documents.zipxml import MAX_PART_BYTES
 from daemon.errors import UnsupportedFormat
+from tests.bombs import info_loop_pdf
 from tests.conftest import CorpusDoc, corpus_documents, textract_text
 
 DOCS = corpus_documents()
@@ -187,26 +188,11 @@ def test_a_pdf_pdfminer_cannot_open_is_read_through_pdfinfo(tmp_path: Path) -> N
     assert meta.values["created"] == "2010-05-25T03:08:57Z"
 
 
-def loop_pdf() -> bytes:
-    """A one-page PDF whose /Info is `4 0 obj 4 0 R endobj`, with a correct xref table."""
-    bodies = [b"<< /Type /Catalog /Pages 2 0 R >>",
-              b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-              b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] >>", b"4 0 R"]
-    out, offsets = b"%PDF-1.4\n", []
-    for number, body in enumerate(bodies, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 5\n0000000000 65535 f \n" + b"".join(b"%010d 00000 n \n" % o
-                                                        for o in offsets)
-    return out + b"trailer\n<< /Size 5 /Root 1 0 R /Info 4 0 R >>\nstartxref\n%d\n%%%%EOF\n" % xref
-
-
 def test_a_pdf_whose_info_refers_to_itself_is_read_without_spinning(tmp_path: Path) -> None:
     from pdfminer import pdftypes
 
     doc = tmp_path / "loop.pdf"
-    doc.write_bytes(loop_pdf())
+    doc.write_bytes(info_loop_pdf())
     text = extract_text(doc, "pdf")  # pdftotext reads it: the job has its text
     started = time.monotonic()
     meta = read_metadata(doc, FORMATS["pdf"], text)

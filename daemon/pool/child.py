@@ -368,9 +368,9 @@ class Child:
         if begun.page:  # the job's guards passed the whole scan before it fanned out
             with file_size_limit(self.settings.job_disk_max_mb * 1024 * 1024):
                 return ocr_page(path, begun.page)
-        pages = guards.check_document(path, fmt, self.limits, begun.method)
-        if scans.fans_out(self.settings, fmt, begun.method, pages):
-            return FanOut(pages or 0)
+        checked = guards.check_document(path, fmt, self.limits, begun.method)
+        if scans.fans_out(self.settings, fmt, begun.method, checked.pages):
+            return FanOut(checked.pages or 0)
         with file_size_limit(self.settings.job_disk_max_mb * 1024 * 1024):
             text, ends = extract(path, begun.ext, begun.method,
                                  fast_doc=self.settings.fast_doc,
