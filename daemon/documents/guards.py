@@ -459,8 +459,8 @@ def _check_pdf(path: Path, limits: Limits, ocr: bool = False) -> Checked:
             if catalog.pages is not None:
                 # Poppler's page count is this same /Count (Catalog::getNumPages), so the
                 # bound is as strong as pdfinfo's, without a process that took 4 ms, two
-                # thirds of pdftotext's own time. Poppler lowers a /Count above the number
-                # of objects in the file to that number: such a lie is refused here.
+                # thirds of pdftotext's own time. A /Count poppler would not take has no
+                # pages here (read_catalog), and pdfinfo reports it as it always did.
                 _refuse_pages(catalog.pages, limits)
                 _check_drawing(path, limits)
                 return Checked(catalog.pages, catalog)
