@@ -37,12 +37,14 @@ def gif_frames(width: int, height: int, frames: list[tuple[int, int, int, int]] 
     return bytes(out + b";")
 
 
-def minimal_pdf(pages: int, title: str = "t", box: str = "0 0 10 10") -> bytes:
+def minimal_pdf(pages: int, title: str = "t", box: str = "0 0 10 10",
+                count: str | None = None) -> bytes:
     """An uncompressed PDF with `pages` empty pages (its page objects are visible bytes)
-    whose MediaBox, in points, is `box`."""
+    whose MediaBox, in points, is `box`, and whose page tree's /Count is `count` as
+    written (the number of pages unless given)."""
     kids = " ".join(f"{3 + i} 0 R" for i in range(pages))
     bodies = ["<< /Type /Catalog /Pages 2 0 R >>",
-              f"<< /Type /Pages /Kids [{kids}] /Count {pages} >>",
+              f"<< /Type /Pages /Kids [{kids}] /Count {count or pages} >>",
               *[f"<< /Type /Page /Parent 2 0 R /MediaBox [{box}] >>"] * pages,
               f"<< /Title ({title}) >>"]
     out, offsets = bytearray(b"%PDF-1.4\n"), []
@@ -55,6 +57,28 @@ def minimal_pdf(pages: int, title: str = "t", box: str = "0 0 10 10") -> bytes:
     out += (f"trailer\n<< /Size {len(bodies) + 1} /Root 1 0 R /Info {len(bodies)} 0 R >>\n"
             f"startxref\n{xref}\n%%EOF\n").encode()
     return bytes(out)
+
+
+def with_broken_xref(pdf: bytes) -> bytes:
+    """`pdf` whose startxref points nowhere: pdfminer (without its fallback scan) cannot
+    open it; poppler rebuilds an xref table (not an xref stream) and reads it."""
+    start = pdf.rindex(b"startxref")
+    return pdf[:start] + b"startxref\n1\n%%EOF\n"
+
+
+def info_loop_pdf() -> bytes:
+    """A one-page PDF whose /Info is `4 0 obj 4 0 R endobj`, with a correct xref table."""
+    bodies = [b"<< /Type /Catalog /Pages 2 0 R >>",
+              b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+              b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] >>", b"4 0 R"]
+    out, offsets = b"%PDF-1.4\n", []
+    for number, body in enumerate(bodies, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 5\n0000000000 65535 f \n" + b"".join(b"%010d 00000 n \n" % o
+                                                        for o in offsets)
+    return out + b"trailer\n<< /Size 5 /Root 1 0 R /Info 4 0 R >>\nstartxref\n%d\n%%%%EOF\n" % xref
 
 
 def drawing_pdf(*contents: bytes, layers: int = 1) -> bytes:

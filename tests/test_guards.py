@@ -7,6 +7,8 @@ import functools
 import io
 import os
 import random
+import re
+import shlex
 import shutil
 import struct
 import subprocess
@@ -14,6 +16,7 @@ import time
 import tracemalloc
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,7 @@ from daemon.documents import guards
 from daemon.documents.extract import extract_text
 from daemon.documents.formats import FORMATS, detect_bytes
 from daemon.documents.guards import Limits, check_document, check_text_size
+from daemon.documents.pdf_catalog import Catalog, CatalogUnreadable
 from daemon.documents.redact import without_paths
 from daemon.errors import (
     CorruptDocument,
@@ -30,12 +34,21 @@ from daemon.errors import (
     EncryptedDocument,
     ExtractorUnavailable,
 )
-from tests.bombs import LAUGHS, drawing_pdf, gif_frames, minimal_pdf, png
+from tests.bombs import (
+    LAUGHS,
+    drawing_pdf,
+    gif_frames,
+    info_loop_pdf,
+    minimal_pdf,
+    png,
+    with_broken_xref,
+)
 from tests.conftest import CORPUS, corpus_documents, manifest_params
 
 LIMITS = Limits.from_settings(Settings())
 FOUR_PAGES = CORPUS / "py-pdf-sample-files" / "004-pdflatex-4-pages" / "pdflatex-4-pages.pdf"
 DOCX = CORPUS / "textract-tests" / "docx" / "raw_text.docx"
+PDFINFO = shutil.which("pdfinfo") or "pdfinfo"  # the real one, whatever a test puts first
 
 
 def limits(**changes: int) -> Limits:
@@ -486,10 +499,117 @@ def test_a_pdf_with_more_pages_than_the_limit_is_refused() -> None:
     check_document(FOUR_PAGES, FORMATS["pdf"], limits(max_pdf_pages=4))
 
 
-def test_a_forged_pages_line_in_the_title_does_not_hide_the_real_count(tmp_path) -> None:
-    path = write(tmp_path / "forged.pdf", minimal_pdf(3, title="x\nPages: 1\n"))
+@pytest.mark.parametrize("broken", [False, True], ids=["catalog", "pdfinfo"])
+def test_a_forged_pages_line_in_the_title_does_not_hide_the_real_count(tmp_path, broken
+                                                                       ) -> None:
+    data = minimal_pdf(3, title="x\nPages: 1\n")
+    path = write(tmp_path / "forged.pdf", with_broken_xref(data) if broken else data)
     with pytest.raises(DocumentTooComplex, match="3 pages"):
         check_document(path, FORMATS["pdf"], limits(max_pdf_pages=2))
+
+
+@pytest.fixture
+def pdfinfo_runs(tmp_path, monkeypatch) -> Callable[[], list[str]]:
+    """A pdfinfo first on PATH that logs its arguments, then runs the real one; gives the
+    arguments of each run so far."""
+    bin_dir, runs = tmp_path / "recording-bin", tmp_path / "pdfinfo.runs"
+    bin_dir.mkdir()
+    fake = bin_dir / "pdfinfo"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {shlex.quote(str(runs))}\n'
+                    f'exec {shlex.quote(PDFINFO)} "$@"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return lambda: runs.read_text().splitlines() if runs.exists() else []
+
+
+def pdfinfo_pages(path: Path) -> int:
+    out = subprocess.run([PDFINFO, str(path)], capture_output=True, check=True, timeout=30)
+    return int(next(line.split()[1] for line in out.stdout.decode().splitlines()
+                    if line.startswith("Pages:")))
+
+
+PDFS = [pytest.param(d.path, id=d.id) for d in corpus_documents() if d.format == "pdf"]
+
+
+@pytest.mark.parametrize("path", PDFS)
+def test_every_corpus_pdf_is_counted_as_pdfinfo_counts_it_running_it_only_when_large(
+        path, pdfinfo_runs) -> None:
+    checked = check_document(path, FORMATS["pdf"], LIMITS)
+    assert checked.pages == pdfinfo_pages(path)
+    if path.stat().st_size <= guards.CATALOG_READ_BYTES:
+        assert pdfinfo_runs() == []
+        assert isinstance(checked.catalog, Catalog) and checked.catalog.pages == checked.pages
+    else:
+        assert len(pdfinfo_runs()) == 1 and checked.catalog is None
+
+
+def test_a_pdf_whose_count_is_above_the_limit_is_refused_without_running_pdfinfo(
+        tmp_path, pdfinfo_runs) -> None:
+    over = LIMITS.max_pdf_pages + 1
+    path = write(tmp_path / "many.pdf", minimal_pdf(over))
+    started = time.perf_counter()
+    with pytest.raises(DocumentTooComplex,
+                       match=rf"{over} pages; the limit is {over - 1} \(MAX_PDF_PAGES\)"):
+        check_document(path, FORMATS["pdf"], LIMITS)
+    assert time.perf_counter() - started < 1.0
+    assert pdfinfo_runs() == []
+    # OCR still asks pdfinfo, which prints the page boxes too: the fake does record runs.
+    with pytest.raises(DocumentTooComplex, match=rf"{over} pages"):
+        check_document(path, FORMATS["pdf"], LIMITS, "tesseract")
+    assert len(pdfinfo_runs()) == 1 and "-box" in pdfinfo_runs()[0].split()
+
+
+def test_a_page_count_bomb_too_big_for_a_quick_catalog_read_is_counted_by_pdfinfo(
+        tmp_path, pdfinfo_runs) -> None:
+    path = write(tmp_path / "many.pdf", minimal_pdf(20_000))  # a 20,000-entry xref table
+    assert path.stat().st_size > guards.CATALOG_READ_BYTES
+    started = time.perf_counter()
+    with pytest.raises(DocumentTooComplex, match=r"20000 pages; the limit is 2000"):
+        check_document(path, FORMATS["pdf"], LIMITS)
+    assert time.perf_counter() - started < 1.0
+    assert len(pdfinfo_runs()) == 1
+    assert check_document(path, FORMATS["pdf"], limits(max_pdf_pages=20_000)).catalog is None
+
+
+def test_a_pdf_with_a_broken_xref_is_counted_by_pdfinfo(tmp_path, pdfinfo_runs) -> None:
+    path = write(tmp_path / "broken-xref.pdf", with_broken_xref(minimal_pdf(6)))
+    checked = check_document(path, FORMATS["pdf"], LIMITS)
+    assert len(pdfinfo_runs()) == 1
+    assert checked.pages == pdfinfo_pages(path) == 6
+    assert isinstance(checked.catalog, CatalogUnreadable)  # the metadata reader asks pdfinfo
+    with pytest.raises(DocumentTooComplex, match=r"6 pages; the limit is 5"):
+        check_document(path, FORMATS["pdf"], limits(max_pdf_pages=5))
+    assert len(pdfinfo_runs()) == 2
+
+
+@pytest.mark.parametrize("count", ["3.0", "5 0 R", "true", "0", "-4", "8"],
+                         ids=["real", "a-dictionary", "boolean", "zero", "negative",
+                              "more-than-objects"])
+def test_a_count_poppler_would_not_take_is_left_to_pdfinfo(tmp_path, pdfinfo_runs, count
+                                                            ) -> None:
+    # 3 pages, 7 objects: poppler reads /Count 3.0 as 3 and the others as no pages at all.
+    path = write(tmp_path / "odd-count.pdf", minimal_pdf(3, count=count))
+    try:
+        expected: int | str = pdfinfo_pages(path)
+    except subprocess.CalledProcessError as exc:
+        expected = exc.stderr.decode().strip().splitlines()[-1]
+    if isinstance(expected, int):
+        assert check_document(path, FORMATS["pdf"], LIMITS).pages == expected
+    else:
+        with pytest.raises(CorruptDocument,
+                           match=f"^the PDF cannot be read: {re.escape(expected)}$"):
+            check_document(path, FORMATS["pdf"], LIMITS)
+    assert len(pdfinfo_runs()) == 1
+
+
+def test_a_pdf_whose_info_refers_to_itself_is_counted_by_pdfinfo(tmp_path, pdfinfo_runs
+                                                                 ) -> None:
+    path = write(tmp_path / "loop.pdf", info_loop_pdf())
+    started = time.perf_counter()
+    checked = check_document(path, FORMATS["pdf"], LIMITS)
+    assert time.perf_counter() - started < 1.0
+    assert checked.pages == 1 and len(pdfinfo_runs()) == 1
+    assert isinstance(checked.catalog, CatalogUnreadable)
 
 
 @pytest.mark.parametrize("data", [
@@ -504,7 +624,8 @@ def test_a_garbage_or_truncated_pdf_is_corrupt(data, tmp_path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("gs") is None, reason="ghostscript (gs) is not installed")
-def test_a_pdf_that_needs_a_user_password_is_reported_as_encrypted(tmp_path) -> None:
+def test_a_pdf_that_needs_a_user_password_is_reported_as_encrypted(tmp_path, pdfinfo_runs
+                                                                    ) -> None:
     path = tmp_path / "locked.pdf"
     subprocess.run(["gs", "-q", "-dNOPAUSE", "-dBATCH", "-sDEVICE=pdfwrite",
                     "-sOwnerPassword=owner", "-sUserPassword=user", f"-sOutputFile={path}",
@@ -512,11 +633,13 @@ def test_a_pdf_that_needs_a_user_password_is_reported_as_encrypted(tmp_path) -> 
                    check=True, timeout=60)
     with pytest.raises(EncryptedDocument, match="needs a password"):
         check_document(path, FORMATS["pdf"], LIMITS)
+    assert len(pdfinfo_runs()) == 1  # pdfminer stops at the password; pdfinfo tells why
 
 
 def test_without_pdfinfo_page_objects_are_counted_in_the_bytes(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
-    path = write(tmp_path / "three.pdf", minimal_pdf(3))
+    # A broken xref: pdfminer cannot count it, so pdfinfo would have.
+    path = write(tmp_path / "three.pdf", with_broken_xref(minimal_pdf(3)))
     check_document(path, FORMATS["pdf"], limits(max_pdf_pages=3))
     with pytest.raises(DocumentTooComplex, match="3 pages"):
         check_document(path, FORMATS["pdf"], limits(max_pdf_pages=2))
@@ -524,7 +647,10 @@ def test_without_pdfinfo_page_objects_are_counted_in_the_bytes(tmp_path, monkeyp
         check_document(write(tmp_path / "x.pdf", b"hello"), FORMATS["pdf"], LIMITS)
 
 
-def test_a_hanging_pdfinfo_is_cut_off_by_its_timeout(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("method", ["", "tesseract"])
+def test_a_hanging_pdfinfo_is_cut_off_by_its_timeout(tmp_path, monkeypatch, method) -> None:
+    # Without OCR, pdfinfo only reads what pdfminer cannot: a broken xref.
+    path = write(tmp_path / "broken-xref.pdf", with_broken_xref(minimal_pdf(6)))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "pdfinfo"
@@ -534,7 +660,7 @@ def test_a_hanging_pdfinfo_is_cut_off_by_its_timeout(tmp_path, monkeypatch) -> N
     monkeypatch.setattr(guards, "PDFINFO_TIMEOUT", 0.3)
     started = time.perf_counter()
     with pytest.raises(DocumentTooComplex, match=r"took more than 0\.3 s"):
-        check_document(FOUR_PAGES, FORMATS["pdf"], LIMITS)
+        check_document(path, FORMATS["pdf"], LIMITS, method)
     assert time.perf_counter() - started < 5
 
 
@@ -765,7 +891,7 @@ def test_a_pdfinfo_error_names_no_path(spool, tmp_path, monkeypatch) -> None:
                                    "exit 1\n")
     (tools / "pdfinfo").chmod(0o755)
     monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
-    path = write(spool / "0123abcd.pdf", minimal_pdf(1))
+    path = write(spool / "0123abcd.pdf", with_broken_xref(minimal_pdf(1)))
     with pytest.raises(CorruptDocument,
                        match=r"^the PDF cannot be read: I/O Error: Couldn't open file "
                              r"the document$"):

@@ -21,16 +21,21 @@ from pathlib import Path
 import pptx
 import pytest
 
+from daemon.config import Settings
 from daemon.documents import pages
 from daemon.documents.detect import detect
 from daemon.documents.extract import extract_text
 from daemon.documents.formats import FORMATS
+from daemon.documents.guards import CATALOG_READ_BYTES, Limits, check_document
 from daemon.documents.metadata import read_metadata
+from daemon.documents.pdf_catalog import Catalog, CatalogUnreadable
 from daemon.documents.zipxml import MAX_PART_BYTES
 from daemon.errors import UnsupportedFormat
+from tests.bombs import info_loop_pdf, minimal_pdf, with_broken_xref
 from tests.conftest import CorpusDoc, corpus_documents, textract_text
 
 DOCS = corpus_documents()
+LIMITS = Limits.from_settings(Settings())
 PDFS = [d for d in DOCS if d.format == "pdf"]
 # The one corpus date that is not a PDF date: ocr_text.pdf's CreationDate "24/9/2004 17:36:38".
 KNOWN_DROPPED = {"textract-tests/pdf/ocr_text.pdf": {"created"}}
@@ -176,10 +181,8 @@ def test_a_malformed_pdf_date_drops_only_that_key(tmp_path: Path) -> None:
 
 def test_a_pdf_pdfminer_cannot_open_is_read_through_pdfinfo(tmp_path: Path) -> None:
     source = by_id("textract-tests/pdf/two_column.pdf").path
-    data = source.read_bytes()
     broken = tmp_path / "broken-xref.pdf"
-    start = data.rindex(b"startxref")
-    broken.write_bytes(data[:start] + b"startxref\n1\n%%EOF\n")  # points nowhere
+    broken.write_bytes(with_broken_xref(source.read_bytes()))
     meta = read_metadata(broken, FORMATS["pdf"], "")
     assert meta.error is None
     assert meta.values["pages"] == int(pdfinfo(broken)["Pages"]) == 6
@@ -187,26 +190,11 @@ def test_a_pdf_pdfminer_cannot_open_is_read_through_pdfinfo(tmp_path: Path) -> N
     assert meta.values["created"] == "2010-05-25T03:08:57Z"
 
 
-def loop_pdf() -> bytes:
-    """A one-page PDF whose /Info is `4 0 obj 4 0 R endobj`, with a correct xref table."""
-    bodies = [b"<< /Type /Catalog /Pages 2 0 R >>",
-              b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-              b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] >>", b"4 0 R"]
-    out, offsets = b"%PDF-1.4\n", []
-    for number, body in enumerate(bodies, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 5\n0000000000 65535 f \n" + b"".join(b"%010d 00000 n \n" % o
-                                                        for o in offsets)
-    return out + b"trailer\n<< /Size 5 /Root 1 0 R /Info 4 0 R >>\nstartxref\n%d\n%%%%EOF\n" % xref
-
-
 def test_a_pdf_whose_info_refers_to_itself_is_read_without_spinning(tmp_path: Path) -> None:
     from pdfminer import pdftypes
 
     doc = tmp_path / "loop.pdf"
-    doc.write_bytes(loop_pdf())
+    doc.write_bytes(info_loop_pdf())
     text = extract_text(doc, "pdf")  # pdftotext reads it: the job has its text
     started = time.monotonic()
     meta = read_metadata(doc, FORMATS["pdf"], text)
@@ -216,14 +204,26 @@ def test_a_pdf_whose_info_refers_to_itself_is_read_without_spinning(tmp_path: Pa
 
 
 @pytest.mark.parametrize("doc", PDFS, ids=[d.id for d in PDFS])
-def test_the_guards_pdfinfo_output_gives_the_values_reading_the_pdf_gives(doc: CorpusDoc
-                                                                          ) -> None:
-    output = subprocess.run(["pdfinfo", "-rawdates", "-enc", "UTF-8", str(doc.path)],
-                            capture_output=True, check=True, timeout=30).stdout
-    read = read_metadata(doc.path, FORMATS["pdf"], "x")
-    given = read_metadata(doc.path, FORMATS["pdf"], "x", pdfinfo_output=output)
-    assert given.values == {k: v for k, v in read.values.items() if k != "language"}
-    assert given.dropped == read.dropped
+def test_the_catalog_the_guards_read_gives_the_metadata_a_fresh_read_gives(doc: CorpusDoc
+                                                                           ) -> None:
+    catalog = check_document(doc.path, FORMATS["pdf"], LIMITS).catalog
+    # Above CATALOG_READ_BYTES the guards count with pdfinfo and the reader reads anew.
+    assert isinstance(catalog, Catalog) or doc.path.stat().st_size > CATALOG_READ_BYTES
+    given = read_metadata(doc.path, FORMATS["pdf"], "x", pdf_catalog=catalog)
+    assert given == read_metadata(doc.path, FORMATS["pdf"], "x")
+
+
+def test_a_pdf_the_guards_could_not_read_has_its_metadata_from_pdfinfo(tmp_path: Path
+                                                                       ) -> None:
+    broken = tmp_path / "broken-xref.pdf"
+    broken.write_bytes(with_broken_xref(minimal_pdf(6, title="Broken xref")))
+    catalog = check_document(broken, FORMATS["pdf"], LIMITS).catalog
+    assert isinstance(catalog, CatalogUnreadable)
+    given = read_metadata(broken, FORMATS["pdf"], "", pdf_catalog=catalog)
+    assert given.error is None
+    assert given.values["pages"] == int(pdfinfo(broken)["Pages"]) == 6
+    assert given.values["title"] == pdfinfo(broken)["Title"] == "Broken xref"
+    assert given == read_metadata(broken, FORMATS["pdf"], "")
 
 
 # --- PPTX --------------------------------------------------------------------------------

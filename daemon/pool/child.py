@@ -380,14 +380,14 @@ class Child:
         if begun.page:  # the job's guards passed the whole scan before it fanned out
             with file_size_limit(self.settings.job_disk_max_mb * 1024 * 1024):
                 return ocr_page(path, begun.page)
-        pages = guards.check_document(path, fmt, self.limits, begun.method)
-        if scans.fans_out(self.settings, fmt, begun.method, pages):
-            return FanOut(pages or 0)
+        checked = guards.check_document(path, fmt, self.limits, begun.method)
+        if scans.fans_out(self.settings, fmt, begun.method, checked.pages):
+            return FanOut(checked.pages or 0)
         with file_size_limit(self.settings.job_disk_max_mb * 1024 * 1024):
             text, ends = extract(path, begun.ext, begun.method,
                                  fast_doc=self.settings.fast_doc,
                                  postscript_seconds=self.settings.max_postscript_seconds)
-        return self._described(path, fmt, begun, text, ends, sha256)
+        return self._described(path, fmt, begun, text, ends, sha256, checked)
 
     def _spool(self, folder: Path, job_id: str, begun: Begun) -> Path:
         """The payload written to the job's own folder, which becomes its tools' TMPDIR."""
@@ -405,13 +405,15 @@ class Child:
         return path
 
     def _described(self, path: Path, fmt: Format, begun: Begun, text: str,
-                   ends: list[int] | None, sha256: str) -> Extracted:
+                   ends: list[int] | None, sha256: str,
+                   checked: guards.Checked | None = None) -> Extracted:
         """The text within its limit, with the document's metadata and page ends."""
         guards.check_text_size(text, self.limits)
         # Read after the text, before the spool file goes: under the same deadline and
         # memory watch as the extraction. It never raises; what it left out is logged by
         # name only (the values are the document's data).
-        meta = read_metadata(path, fmt, text, sha256=sha256)
+        meta = read_metadata(path, fmt, text, sha256=sha256,
+                             pdf_catalog=checked.catalog if checked is not None else None)
         if meta.dropped or meta.error:
             log.info("job.metadata_incomplete", dropped=sorted(meta.dropped),
                      error=meta.error)

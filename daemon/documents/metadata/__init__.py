@@ -17,11 +17,12 @@ a source that cannot be read at all (a damaged container, pdfinfo failing) gives
 and the keys every document has: content_type, chars, words, sha256. Values are never put
 in `dropped` or `error`: they are the document's data and stay out of logs.
 
-Cost is bounded: PDF through pdfminer's trailer and catalog only (no fallback scan of a
-broken file: pdfinfo, the C tool the guards already run, reads those under their
-timeout); ZIP-based formats read one or two small XML parts (zipxml: size cap, no DTD, no
-entity expansion); EML, HTML, RTF and PS read at most headers.HEAD_BYTES of the file;
-OLE2 (doc, xls, msg) reads the property streams only.
+Cost is bounded: PDF through pdfminer's trailer and catalog only, as the guards read them
+before extraction and hand over (no fallback scan of a broken file: pdfinfo, the C tool
+the guards fall back on, reads those under their timeout); ZIP-based formats read one or
+two small XML parts (zipxml: size cap, no DTD, no entity expansion); EML, HTML, RTF and
+PS read at most headers.HEAD_BYTES of the file; OLE2 (doc, xls, msg) reads the property
+streams only.
 
 Sources, per format (one module each: pdf, containers, ole, headers; values.Found
 collects what they find):
@@ -41,12 +42,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from daemon.documents.formats import Format
 from daemon.documents.metadata import containers, headers, ole, pdf
 from daemon.documents.metadata.values import Found, MetadataUnreadable
+from daemon.documents.pdf_catalog import Catalog, CatalogUnreadable
 from daemon.documents.zipxml import PartRefused
 
 
@@ -57,20 +60,18 @@ class Metadata(NamedTuple):
 
 
 def read_metadata(path: Path, fmt: Format, text: str, *, sha256: str | None = None,
-                  pdfinfo_output: bytes | None = None) -> Metadata:
+                  pdf_catalog: Catalog | CatalogUnreadable | None = None) -> Metadata:
     """The metadata of the document at `path` whose extracted text is `text`.
 
     `sha256`: the document's hash when the caller has it already (not computed again).
-    `pdfinfo_output`: the stdout of `pdfinfo -rawdates -enc UTF-8` on this PDF when the
-    caller ran it already (the guards count pages with pdfinfo): read instead of opening
-    the PDF again, which makes a PDF's metadata free but for /Lang, which pdfinfo omits.
+    `pdf_catalog`: a PDF's catalog as the guards read it (guards.Checked.catalog), or why
+    pdfminer could not: the PDF is not opened again for it.
     """
     found = Found()
     error = None
     reader = _READERS.get(fmt.ext)
-    if fmt.ext == "pdf" and pdfinfo_output is not None:
-        def reader(_path: Path, found: Found) -> None:
-            pdf.parse_pdfinfo(pdfinfo_output, found)
+    if fmt.ext == "pdf" and pdf_catalog is not None:
+        reader = partial(pdf.read_pdf, catalog=pdf_catalog)
     if reader is not None:
         try:
             reader(path, found)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
-from typing import Any
 
 from daemon.documents import dates
 from daemon.documents.guards import PDFINFO_TIMEOUT
 from daemon.documents.metadata.values import Found, MetadataUnreadable
+from daemon.documents.pdf_catalog import Catalog, CatalogUnreadable, read_catalog
 
 _PDFINFO_KEYS = {"Title": "title", "Subject": "subject", "Keywords": "keywords",
                  "Author": "author", "Creator": "creator", "Producer": "producer"}
@@ -22,70 +22,39 @@ _PDFINFO_FIELD = re.compile(
     r"[ ]?(.*)")
 
 
-def read_pdf(path: Path, found: Found) -> None:
+def read_pdf(path: Path, found: Found,
+             catalog: Catalog | CatalogUnreadable | None = None) -> None:
     """The Info dictionary, /Lang and page count, through pdfminer without rendering.
 
-    pdfminer first: it reads the trailer and a handful of objects in about a millisecond,
-    where starting pdfinfo costs 5-20 ms, as much as pdftotext itself on a small PDF.
-    fallback=False: a PDF with a broken xref table would make pdfminer scan the whole
-    file in Python; pdfinfo (C, under the guards' timeout) reads those instead, as it does
-    encrypted PDFs pdfminer cannot open.
+    `catalog`: the guards' read of this PDF's catalog (or why pdfminer could not read it),
+    used instead of reading the PDF again; None reads it here. What pdfminer cannot read,
+    pdfinfo does.
     """
-    from pdfminer import pdftypes
-    from pdfminer.pdfdocument import PDFDocument
-    from pdfminer.pdfparser import PDFParser
     from pdfminer.utils import decode_text
 
-    # pdfminer's resolve1 follows references without a bound, and PDFDocument resolves the
-    # trailer's /Root and /Info through it: `4 0 obj 4 0 R endobj` as /Info spins until the
-    # job's deadline kills the worker, over metadata, on a PDF pdftotext read fine. Every
-    # pdfminer lookup goes through pdftypes.resolve1 at call time, so it is swapped for a
-    # bounded one for the length of this read (a worker child runs one job on one thread).
-    unbounded, pdftypes.resolve1 = pdftypes.resolve1, _resolve
-    try:
-        with open(path, "rb") as f:
-            doc = PDFDocument(PDFParser(f), fallback=False)
-            # info[0] is the newest trailer's (pdfminer follows /Prev back from the end).
-            info = {key: _resolve(value) for key, value in (doc.info[0] if doc.info
-                                                             else {}).items()}
-            pages = _resolve(_resolve(doc.catalog.get("Pages") or {}).get("Count"))
-            lang = _resolve(doc.catalog.get("Lang"))
-    except Exception:
+    if catalog is None:
+        try:
+            catalog = read_catalog(path)
+        except CatalogUnreadable as exc:
+            catalog = exc
+    if isinstance(catalog, CatalogUnreadable):
         read_pdf_pdfinfo(path, found)
         return
-    finally:
-        pdftypes.resolve1 = unbounded
 
     def string(value: object) -> str | None:
         return decode_text(value) if isinstance(value, bytes) else None
 
+    info = catalog.info
     for field, key in _PDFINFO_KEYS.items():
         found.text(key, string(info.get(field)))
     for field, key in (("CreationDate", "created"), ("ModDate", "modified")):
         if field in info:
             found.date(key, string(info[field]) or "?", dates.pdf_date)
-    found.text("language", string(lang))
-    if isinstance(pages, int):
-        found.count("pages", pages)
+    found.text("language", string(catalog.lang))
+    if catalog.pages is not None:
+        found.count("pages", catalog.pages)
     else:
-        read_pdf_pdfinfo(path, found)  # no /Count: pdfinfo walks the page tree
-
-
-_MAX_REFERENCE_HOPS = 32
-
-
-def _resolve(x: object, default: object = None) -> Any:
-    """pdfminer's resolve1, giving up after _MAX_REFERENCE_HOPS references in a chain.
-
-    Named and typed as resolve1, whose place it takes: a PDF object is whatever the file
-    says it is."""
-    from pdfminer.pdftypes import PDFObjRef
-
-    for _ in range(_MAX_REFERENCE_HOPS):
-        if not isinstance(x, PDFObjRef):
-            return x
-        x = x.resolve(default=default)
-    raise MetadataUnreadable("a loop of indirect references")
+        read_pdf_pdfinfo(path, found)  # no usable /Count: pdfinfo walks the page tree
 
 
 def read_pdf_pdfinfo(path: Path, found: Found) -> None:
