@@ -261,7 +261,7 @@ def test_the_tools_a_worker_runs_see_no_api_key_nor_redis_password(make_stack, t
     # what the tool does need is there: its programs, its locale, the job's own folder
     assert seen["PATH"].split(os.pathsep)[0] == str(FAKES)
     assert seen["LC_ALL"] == "C.UTF-8" and seen["FAKE_TOOL_DIR"] == str(tools.root)
-    assert "/job-" in seen["TMPDIR"]
+    assert seen["TMPDIR"].endswith("/slot-0/job")  # the job folder, not the idle tmp
     print(f"\nthe tool's environment: {sorted(seen)}")
 
 

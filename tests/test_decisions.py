@@ -554,7 +554,7 @@ def test_reaping_a_child_killed_mid_job_removes_what_the_jobs_tools_wrote(
         pool, store, settings) -> None:
     delivery, _begun = taken(store, consumer_name(settings, 0))
     pool.slots[0].begin(delivery.job_id, delivery.entry_id, delivery.family)
-    folder = job_folder(settings.spool_dir, 0, delivery.job_id)
+    folder = job_folder(settings.spool_dir, 0)
     (folder / "gs_tmp").mkdir(parents=True)
     (folder / "gs_tmp" / "big.bin").write_bytes(b"x" * 65536)
     reap_after_sigkill(pool)

@@ -778,7 +778,7 @@ def test_pdftotext_only_ever_sees_a_spool_path_of_job_id_and_extension(
     lines = hostile.record.read_text().splitlines()
     assert lines, "the recording pdftotext never ran"
     pattern = re.compile(
-        rf"^600 700 {re.escape(str(spool))}/slot-\d+/job-[0-9a-f]{{32}}/[0-9a-f]{{32}}\.pdf$")
+        rf"^600 700 {re.escape(str(spool))}/slot-\d+/job/[0-9a-f]{{32}}\.pdf$")
     for line in lines:
         assert pattern.match(line), line
 
@@ -989,7 +989,7 @@ def test_after_the_barrage_the_stack_is_healthy_and_a_normal_upload_works(
     def leftovers() -> list[Path]:
         spool = stack.root / "var" / "spool"
         return [p for p in spool.glob("slot-*/**/*")
-                if not (p.is_dir() and p.name == "tmp" and not any(p.iterdir()))]
+                if not (p.is_dir() and p.name in ("tmp", "job") and not any(p.iterdir()))]
 
     try:
         wait_for(lambda: not leftovers(), 15, "the spool to be empty")

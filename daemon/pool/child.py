@@ -53,6 +53,7 @@ from daemon.pool.slots import (
     EXIT_RECYCLE_JOBS,
     EXIT_RECYCLE_MEMORY,
     SlotState,
+    empty_folder,
     job_folder,
     set_parent_death_signal,
 )
@@ -357,14 +358,14 @@ class Child:
 
     def _in_job_folder(self, job_id: str, begun: Begun,
                        sha256: str) -> Extracted | FanOut | bytes:
-        folder = job_folder(self.settings.spool_dir, self.slot_no, job_id)
+        folder = job_folder(self.settings.spool_dir, self.slot_no)
         try:
             return self._extract(folder, job_id, begun, sha256)
         finally:
             # However the job ended, what its tools wrote goes with it (a killed child's
             # folder is removed by the master that reaps it).
             self._leave_job_folder()
-            shutil.rmtree(folder, ignore_errors=True)
+            empty_folder(folder)
 
     def _extract(self, folder: Path, job_id: str, begun: Begun,
                  sha256: str) -> Extracted | FanOut | bytes:
@@ -390,11 +391,10 @@ class Child:
         return self._described(path, fmt, begun, text, ends, sha256, checked)
 
     def _spool(self, folder: Path, job_id: str, begun: Begun) -> Path:
-        """The payload written to the job's own folder, which becomes its tools' TMPDIR."""
+        """The payload written to the job folder, which becomes its tools' TMPDIR."""
         path = folder / f"{job_id}.{begun.ext}"
         try:
-            shutil.rmtree(folder, ignore_errors=True)  # an earlier attempt's, if any
-            folder.mkdir(mode=0o700)
+            folder.mkdir(mode=0o700, exist_ok=True)  # emptied when the last job ended
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(begun.payload)

@@ -120,8 +120,8 @@ def sweep_spool(spool: Path, pool_size: int, max_age: float) -> tuple[int, int]:
         slot_no = slot_dir.name.removeprefix("slot-")
         stale_slot = not slot_no.isdigit() or int(slot_no) >= pool_size
         for path in sorted(slot_dir.rglob("*"), reverse=True):
-            if path == slot_dir / "tmp":
-                continue  # the live child's TMPDIR
+            if path in (slot_dir / "tmp", slot_dir / "job"):
+                continue  # the live child's TMPDIR and job folder (emptied, not removed)
             try:
                 stat = path.lstat()
                 if path.is_dir() and not path.is_symlink():

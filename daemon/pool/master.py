@@ -183,9 +183,8 @@ class Pool:
             _killpg(child.pid)  # tools it left running die with it
             self.restarts[reason] = self.restarts.get(reason, 0) + 1
             job_id = slot.job_id.decode() if slot.busy else None
-            if job_id:  # what the killed job's tools wrote goes now, not at the sweep
-                shutil.rmtree(job_folder(self.settings.spool_dir, slot_no, job_id),
-                              ignore_errors=True)
+            # what the killed job's tools wrote goes now, not at the sweep
+            shutil.rmtree(job_folder(self.settings.spool_dir, slot_no), ignore_errors=True)
             log.log(30 if reason in DEATH_ERRORS else 20, "child.exited", slot=slot_no,
                     child_pid=child.pid, exitcode=child.exitcode, reason=reason, job_id=job_id)
             self.chores.count_restart(reason)

@@ -147,7 +147,7 @@ class Watchdog:
         JOB_DISK_MAX_MB, kill the tools (not the child, which then fails the job
         output_limit: a document's doing, retrying cannot help)."""
         job_id = self.slot.job_id.decode()
-        used = folder_bytes(job_folder(self.settings.spool_dir, self.slot_no, job_id))
+        used = folder_bytes(job_folder(self.settings.spool_dir, self.slot_no))
         limit = self.settings.job_disk_max_mb * 1024 * 1024
         if used <= limit:
             return
