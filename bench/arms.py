@@ -132,11 +132,12 @@ class Ceiling:
         self.pool.map(_warm, range(workers * 4))
         self.procs = [c for c in me.children() if c.pid not in before]
 
-    def run(self, tasks: list[tuple[str, dict]]) -> Slice:
+    def run(self, tasks: list[tuple[str, dict]], one_at_a_time: bool = False) -> Slice:
         cpu, started = cpu_seconds(self.procs), time.perf_counter()
-        results = list(self.pool.imap_unordered(
-            _ceiling_task, [(i, path, kwargs) for i, (path, kwargs) in enumerate(tasks)],
-            chunksize=1))
+        numbered = [(i, path, kwargs) for i, (path, kwargs) in enumerate(tasks)]
+        results = ([self.pool.apply(_ceiling_task, (task,)) for task in numbered]
+                   if one_at_a_time
+                   else list(self.pool.imap_unordered(_ceiling_task, numbered, chunksize=1)))
         seconds = time.perf_counter() - started
         return Slice(len(tasks), seconds, cpu_seconds(self.procs) - cpu,
                      per_task={i: (t, d) for i, t, d in results})

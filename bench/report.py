@@ -170,8 +170,9 @@ def table(report: dict) -> str:
     if "scaling" in meta["phases"]:
         lines += _scaling_rows(s["scaling"], last["scaling"], f)
     if "corpus" in last:
-        lines += ["", "per format, last run, median ms per document: textract in the ceiling pool;"
-                      " service = the worker's extraction; e2e = upload to result",
+        lines += ["", "per format, last run, one document at a time in each arm, median ms per "
+                      "document:", "textract in the ceiling pool; service = the worker's "
+                      "extraction (guards and metadata included); e2e = upload to result",
                   f"{'format':8}{'docs':>5}{'textract':>10}{'service':>10}{'speed-up':>10}"
                   f"{'e2e':>9}"]
         for fmt, r in last["corpus"]["per_format"].items():
