@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import Settings
-from daemon.documents import guards
+from daemon.documents import guards, pdf_content
 from daemon.documents.extract import extract_text
 from daemon.documents.formats import FORMATS, detect_bytes
 from daemon.documents.guards import Limits, check_document, check_text_size
@@ -743,6 +743,24 @@ def test_graphics_states_saved_without_restoring_are_bounded(tmp_path) -> None:
     balanced = noisy(b"q", 200) + noisy(b"Q", 200)
     check_document(write(tmp_path / "ok.pdf", drawing_pdf(balanced * 50)), FORMATS["pdf"],
                    limits(max_pdf_state_depth=200))
+
+
+@pytest.mark.parametrize("content", [
+    b"q q Q q\tq\rQ\nQ Q", b"q/GS0 gs q[1 2]0 d Q q(q)Tj Q", b"qq Q q% q\nQ", b"1 q Q 0 Q q<q>",
+    noisy(b"q", 300) + noisy(b"0 0 m 1 1 l S", 50) + noisy(b"Q", 120)])
+def test_the_nesting_measured_alone_is_the_nesting_measured_with_the_paths(
+        content: bytes) -> None:
+    data = drawing_pdf(content, content[::-1])
+    alone = pdf_content.measure(data, 1 << 30, 1000, paths=False)
+    both = pdf_content.measure(data, 1 << 30, 1000)
+    assert (alone.deepest_state, alone.longest_path) == (both.deepest_state, 0)
+
+
+def test_every_corpus_pdf_nests_as_deep_measured_alone_as_with_its_paths() -> None:
+    for doc in (d for d in corpus_documents() if d.format == "pdf"):
+        data = doc.path.read_bytes()
+        alone = pdf_content.measure(data, 1 << 30, 1000, paths=False)
+        assert alone.deepest_state == pdf_content.measure(data, 1 << 30, 1000).deepest_state
 
 
 def test_saved_states_are_counted_across_a_pages_content_streams(tmp_path) -> None:

@@ -649,8 +649,9 @@ def _check_drawing(path: Path, limits: Limits) -> None:
         if (most.most_states <= limits.max_pdf_state_depth
                 and most.most_path_segments <= limits.max_pdf_path_segments):
             return  # nothing to count one by one: every real document ends here
-        content = pdf_content.measure(data, limits.max_pdf_content_bytes,
-                                      limits.max_compression_ratio)
+        content = pdf_content.measure(
+            data, limits.max_pdf_content_bytes, limits.max_compression_ratio,
+            paths=most.most_path_segments > limits.max_pdf_path_segments)
     except pdf_content.ContentTooLarge as exc:
         raise DocumentTooComplex(f"{exc} ({exc.setting})") from exc
     if content.deepest_state > limits.max_pdf_state_depth:
