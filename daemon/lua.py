@@ -35,12 +35,16 @@ end
 
 local MAX_DOCS_KEPT = 32  -- failing documents remembered: a few past the threshold
 
-local function breaker_record(key, outcome, now, fail_threshold, success_threshold, doc)
-  local state = redis.call('HGET', key, 'state') or 'closed'
+-- The job's document (document_of) is read only for a failure.
+local function breaker_record(key, outcome, now, fail_threshold, success_threshold, job_key,
+                              job_id)
+  local b = redis.call('HMGET', key, 'state', 'consecutive_failures', 'failing_docs')
+  local state = b[1] or 'closed'
   if outcome == 'failure' then
     -- A failure counts once per distinct document until the next success: one hostile
     -- document (or its retries, or its copies) is one piece of evidence, not three.
-    local docs = redis.call('HGET', key, 'failing_docs') or ''
+    local doc = document_of(job_key, job_id)
+    local docs = b[3] or ''
     if string.find(',' .. docs .. ',', ',' .. doc .. ',', 1, true) then
       redis.call('HINCRBY', key, 'repeat_failures', 1)
       return {state, state}
@@ -69,7 +73,8 @@ local function breaker_record(key, outcome, now, fail_threshold, success_thresho
         redis.call('HDEL', key, 'failing_docs')
         return {state, 'closed'}
       end
-    elseif state == 'closed' then
+    elseif state == 'closed' and ((tonumber(b[2]) or 0) ~= 0 or b[3]) then
+      -- (most jobs succeed with nothing to reset: no write, nothing for the AOF)
       redis.call('HSET', key, 'consecutive_failures', 0)
       redis.call('HDEL', key, 'failing_docs')
     end
@@ -468,7 +473,7 @@ redis.call('HINCRBY', counters_key,
 local transition = {'', ''}
 if outcome ~= 'none' then
   transition = breaker_record(breaker_key, outcome, tonumber(now), fail_threshold,
-                              success_threshold, document_of(job_key, job_id))
+                              success_threshold, job_key, job_id)
 end
 -- The upload's signed callback, queued in the step that ends the job, so no restart
 -- between the two can lose it; daemon.pool.callbacks sends it.
@@ -560,7 +565,7 @@ end
 local transition = {'', ''}
 if outcome ~= 'none' then
   transition = breaker_record(breaker_key, outcome, tonumber(now), fail_threshold,
-                              success_threshold, document_of(job_key, job_id))
+                              success_threshold, job_key, job_id)
 end
 local quarantined = 0
 if died then
