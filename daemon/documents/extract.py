@@ -73,8 +73,8 @@ def extract(path: Path, ext: str, method: str = "", *, fast_doc: bool = True,
         if text is not None:
             return Extraction(text)
     with _sorted_errors(path, ext, method):
-        if ext == "txt" and not method:
-            return Extraction(text_file(path.read_bytes()))
+        if ext in PAYLOAD_EXTS and not method:
+            return Extraction(payload_text(path.read_bytes(), ext))
         if ext == "ps" and postscript_seconds is not None:
             return Extraction(without_service_paths(_postscript(path, postscript_seconds), path))
         if ext == "pdf" and method == "tesseract":
