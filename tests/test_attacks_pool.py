@@ -231,9 +231,10 @@ def test_postscript_writing_to_its_temp_folder_fails_output_limit_and_leaves_not
     assert took < 10  # stopped by the bound, not by the 20 s deadline
     # Bounded while it ran: each file by RLIMIT_FSIZE exactly; in all, by the limit plus
     # what the tools write before the watch thread's next look (every 50 ms, later on a
-    # loaded host: 20-180 MB measured here). Unbounded, gs wrote about 700 MB a second,
-    # so some 14 GB before this 20 s deadline.
-    assert peak <= (limit_mb + 400) * 1024 * 1024, peak
+    # loaded host: 20-180 MB measured alone, 437 MB once during the whole suite). gs
+    # writes about 700 MB a second: the bound allows a look a second late. Unbounded, it
+    # wrote some 14 GB before this 20 s deadline.
+    assert peak <= (limit_mb + 700) * 1024 * 1024, peak
     wait_for(lambda: spool_bytes(stack) == 0, 5, "the job's folder to be removed")
     state = breaker(stack, "postscript")
     assert int(state.get("total_failures", 0)) == 0, state
