@@ -26,6 +26,7 @@ from daemon.documents import guards, pdf_content
 from daemon.documents.extract import extract_text
 from daemon.documents.formats import FORMATS, detect_bytes
 from daemon.documents.guards import Limits, check_document, check_text_size
+from daemon.documents.metadata import read_metadata
 from daemon.documents.pdf_catalog import Catalog, CatalogUnreadable
 from daemon.documents.redact import without_paths
 from daemon.errors import (
@@ -576,7 +577,10 @@ def test_a_pdf_with_a_broken_xref_is_counted_by_pdfinfo(tmp_path, pdfinfo_runs) 
     checked = check_document(path, FORMATS["pdf"], LIMITS)
     assert len(pdfinfo_runs()) == 1
     assert checked.pages == pdfinfo_pages(path) == 6
-    assert isinstance(checked.catalog, CatalogUnreadable)  # the metadata reader asks pdfinfo
+    assert isinstance(checked.catalog, CatalogUnreadable)
+    # the metadata reader parses the guard's pdfinfo output: no second run
+    meta = read_metadata(path, FORMATS["pdf"], "", checked=checked)
+    assert meta.values["pages"] == 6 and len(pdfinfo_runs()) == 1
     with pytest.raises(DocumentTooComplex, match=r"6 pages; the limit is 5"):
         check_document(path, FORMATS["pdf"], limits(max_pdf_pages=5))
     assert len(pdfinfo_runs()) == 2
@@ -905,7 +909,9 @@ def test_an_error_message_names_the_document_not_its_path(spool) -> None:
 def test_a_pdfinfo_error_names_no_path(spool, tmp_path, monkeypatch) -> None:
     tools = tmp_path / "tools"
     tools.mkdir()
-    (tools / "pdfinfo").write_text('#!/bin/sh\necho "I/O Error: Couldn\'t open file \'$1\'" >&2\n'
+    # as poppler words it, naming the file: the last argument (options come first)
+    (tools / "pdfinfo").write_text('#!/bin/sh\nfor last; do :; done\n'
+                                   'echo "I/O Error: Couldn\'t open file \'$last\'" >&2\n'
                                    "exit 1\n")
     (tools / "pdfinfo").chmod(0o755)
     monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")

@@ -206,10 +206,11 @@ def test_a_pdf_whose_info_refers_to_itself_is_read_without_spinning(tmp_path: Pa
 @pytest.mark.parametrize("doc", PDFS, ids=[d.id for d in PDFS])
 def test_the_catalog_the_guards_read_gives_the_metadata_a_fresh_read_gives(doc: CorpusDoc
                                                                            ) -> None:
-    catalog = check_document(doc.path, FORMATS["pdf"], LIMITS).catalog
+    checked = check_document(doc.path, FORMATS["pdf"], LIMITS)
     # Above CATALOG_READ_BYTES the guards count with pdfinfo and the reader reads anew.
-    assert isinstance(catalog, Catalog) or doc.path.stat().st_size > CATALOG_READ_BYTES
-    given = read_metadata(doc.path, FORMATS["pdf"], "x", pdf_catalog=catalog)
+    assert (isinstance(checked.catalog, Catalog)
+            or doc.path.stat().st_size > CATALOG_READ_BYTES)
+    given = read_metadata(doc.path, FORMATS["pdf"], "x", checked=checked)
     assert given == read_metadata(doc.path, FORMATS["pdf"], "x")
 
 
@@ -217,9 +218,9 @@ def test_a_pdf_the_guards_could_not_read_has_its_metadata_from_pdfinfo(tmp_path:
                                                                        ) -> None:
     broken = tmp_path / "broken-xref.pdf"
     broken.write_bytes(with_broken_xref(minimal_pdf(6, title="Broken xref")))
-    catalog = check_document(broken, FORMATS["pdf"], LIMITS).catalog
-    assert isinstance(catalog, CatalogUnreadable)
-    given = read_metadata(broken, FORMATS["pdf"], "", pdf_catalog=catalog)
+    checked = check_document(broken, FORMATS["pdf"], LIMITS)
+    assert isinstance(checked.catalog, CatalogUnreadable) and checked.pdfinfo is not None
+    given = read_metadata(broken, FORMATS["pdf"], "", checked=checked)
     assert given.error is None
     assert given.values["pages"] == int(pdfinfo(broken)["Pages"]) == 6
     assert given.values["title"] == pdfinfo(broken)["Title"] == "Broken xref"

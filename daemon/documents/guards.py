@@ -32,6 +32,8 @@ from daemon.documents.redact import without_paths
 from daemon.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
 
 PDFINFO_TIMEOUT = 10.0
+# pdfinfo as the metadata reader parses it (metadata.pdf.parse_pdfinfo): raw dates, UTF-8.
+PDFINFO_METADATA_ARGS = ("pdfinfo", "-rawdates", "-enc", "UTF-8")
 # pdfminer parses an xref table in Python at about 10 us an entry, where pdfinfo takes 1:
 # a table holds at most one entry per 20 bytes, so above this size a catalog read could
 # take longer than pdfinfo (and a page-count bomb is mostly its xref table). 512 KB bounds
@@ -73,6 +75,10 @@ class Checked(NamedTuple):
     # why pdfminer could not; None when the guard did not try (OCR, a large PDF, other
     # formats).
     catalog: Catalog | CatalogUnreadable | None = None
+    # The stdout of the guard's `pdfinfo -rawdates -enc UTF-8` when it ran one (pdfminer
+    # could not count the pages, or the PDF is large): the metadata reader parses it
+    # rather than start pdfinfo a second time.
+    pdfinfo: bytes | None = None
 
 
 def check_document(path: Path, fmt: Format, limits: Limits, method: str = "") -> Checked:
@@ -583,26 +589,28 @@ def _check_pdf(path: Path, limits: Limits, ocr: bool = False) -> Checked:
                 _refuse_pages(catalog.pages, limits)
                 _check_drawing(path, limits)
                 return Checked(catalog.pages, catalog)
-    return Checked(_pdfinfo_pages(path, limits, ocr), catalog)
+    pages, output = _pdfinfo_pages(path, limits, ocr)
+    return Checked(pages, catalog, None if ocr else output)
 
 
-def _pdfinfo_pages(path: Path, limits: Limits, ocr: bool) -> int:
-    """The page count as pdfinfo prints it: it says which PDFs need a password and which
-    are corrupt, and reads broken xrefs, where pdfminer (without its slow fallback) stops.
+def _pdfinfo_pages(path: Path, limits: Limits, ocr: bool) -> tuple[int, bytes | None]:
+    """The page count as pdfinfo prints it, and all it printed (None without pdfinfo): it
+    says which PDFs need a password and which are corrupt, and reads broken xrefs, where
+    pdfminer (without its slow fallback) stops.
     """
     # For OCR, the same pdfinfo run also prints every page's boxes (-box with a page
     # range): poppler resolves inherited boxes, object streams and broken xrefs for us, in
     # 40 ms for 2,000 pages, where parsing the page tree here would redo that in Python.
-    args = ["pdfinfo"]
-    if ocr:
-        args += ["-f", "1", "-l", str(limits.max_pdf_pages), "-box"]
+    # Otherwise it prints the Info dictionary as the metadata reader parses it.
+    args = (["pdfinfo", "-f", "1", "-l", str(limits.max_pdf_pages), "-box"] if ocr
+            else list(PDFINFO_METADATA_ARGS))
     try:
         proc = subprocess.Popen([*args, os.path.abspath(path)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         # Without poppler there is no pdftoppm either: OCR of a PDF cannot start.
         _check_drawing(path, limits)
-        pages, info = _count_pages_roughly(path), ""
+        pages, info, stdout = _count_pages_roughly(path), "", None
     else:
         with proc:
             try:
@@ -631,7 +639,7 @@ def _pdfinfo_pages(path: Path, limits: Limits, ocr: bool) -> int:
     _refuse_pages(pages, limits)
     if ocr and info:
         _check_rendered_pages(info, limits)
-    return pages
+    return pages, stdout
 
 
 def _refuse_pages(pages: int, limits: Limits) -> None:

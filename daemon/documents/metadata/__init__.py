@@ -47,9 +47,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from daemon.documents.formats import Format
+from daemon.documents.guards import Checked
 from daemon.documents.metadata import containers, headers, ole, pdf
 from daemon.documents.metadata.values import Found, MetadataUnreadable
-from daemon.documents.pdf_catalog import Catalog, CatalogUnreadable
 from daemon.documents.zipxml import PartRefused
 
 
@@ -60,18 +60,18 @@ class Metadata(NamedTuple):
 
 
 def read_metadata(path: Path, fmt: Format, text: str, *, sha256: str | None = None,
-                  pdf_catalog: Catalog | CatalogUnreadable | None = None) -> Metadata:
+                  checked: Checked | None = None) -> Metadata:
     """The metadata of the document at `path` whose extracted text is `text`.
 
     `sha256`: the document's hash when the caller has it already (not computed again).
-    `pdf_catalog`: a PDF's catalog as the guards read it (guards.Checked.catalog), or why
-    pdfminer could not: the PDF is not opened again for it.
+    `checked`: what the guards read of it: a PDF's catalog (or why pdfminer could not read
+    it) and pdfinfo's output when they ran it; the PDF is not read again for those.
     """
     found = Found()
     error = None
     reader = _READERS.get(fmt.ext)
-    if fmt.ext == "pdf" and pdf_catalog is not None:
-        reader = partial(pdf.read_pdf, catalog=pdf_catalog)
+    if fmt.ext == "pdf" and checked is not None:
+        reader = partial(pdf.read_pdf, catalog=checked.catalog, pdfinfo_output=checked.pdfinfo)
     if reader is not None:
         try:
             reader(path, found)

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from daemon.documents import dates
-from daemon.documents.guards import PDFINFO_TIMEOUT
+from daemon.documents.guards import PDFINFO_METADATA_ARGS, PDFINFO_TIMEOUT
 from daemon.documents.metadata.values import Found, MetadataUnreadable
 from daemon.documents.pdf_catalog import Catalog, CatalogUnreadable, read_catalog
 
@@ -23,12 +23,13 @@ _PDFINFO_FIELD = re.compile(
 
 
 def read_pdf(path: Path, found: Found,
-             catalog: Catalog | CatalogUnreadable | None = None) -> None:
+             catalog: Catalog | CatalogUnreadable | None = None,
+             pdfinfo_output: bytes | None = None) -> None:
     """The Info dictionary, /Lang and page count, through pdfminer without rendering.
 
     `catalog`: the guards' read of this PDF's catalog (or why pdfminer could not read it),
     used instead of reading the PDF again; None reads it here. What pdfminer cannot read,
-    pdfinfo does.
+    pdfinfo does: from `pdfinfo_output` when the guards ran it already.
     """
     from pdfminer.utils import decode_text
 
@@ -38,7 +39,7 @@ def read_pdf(path: Path, found: Found,
         except CatalogUnreadable as exc:
             catalog = exc
     if isinstance(catalog, CatalogUnreadable):
-        read_pdf_pdfinfo(path, found)
+        _pdfinfo_fields(path, found, pdfinfo_output)
         return
 
     def string(value: object) -> str | None:
@@ -54,16 +55,20 @@ def read_pdf(path: Path, found: Found,
     if catalog.pages is not None:
         found.count("pages", catalog.pages)
     else:
-        read_pdf_pdfinfo(path, found)  # no usable /Count: pdfinfo walks the page tree
+        # no usable /Count: pdfinfo walks the page tree
+        _pdfinfo_fields(path, found, pdfinfo_output)
 
 
-def read_pdf_pdfinfo(path: Path, found: Found) -> None:
-    proc = subprocess.run(["pdfinfo", "-rawdates", "-enc", "UTF-8", str(path.resolve())],
-                          capture_output=True, stdin=subprocess.DEVNULL,
-                          timeout=PDFINFO_TIMEOUT, check=False)
-    if proc.returncode != 0:
-        raise MetadataUnreadable(f"pdfinfo exited with {proc.returncode}")
-    parse_pdfinfo(proc.stdout, found)
+def _pdfinfo_fields(path: Path, found: Found, output: bytes | None) -> None:
+    """pdfinfo's fields: from `output` when the guards ran it, else from a run here."""
+    if output is None:
+        proc = subprocess.run([*PDFINFO_METADATA_ARGS, str(path.resolve())],
+                              capture_output=True, stdin=subprocess.DEVNULL,
+                              timeout=PDFINFO_TIMEOUT, check=False)
+        if proc.returncode != 0:
+            raise MetadataUnreadable(f"pdfinfo exited with {proc.returncode}")
+        output = proc.stdout
+    parse_pdfinfo(output, found)
 
 
 def parse_pdfinfo(output: bytes, found: Found) -> None:
