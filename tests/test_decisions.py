@@ -45,6 +45,7 @@ from daemon.pool.slots import (
     EXIT_RECYCLE_JOBS,
     EXIT_RECYCLE_MEMORY,
     KillReason,
+    empty_folder,
     exit_reason,
     job_folder,
     make_slots,
@@ -548,6 +549,22 @@ def test_reaping_a_child_that_died_before_its_finish_landed_requeues_and_logs_no
     assert one(events, "job.requeued")["job_id"] == delivery.job_id
     assert record(store, delivery.job_id)["state"] == "queued"
     assert slot.unlogged() is None and slot.done == 0
+
+
+def test_emptying_a_job_folder_removes_what_the_tools_wrote_and_nothing_a_link_points_to(
+        tmp_path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("not the job's")
+    folder = tmp_path / "slot-0" / "job"
+    (folder / "gs_tmp" / "deep").mkdir(parents=True)
+    (folder / "gs_tmp" / "deep" / "page.bin").write_bytes(b"x" * 4096)
+    (folder / "0123.pdf").write_bytes(b"%PDF-")
+    (folder / "to-outside").symlink_to(outside)  # a tool's link: removed, not followed
+    empty_folder(folder)
+    assert folder.is_dir() and list(folder.iterdir()) == []
+    assert (outside / "keep.txt").read_text() == "not the job's"
+    empty_folder(tmp_path / "never-made")  # a folder no job made yet: nothing to do
 
 
 def test_reaping_a_child_killed_mid_job_removes_what_the_jobs_tools_wrote(
