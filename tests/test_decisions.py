@@ -17,6 +17,7 @@ import os
 import resource
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,7 +52,14 @@ from daemon.pool.slots import (
     make_slots,
 )
 from daemon.pool.summary import JobSummary
-from daemon.pool.watchdog import Watchdog, loop_quiet_max, loop_stall_limit
+from daemon.pool.watchdog import (
+    OwnTree,
+    Watchdog,
+    descendants,
+    loop_quiet_max,
+    loop_stall_limit,
+    tree_rss_mb,
+)
 from daemon.store import (
     DEAD_LETTERS,
     DEFERRED,
@@ -669,12 +677,34 @@ def test_a_busy_child_whose_loop_waits_on_its_job_is_not_taken_for_wedged(settin
     assert slot.stalled_for(time.monotonic()) > 999
 
 
+def test_a_child_measuring_itself_counts_its_tools_memory_as_the_full_walk_does() -> None:
+    tree = OwnTree()
+    alone = tree.rss_mb()
+    # A tool holding 100 MB, with a grandchild of its own (as ps2ascii runs gs).
+    with subprocess.Popen(
+            [sys.executable, "-c", "import subprocess, sys, time; b = bytearray(100 << 20); "
+             "b[::4096] = b'x' * len(b[::4096]); "
+             "subprocess.Popen(['sleep', '30']); print('ready', flush=True); time.sleep(30)"],
+            stdout=subprocess.PIPE) as tool:
+        try:
+            assert tool.stdout.readline() == b"ready\n"
+            with_tool = tree.rss_mb()
+            assert with_tool > alone + 100
+            # (the test process may have children of its own: servers of other fixtures)
+            assert abs(with_tool - tree_rss_mb(os.getpid())) < 2  # two reads a moment apart
+            assert len(descendants(tool.pid)) == 1
+        finally:
+            for pid in [*descendants(tool.pid), tool.pid]:
+                os.kill(pid, signal.SIGKILL)
+    assert tree.rss_mb() < alone + 50
+
+
 def test_the_heartbeat_is_withdrawn_while_an_idle_loop_is_quiet_and_returns_when_it_turns(
         settings, server) -> None:
     client: redis.Redis = server.client()
     slot = make_slots(1)[0]
     name = consumer_name(settings, 0)
-    watchdog = Watchdog(settings, 0, name, slot, lambda: 7)
+    watchdog = Watchdog(settings, 0, name, slot, lambda: 7, OwnTree())
     slot.turned()
     watchdog.check(client)
     assert client.exists(heartbeat_key(name))

@@ -58,7 +58,7 @@ from daemon.pool.slots import (
     set_parent_death_signal,
 )
 from daemon.pool.summary import JobSummary, finished_event, log_summary
-from daemon.pool.watchdog import Watchdog, tree_rss_mb
+from daemon.pool.watchdog import OwnTree, Watchdog
 from daemon.store import (
     Begun,
     Delivery,
@@ -135,7 +135,8 @@ class Child:
         self.consumer = consumer_name(settings, slot_no)
         self.spool = settings.spool_dir / f"slot-{slot_no}"
         self.limits = guards.Limits.from_settings(settings)
-        self.pid = os.getpid()
+        self.tree = OwnTree()  # made here, in the child it measures
+        self.pid = self.tree.pid
         # Given by the master: os.getppid() here would already name init if the master
         # died before we got this far, and its death would go unnoticed.
         self.master_pid = master_pid
@@ -183,7 +184,7 @@ class Child:
         withhold_secrets(self.settings.tool_env)  # no API_KEY or Redis password for tools
         self.store = JobStore(connect(self.settings), self.settings)
         Watchdog(self.settings, self.slot_no, self.consumer, self.slot,
-                 lambda: self.jobs_done).start()
+                 lambda: self.jobs_done, self.tree).start()
 
     def _on_term(self, _signo: int, _frame: object) -> None:
         self.draining = True  # the loop finishes the current job, then exits
@@ -273,7 +274,7 @@ class Child:
         return (found[0], None) if found else None
 
     def _measure_rss(self) -> float:
-        self._rss_after_job = self.slot.rss_mb = tree_rss_mb(self.pid)
+        self._rss_after_job = self.slot.rss_mb = self.tree.rss_mb()
         return self._rss_after_job
 
     # --- one delivery ----------------------------------------------------------------
