@@ -21,10 +21,13 @@ ENV = "TEXTRACTD_TEST_FAULT"
 log = structlog.get_logger()
 
 
+# Read once: a process's fault is set where it starts, and the loop asks after every job.
+_ASKED, _, _ARGUMENT = os.environ.get(ENV, "").partition(":")
+
+
 def _asked(name: str) -> str | None:
     """The fault's argument ("" if none) when the environment asks for `name`."""
-    asked, _, argument = os.environ.get(ENV, "").partition(":")
-    return argument if asked == name else None
+    return _ARGUMENT if _ASKED == name else None
 
 
 def wedge_if_asked() -> None:
