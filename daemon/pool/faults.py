@@ -27,7 +27,7 @@ _ASKED, _, _ARGUMENT = os.environ.get(ENV, "").partition(":")
 
 def _asked(name: str) -> str | None:
     """The fault's argument ("" if none) when the environment asks for `name`."""
-    return _ARGUMENT if _ASKED == name else None
+    return _ARGUMENT if name == _ASKED else None
 
 
 def wedge_if_asked() -> None:
