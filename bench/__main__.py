@@ -11,10 +11,12 @@ measures, in each run:
    .[bench]`), and says so in one line without it while the other phases run;
 5. batch: the same tiny document 32 to a request (POST /v1/batches) against one to a
    request, interleaved;
-6. latency: one tiny job at a time, upload to result;
-7. scaling: generated text of 1 KB, 100 KB, 1 MB and 16 MB on stacks of 1, 2 and 4
+6. cli: `textractd extract` on a folder of the corpus documents against the benchmark's
+   client on the same documents, as many in flight, interleaved;
+7. latency: one tiny job at a time, upload to result;
+8. scaling: generated text of 1 KB, 100 KB, 1 MB and 16 MB on stacks of 1, 2 and 4
    workers: throughput, latency loaded and alone, CPU per document;
-8. memory: the api's peak RSS while 32 clients upload 16 MB each, and each child's RSS
+9. memory: the api's peak RSS while 32 clients upload 16 MB each, and each child's RSS
    before and after 1,000 jobs (recycling is switched off so that growth would show).
 Figures are medians over `--runs`; every ratio is taken within one run, since the
 machine is shared. The workload is fixed (WORKLOAD) so that runs on different days

@@ -1,5 +1,5 @@
-"""The benchmark's phases, each against the arms: corpus, tiny, celery, batch, latency,
-scaling, memory.
+"""The benchmark's phases, each against the arms: corpus, tiny, celery, batch, cli,
+latency, scaling, memory.
 
 A run measures the phases asked for, in that order; the corpus, tiny and celery phases
 interleave the other arm (the ceiling, or Celery) and the service so that a change in
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -27,6 +29,7 @@ from bench.arms import (
     Slice,
     arm,
     compare,
+    cpu_seconds,
     delete_jobs,
     interleaved,
     load,
@@ -40,13 +43,13 @@ from daemon.store import DEPTH, heartbeat_key, job_key
 from devtools.multipart import multipart_body, multipart_files
 from devtools.stack import Stack, wait_for
 
-PHASES = ("corpus", "tiny", "celery", "batch", "latency", "scaling", "memory")
+PHASES = ("corpus", "tiny", "celery", "batch", "cli", "latency", "scaling", "memory")
 # The batch phase: tiny documents this many to a request (POST /v1/batches), with this
 # many requests in flight: one being stored while the other's jobs run keeps the pool fed.
 BATCH_FILES = 32
 BATCH_IN_FLIGHT = 2
 # The phases that read the corpus's documents; tiny and latency make their own.
-CORPUS_PHASES = frozenset({"corpus", "celery", "memory"})
+CORPUS_PHASES = frozenset({"corpus", "celery", "cli", "memory"})
 
 
 def phase_corpus(work: Workload, ceiling: Ceiling, service: HttpArm, corpus: Path) -> dict:
@@ -186,6 +189,51 @@ def _jobs_arm(slices: list[Slice], per_request: int) -> dict:
             "done": done, "failed": jobs - done}
 
 
+def phase_cli(work: Workload, service: HttpArm, corpus: Path, scratch: Path) -> dict:
+    """`textractd extract` (issue 16) on a folder of the corpus documents, run as people
+    run it, against the benchmark's own client on the same documents with as many in
+    flight (`-j`), interleaved in one run. The documents the corpus phase sends with an
+    option of their own (an extension hint, OCR) are left out: the command applies one
+    option to every document. Its time includes its start."""
+    docs = [d for d in corpus_docs(work.light_only, corpus) if not d.query]
+    folder, out = scratch / "cli-corpus", scratch / "cli-texts"
+    shutil.rmtree(folder, ignore_errors=True)
+    for doc in docs:
+        (folder / doc.id).parent.mkdir(parents=True, exist_ok=True)
+        (folder / doc.id).symlink_to(doc.path.resolve())
+    bodies = [(*d.body(), {"wait": 60}) for d in docs]
+    stack = service.target
+    command = [str(Path(sys.executable).with_name("textractd")), "extract", str(folder),
+               "-o", str(out), "-j", str(work.in_flight), "--url", stack.url,
+               "--key", stack.api_key, "-q"]
+
+    def run_cli() -> Slice:
+        shutil.rmtree(out, ignore_errors=True)
+        cpu = cpu_seconds(service.procs, own=False) + _reaped_cpu()
+        started = time.perf_counter()
+        finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        seconds = time.perf_counter() - started
+        if finished.returncode != 0 or len(list(out.rglob("*.txt"))) != len(docs):
+            raise RuntimeError(f"textractd extract failed ({finished.returncode}): "
+                               f"{finished.stderr[-2000:]}")
+        return Slice(len(docs), seconds,
+                     cpu_seconds(service.procs, own=False) + _reaped_cpu() - cpu)
+
+    client_slices, cli_slices = interleaved(work.passes,
+                                            lambda: service.run(bodies, work.in_flight),
+                                            run_cli)
+    client, cli = arm(client_slices), arm(cli_slices)
+    return {"docs": len(docs) * work.passes, "in_flight": work.in_flight,
+            "client": client, "cli": cli,
+            "ratio": cli["rate"] / client["rate"] if client["rate"] else 0.0}
+
+
+def _reaped_cpu() -> float:
+    """CPU seconds of this process's children it has waited for (the command)."""
+    t = psutil.Process().cpu_times()
+    return t.children_user + t.children_system
+
+
 def phase_latency(stack: Stack, work: Workload) -> dict:
     body = multipart_body("tiny.txt", tiny_text(work.tiny_bytes))
     load(stack, [(*body, {"wait": 10})] * 10, 1)  # warm the connection and the children
@@ -296,6 +344,8 @@ def run_once(stack: Stack, work: Workload, only: tuple[str, ...], workers: int,
         result["celery"] = phase_celery(work, service(stack), workers, corpus)
     if "batch" in only:
         result["batch"] = phase_batch(work, service(stack))
+    if "cli" in only:
+        result["cli"] = phase_cli(work, service(stack), corpus, stack.root)
     if "latency" in only:
         result["latency"] = phase_latency(stack, work)
     if "scaling" in only:

@@ -102,6 +102,21 @@ def test_a_quick_run_measures_tiny_jobs_32_per_request_against_one_per_request(
     assert "32 per request" in quick_report["_stdout"]
 
 
+def test_a_quick_run_measures_textractd_extract_against_its_own_client_on_the_corpus(
+        quick_report, corpus_copy) -> None:
+    cli = quick_report["runs"][0]["cli"]
+    per_pass = len([d for d in corpus_docs(light_only=True, corpus=corpus_copy) if not d.query])
+    assert cli["docs"] == per_pass * QUICK.passes > 0
+    assert cli["cli"]["count"] == cli["client"]["count"] == cli["docs"]
+    assert cli["client"]["done"] == cli["docs"]  # the command's run checks its own texts
+    assert cli["cli"]["cpu_ms_per_doc"] > 0
+    assert cli["ratio"] == pytest.approx(cli["cli"]["rate"] / cli["client"]["rate"])
+    assert quick_report["summary"]["cli_ratio"] == pytest.approx(cli["ratio"])
+    assert isinstance(quick_report["verdicts"]["cli_ratio"], bool)
+    assert re.search(r"^textractd extract docs/s \(\d+\) +\d+\.\d +\d+\.\d +\d\.\d\dx +>= 0\.9x",
+                     quick_report["_stdout"], re.M)
+
+
 def test_a_quick_run_measures_the_api_peak_and_every_child_before_and_after_its_jobs(
         quick_report) -> None:
     memory = quick_report["runs"][0]["memory"]
