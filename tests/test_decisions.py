@@ -38,6 +38,7 @@ from daemon.errors import (
     SpoolFull,
 )
 from daemon.pool.child import Attempt, Child, Settlement, file_size_limit, settlement
+from daemon.pool.chores import sweep_spool
 from daemon.pool.environment import minimal_environment
 from daemon.pool.master import DEATH_ERRORS, Pool
 from daemon.pool.slots import (
@@ -675,6 +676,30 @@ def test_a_busy_child_whose_loop_waits_on_its_job_is_not_taken_for_wedged(settin
     assert slot.stalled_for(time.monotonic()) == 0
     slot.clear()
     assert slot.stalled_for(time.monotonic()) > 999
+
+
+def test_the_sweep_goes_on_while_a_starting_child_removes_and_remakes_its_slot(
+        tmp_path: Path) -> None:
+    # A child starting removes and remakes its slot's folder (Child.boot) while the master
+    # may be sweeping: a folder gone between the listing and the walk once crashed it.
+    spool = tmp_path / "spool"
+    stale = spool / "slot-7" / "left.pdf"  # a slot this pool no longer has
+    stale.parent.mkdir(parents=True)
+    slot = spool / "slot-0"
+    slot.mkdir()
+    churn = subprocess.Popen(
+        [sys.executable, "-c", "import os, shutil, sys\n"
+         "while True:\n"
+         "    shutil.rmtree(sys.argv[1], ignore_errors=True)\n"
+         "    os.makedirs(os.path.join(sys.argv[1], 'tmp'), exist_ok=True)", str(slot)])
+    try:
+        for _ in range(3000):
+            stale.parent.mkdir(exist_ok=True)  # the sweep removes the whole stale slot
+            stale.write_bytes(b"x" * 10)
+            assert sweep_spool(spool, pool_size=2, max_age=60) == (1, 10)
+    finally:
+        churn.kill()
+        churn.wait()
 
 
 def test_a_child_measuring_itself_counts_its_tools_memory_as_the_full_walk_does() -> None:

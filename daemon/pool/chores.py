@@ -119,7 +119,13 @@ def sweep_spool(spool: Path, pool_size: int, max_age: float) -> tuple[int, int]:
     for slot_dir in spool.iterdir():
         slot_no = slot_dir.name.removeprefix("slot-")
         stale_slot = not slot_no.isdigit() or int(slot_no) >= pool_size
-        for path in sorted(slot_dir.rglob("*"), reverse=True):
+        try:
+            paths = sorted(slot_dir.rglob("*"), reverse=True)
+        except OSError:
+            # A child starting now removes and remakes its slot's folder: gone between
+            # the listing and the walk is not an error (it crashed the master once).
+            continue
+        for path in paths:
             if path in (slot_dir / "tmp", slot_dir / "job"):
                 continue  # the live child's TMPDIR and job folder (emptied, not removed)
             try:
