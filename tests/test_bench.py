@@ -75,8 +75,10 @@ def test_a_quick_run_measures_tiny_jobs_and_unloaded_latency(quick_report) -> No
     assert tiny["service"]["done"] == QUICK.tiny_jobs
     assert tiny["ceiling"]["count"] == tiny["service"]["count"] == tiny["jobs"]
     assert tiny["ceiling"]["rate"] > 0 and tiny["ratio"] > 0
-    # A tiny job cannot cost the service less CPU than textract alone spends on it.
-    assert tiny["service"]["cpu_ms_per_doc"] > tiny["ceiling"]["cpu_ms_per_doc"] > 0
+    # Both arms are measured. Which costs more is not, at this size: CPU time comes in
+    # clock ticks of 10 ms, 0.17 ms a job over 60 jobs, and the ceiling's share of its
+    # pool's own work per slice is as large as a tiny job (1.1-1.7 ms a job here).
+    assert tiny["service"]["cpu_ms_per_doc"] > 0 and tiny["ceiling"]["cpu_ms_per_doc"] > 0
     assert 0 < tiny["service"]["p50_ms"] <= tiny["service"]["p99_ms"]
     # The floor app answered every upload, and the service costs more than the bare front.
     floor = tiny["floor"]
@@ -107,8 +109,8 @@ def test_a_quick_run_measures_textractd_extract_against_its_own_client_on_the_co
     cli = quick_report["runs"][0]["cli"]
     per_pass = len([d for d in corpus_docs(light_only=True, corpus=corpus_copy) if not d.query])
     assert cli["docs"] == per_pass * QUICK.passes > 0
-    assert cli["cli"]["count"] == cli["client"]["count"] == cli["docs"]
-    assert cli["client"]["done"] == cli["docs"]  # the command's run checks its own texts
+    assert cli["cli"]["count"] == cli["client"]["count"] == 2 * cli["docs"]  # two slices
+    assert cli["client"]["done"] == 2 * cli["docs"]  # the command's run checks its texts
     assert cli["cli"]["cpu_ms_per_doc"] > 0
     assert cli["ratio"] == pytest.approx(cli["cli"]["rate"] / cli["client"]["rate"])
     assert quick_report["summary"]["cli_ratio"] == pytest.approx(cli["ratio"])
