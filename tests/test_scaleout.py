@@ -45,7 +45,7 @@ from daemon.store import (
 from devtools.stack import Stack, free_port, wait_for
 from tests.client import Client
 from tests.conftest import CORPUS, RedisServer, squash
-from tests.fakes import FakeTools
+from tests.fakes import HUNG, FakeTools
 
 USER, PASSWORD = "textractd", "s3cret/with:odd@chars"
 QUOTED_PASSWORD = "s3cret%2Fwith%3Aodd%40chars"
@@ -281,9 +281,11 @@ def test_an_installation_killed_mid_load_leaves_its_jobs_to_the_other(hosts: Hos
         # A tool well within its job's deadline: one found late (the uploads took long on
         # a loaded machine) could be killed with its child by B's master at JOB_TIMEOUT,
         # its job retried off B's pending list, before this test's kill.
+        # The hung pdftotext itself: B's children also run the fake tesseract (passing to
+        # the real one) on this batch's images, and killing B while one did stranded no PDF.
         held = wait_for(lambda: hosts.b_tools.worker_of_running_tool(
-            younger_than=JOB_TIMEOUT / 2), 60, "host B to be extracting a PDF of this batch",
-            interval=0.02)
+            younger_than=JOB_TIMEOUT / 2, command=HUNG), 60,
+            "host B to be extracting a PDF of this batch", interval=0.02)
         assert held.pid in {p.pid for p in _tree(hosts.b)}
         # The whole installation at once: supervisord, the pool master, its children and
         # whatever tools they run, as a host losing power would.

@@ -27,6 +27,7 @@ DOCX = CORPUS / "textract-tests" / "docx" / "standardized_text.docx"
 TXT = CORPUS / "textract-tests" / "txt" / "standardized_text.txt"
 FOX = "thequickbrownfoxjumpsoverthelazydog"
 FINAL = ("done", "failed")
+HUNG = "sleep 1000000"  # what a fake tool in mode hang runs as (exec'd by the script)
 
 
 class FakeTools:
@@ -65,14 +66,18 @@ class FakeTools:
                     alive.append(pid)
         return alive
 
-    def worker_of_running_tool(self, younger_than: float | None = None
-                               ) -> psutil.Process | None:
+    def worker_of_running_tool(self, younger_than: float | None = None,
+                               command: str | None = None) -> psutil.Process | None:
         """The pool child running one of our fake tools right now (its tool's parent);
-        with `younger_than`, only a tool started less than that many seconds ago."""
+        with `younger_than`, only a tool started less than that many seconds ago; with
+        `command`, only one whose command line holds it (HUNG: a tool in mode hang, not a
+        fake tesseract passing a page to the real one meanwhile)."""
         for pid in self.running():
             with contextlib.suppress(psutil.Error):
                 tool = psutil.Process(pid)
                 if younger_than is not None and time.time() - tool.create_time() >= younger_than:
+                    continue
+                if command is not None and command not in " ".join(tool.cmdline()):
                     continue
                 parent = tool.parent()
                 while parent is not None and "daemon.pool" not in " ".join(parent.cmdline()):
