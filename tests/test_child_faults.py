@@ -84,3 +84,20 @@ def test_a_child_killed_after_storing_a_result_has_its_summary_logged_by_the_mas
     assert summary["error_code"] is None
     # The job is finished: nothing to hand back to the queue.
     assert not events(stack, "job.requeued", job_id=job_id)
+
+
+def test_a_child_killed_right_after_logging_a_summary_leaves_that_one_line(make_stack) -> None:
+    # The kill lands after the line went out and before the slot says so: the master,
+    # reaping, must see that the line is out and not write a second one.
+    stack = make_stack(env={"WORKER_PROCESSES": "1", ENV: "kill-after-log"})
+    job_id = submit(stack, TXT)
+    found = wait_final(stack, job_id, 20)
+    assert found["state"] == "done"
+
+    wait_for(lambda: events(stack, "child.exited", job_id=job_id, reason="killed"), 10,
+             "the master to reap the child")
+    summaries = events(stack, "job.done", job_id=job_id)
+    assert len(summaries) == 1, summaries
+    [summary] = summaries
+    assert summary["process"] == "worker" and "logged_by" not in summary
+    assert summary["chars"] == found["chars"]

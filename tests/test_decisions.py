@@ -367,6 +367,18 @@ def test_a_successful_attempt_stores_the_text_and_logs_job_done(child, store) ->
     assert child.slot.done == 1 and child.slot.unlogged() is None
 
 
+def test_a_finish_that_finds_the_job_finished_before_it_was_sent_logs_job_duplicate(
+        child, store) -> None:
+    delivery, begun = taken(store, child.consumer)
+    store.finish(delivery, {"state": "done", "chars": 3, "text": "abc", "duration_ms": 1})
+    with capture_logs() as events:
+        child._settle(delivery, begun, Attempt("the text", None, 12.5))
+
+    assert one(events, "job.duplicate")
+    assert not [e for e in events if e["event"] == "job.done"]
+    assert child.slot.done == 0 and child.slot.unlogged() is None
+
+
 def test_a_document_fault_fails_the_job_at_once_without_moving_the_breaker(
         child, store) -> None:
     delivery, begun = taken(store, child.consumer)

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 import structlog
@@ -47,6 +47,7 @@ from daemon.logs import configure_logging
 from daemon.metrics import JobMetrics
 from daemon.pool import faults, scans
 from daemon.pool.environment import withhold_secrets
+from daemon.pool.relay import RelaySink
 from daemon.pool.slots import (
     EXIT_BOOT_FAILED,
     EXIT_OK,
@@ -57,7 +58,7 @@ from daemon.pool.slots import (
     job_folder,
     set_parent_death_signal,
 )
-from daemon.pool.summary import JobSummary, finished_event, log_summary
+from daemon.pool.summary import JobSummary, finished_event, log_summary, relay_summaries
 from daemon.pool.watchdog import OwnTree, Watchdog
 from daemon.store import (
     Begun,
@@ -128,7 +129,7 @@ class Drain(BaseException):
 
 class Child:
     def __init__(self, settings: Settings, slot_no: int, slot: SlotState,
-                 master_pid: int) -> None:
+                 master_pid: int, relay_fd: int | None = None) -> None:
         self.settings = settings
         self.slot_no = slot_no
         self.slot = slot
@@ -140,6 +141,7 @@ class Child:
         # Given by the master: os.getppid() here would already name init if the master
         # died before we got this far, and its death would go unnoticed.
         self.master_pid = master_pid
+        self.relay_fd = relay_fd  # the write end of the slot's summary pipe (pool/relay.py)
         self.draining = False
         self.jobs_done = 0
         # Jitter, so children started together are not all recycled together.
@@ -173,6 +175,8 @@ class Child:
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         configure_logging("worker")
         structlog.contextvars.bind_contextvars(slot=self.slot_no, consumer=self.consumer)
+        if self.relay_fd is not None:
+            relay_summaries(RelaySink(self.relay_fd))
         # A predecessor killed mid-job may have left files here: they are ours to remove.
         shutil.rmtree(self.spool, ignore_errors=True)
         self.spool.mkdir(mode=0o700)
@@ -516,13 +520,15 @@ class Child:
     def _rss(self) -> float:
         return round(self._measure_rss(), 1)
 
-    def _summarise(self, written: bool, summary: JobSummary, **extra: object) -> None:
+    def _summarise(self, written: bool, summary: JobSummary, **extra: Any) -> None:
         """The summary line of a job this child finished (or found already finished)."""
         if not written:
             log_summary("job.duplicate", summary, **extra)
             return
         self.slot.count(summary.state)
-        log_summary(finished_event(summary.state), summary, **extra)
+        log_summary(finished_event(summary.state), summary,
+                    number=self.slot.summary_number, **extra)
+        faults.die_if_asked_after_log()
         self.slot.forget()
 
     # --- deliveries that do not run ------------------------------------------------------
@@ -593,9 +599,10 @@ def _on_parent_death(_signo: int, _frame: object) -> None:
     os.killpg(0, signal.SIGKILL)
 
 
-def child_main(settings: Settings, slot_no: int, slot: SlotState, master_pid: int) -> None:
+def child_main(settings: Settings, slot_no: int, slot: SlotState, master_pid: int,
+               relay_fd: int) -> None:
     """Entry point of a forked child; its exit code tells the master why it ended."""
-    child = Child(settings, slot_no, slot, master_pid)
+    child = Child(settings, slot_no, slot, master_pid, relay_fd)
     try:
         child.boot()
     except Exception:

@@ -6,6 +6,8 @@ two statements):
   wedge-idle:<path>   once <path> exists, the loop blocks for good between jobs, while
                       the watch thread runs on
   kill-after-store    the child SIGKILLs itself right after FINISH stored a result
+  kill-after-log      the child SIGKILLs itself right after writing a finished job's
+                      summary line, before its slot says so
 """
 
 from __future__ import annotations
@@ -40,4 +42,9 @@ def wedge_if_asked() -> None:
 
 def die_if_asked_after_store() -> None:
     if _asked("kill-after-store") is not None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def die_if_asked_after_log() -> None:
+    if _asked("kill-after-log") is not None:
         os.kill(os.getpid(), signal.SIGKILL)

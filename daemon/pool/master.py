@@ -28,6 +28,7 @@ from daemon.connection import REDIS_DOWN, RedisTooOld, connect, require_redis_ve
 from daemon.logs import configure_logging
 from daemon.pool import chores
 from daemon.pool.child import child_main
+from daemon.pool.relay import SummaryRelay
 from daemon.pool.slots import (
     EXIT_BOOT_FAILED,
     KillReason,
@@ -66,6 +67,7 @@ class Pool:
         self.pid = os.getpid()
         self.size = max(1, settings.worker_processes)
         self.slots = make_slots(self.size)
+        self.relay = SummaryRelay(self.size)
         self.children: dict[int, multiprocessing.Process] = {}
         self.signals: list[int] = []
         self.stopping_since: float | None = None
@@ -109,7 +111,8 @@ class Pool:
         # TERM and INT stay blocked until the child has its own handlers (Child.boot): a
         # TERM sent now is then a request to drain, not a default death.
         signal.pthread_sigmask(signal.SIG_SETMASK, {signal.SIGTERM, signal.SIGINT})
-        child_main(self.settings, slot_no, self.slots[slot_no], self.pid)
+        child_main(self.settings, slot_no, self.slots[slot_no], self.pid,
+                   self.relay.child_end(slot_no))
 
     # --- the loop ----------------------------------------------------------------------
     def run(self) -> int:
@@ -120,13 +123,20 @@ class Pool:
         log.info("pool.started", children=self.size, job_timeout=self.settings.job_timeout)
         # Once now, not a tick later: a health check right after a start finds them run.
         self.chores.run_due()
+        tick_due = time.monotonic() + TICK
         while True:
-            ended = wait([*(c.sentinel for c in self.children.values()), self._wakeup_r],
-                         timeout=TICK)
+            now = time.monotonic()
+            ended = set(wait([*(c.sentinel for c in self.children.values()),
+                              self._wakeup_r, *self.relay.waitables(now)],
+                             timeout=max(0.0, min(tick_due, self.relay.resumes_at(now)) - now)))
+            self.relay.forward_woken(ended)
+            if self.relay.only_pipes(ended) and time.monotonic() < tick_due:
+                continue  # summary lines, or the end of the relay's pause: not a tick
+            tick_due = time.monotonic() + TICK
             with contextlib.suppress(BlockingIOError):
                 os.read(self._wakeup_r, 512)
             self._handle_signals()
-            code = self._reap(set(ended))
+            code = self._reap(ended)
             if code is not None:
                 return code
             if self.stopping_since is not None:
@@ -183,6 +193,7 @@ class Pool:
             _killpg(child.pid)  # tools it left running die with it
             self.restarts[reason] = self.restarts.get(reason, 0) + 1
             job_id = slot.job_id.decode() if slot.busy else None
+            self.relay.child_died(slot_no)  # its lines first: they say what it finished
             # what the killed job's tools wrote goes now, not at the sweep
             shutil.rmtree(job_folder(self.settings.spool_dir, slot_no), ignore_errors=True)
             log.log(30 if reason in DEATH_ERRORS else 20, "child.exited", slot=slot_no,
@@ -203,8 +214,8 @@ class Pool:
         """Whether the dead child's last FINISH wrote a result it did not live to log."""
         slot = self.slots[slot_no]
         unlogged = slot.unlogged()
-        if unlogged is None:
-            return False
+        if unlogged is None or self.relay.forwarded(slot_no) >= slot.summary_number:
+            return False  # nothing finished, or its line went out before the child died
         if slot.summary_phase == SummaryPhase.STORED:
             return True
         try:  # killed while FINISH's answer was on its way: Redis knows if it landed
@@ -283,6 +294,7 @@ class Pool:
             _killpg(child.pid)
 
     def _tally(self) -> None:
+        self.relay.forward()
         slots = [self.slots[n] for n in range(self.size)]
         log.info("pool.stopped", done=sum(s.done for s in slots),
                  failed=sum(s.failed for s in slots), retried=sum(s.retried for s in slots),

@@ -65,6 +65,9 @@ class SlotState(ctypes.Structure):
         # The summary line of the job being finished, from just before FINISH until the
         # child has logged it: if the child dies in between, the master logs it.
         ("summary_phase", ctypes.c_int),  # a SummaryPhase
+        # Counts the summaries remembered in this slot, across its children: the number
+        # a finished job's line carries through the relay (pool/relay.py).
+        ("summary_number", ctypes.c_long),
         ("finish_sent_at", ctypes.c_double),  # time.time() just before FINISH was sent
         ("summary_job_id", ctypes.c_char * 40),
         ("summary_state", ctypes.c_char * 12),
@@ -121,6 +124,7 @@ class SlotState(ctypes.Structure):
     def remember(self, job_id: str, summary: JobSummary) -> None:
         """Called just before FINISH is sent: the summary line the job will have."""
         self.summary_phase = SummaryPhase.NONE  # while the fields change
+        self.summary_number += 1
         self.summary_job_id = job_id.encode()
         self.summary_state = summary.state.encode()
         self.summary_format = (summary.format or "").encode()[:15]

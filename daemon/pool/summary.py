@@ -2,21 +2,27 @@
 
 `job.done`, `job.failed`, `job.retry`, `job.deferred`, `job.duplicate`: one event per
 delivery a child settled, with one set of fields, so a program reading the logs needs no
-case per event. Written by the child; by the master when the child died after storing
-the result and before logging it (then with `logged_by: master`). A page task of a scan
+case per event. Written by the child, through its slot's relay pipe (pool/relay.py); by
+the master when the child died after storing the result and before its line was out
+(then with `logged_by: master`). A page task of a scan
 (pool/scans.py) logs `page.done`, `page.retry`, `page.failed` or `page.duplicate` with the
 same fields, plus `page` and `pages`.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import structlog
 
+from daemon.pool.relay import RelaySink
 from daemon.store import JobState
 
 log = structlog.get_logger()
+# In a pool child: the lines go to the master through the slot's pipe. The same
+# processors as every other line (the global configuration, read at each call).
+_sink: RelaySink | None = None
+_relayed: Any = None  # structlog's lazy proxy around _sink
 
 
 class JobSummary(NamedTuple):
@@ -40,6 +46,19 @@ def finished_event(state: str) -> str:
     return "job.done" if state == JobState.DONE else "job.failed"
 
 
-def log_summary(event: str, summary: JobSummary, **extra: object) -> None:
-    """The summary line of one delivery; `extra` adds what only that event has."""
-    log.log(30 if event in _WARNINGS else 20, event, **summary._asdict(), **extra)
+def relay_summaries(sink: RelaySink) -> None:
+    """Called once in a child: its summary lines go to `sink` from now on."""
+    global _sink, _relayed
+    _sink, _relayed = sink, structlog.wrap_logger(sink)
+
+
+def log_summary(event: str, summary: JobSummary, *, number: int = 0,
+                **extra: object) -> None:
+    """The summary line of one delivery; `extra` adds what only that event has.
+    `number` is the slot's summary number (SlotState.remember) of a finished job's
+    line: the master reads it to know the line is out."""
+    logger = log
+    if _sink is not None and _relayed is not None:
+        _sink.number = number
+        logger = _relayed
+    logger.log(30 if event in _WARNINGS else 20, event, **summary._asdict(), **extra)
