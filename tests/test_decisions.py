@@ -367,6 +367,28 @@ def test_a_successful_attempt_stores_the_text_and_logs_job_done(child, store) ->
     assert child.slot.done == 1 and child.slot.unlogged() is None
 
 
+def test_a_finish_whose_answer_was_lost_and_retried_still_logs_job_done_once(
+        child, store, monkeypatch) -> None:
+    # redis-py sends FINISH again when the connection drops before its answer: the
+    # first ran, so the second finds the job final. It was this child's own FINISH.
+    delivery, begun = taken(store, child.consumer)
+    finish = store.finish
+
+    def answer_lost_then_retried(*args, **kwargs):
+        finish(*args, **kwargs)
+        return finish(*args, **kwargs)
+
+    monkeypatch.setattr(store, "finish", answer_lost_then_retried)
+    monkeypatch.setattr(child, "_may_take_next", lambda: False)
+    with capture_logs() as events:
+        child._settle(delivery, begun, Attempt("the text", None, 12.5))
+
+    assert record(store, delivery.job_id)["state"] == "done"
+    assert one(events, "job.done")["chars"] == 8
+    assert not [e for e in events if e["event"] == "job.duplicate"]
+    assert child.slot.done == 1 and child.slot.unlogged() is None
+
+
 def test_a_finish_that_finds_the_job_finished_before_it_was_sent_logs_job_duplicate(
         child, store) -> None:
     delivery, begun = taken(store, child.consumer)

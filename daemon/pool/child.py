@@ -488,12 +488,21 @@ class Child:
             self._found_none = self._held is None
         else:
             settled = self.store.finish(delivery, result, outcome=outcome, dead=dead)
+        if not settled.written and self._landed_unanswered(delivery):
+            settled = settled._replace(written=True)
         if settled.written:
             self.slot.stored()
             faults.die_if_asked_after_store()
         else:
             self.slot.forget()  # already final: its summary is someone else's
         return settled
+
+    def _landed_unanswered(self, delivery: Delivery) -> bool:
+        """Whether the job, found final, was finished by this very FINISH: Redis ran it,
+        its answer was lost with the connection, and redis-py's retry found the job
+        done. Then the line is this child's to log, as for any FINISH that wrote."""
+        return self.store.finished_since(delivery.job_id, self.slot.finish_sent_at,
+                                         self.consumer)
 
     def _may_take_next(self) -> bool:
         """Whether this child will run another job after this one: not when draining,
