@@ -26,7 +26,7 @@ import structlog
 import textract
 from textract import exceptions as tx
 
-from daemon.documents import legacy_doc, pages
+from daemon.documents import legacy_doc, pages, slides
 from daemon.documents.redact import without_paths, without_service_paths
 from daemon.errors import (
     CorruptDocument,
@@ -77,6 +77,12 @@ def extract(path: Path, ext: str, method: str = "", *, fast_doc: bool = True,
             return Extraction(payload_text(path.read_bytes(), ext))
         if ext == "ps" and postscript_seconds is not None:
             return Extraction(without_service_paths(_postscript(path, postscript_seconds), path))
+        if ext == "pptx" and not method and (found := slides.read(path)) is not None:
+            # The slides' XML walked as textract walks it, without python-pptx's load of
+            # the whole package; the slides' ends come with the text.
+            raw = _as_textract_encodes(slides.text(found))
+            text = without_service_paths(raw, path)
+            return Extraction(text, slides.ends(found) if text == raw else None)
         if ext == "pdf" and method == "tesseract":
             # textract's OCR joins the pages with nothing between them: the same steps
             # here keep the boundaries (and raise what textract raises).
@@ -91,6 +97,12 @@ def extract(path: Path, ext: str, method: str = "", *, fast_doc: bool = True,
             log.info("extract.library_output", output=out.getvalue().strip()[:2000])
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
     return Extraction(without_service_paths(text, path))
+
+
+def _as_textract_encodes(text: str) -> str:
+    """`text` through textract's output encoding (UTF-8, dropping what cannot be) and
+    extract's decoding of it."""
+    return text.encode("utf-8", "ignore").decode("utf-8")
 
 
 def ocr_page(path: Path, number: int) -> bytes:
@@ -165,7 +177,7 @@ def payload_text(data: bytes, ext: str) -> str:
             return text
         parsed = importlib.import_module(f"textract.parsers.{ext}_parser").Parser() \
             .extract_from_text(text)
-    return parsed.encode("utf-8", "ignore").decode("utf-8")
+    return _as_textract_encodes(parsed)
 
 
 def text_file(data: bytes) -> str:

@@ -24,22 +24,16 @@ text, images) give None as well.
 from __future__ import annotations
 
 import os
-import posixpath
 import shutil
 import tempfile
 import zipfile
 from pathlib import Path
 
+from daemon.documents import slides
 from daemon.documents.formats import Format
-from daemon.documents.zipxml import PartRefused, read_part
+from daemon.documents.zipxml import PartRefused
 
 FORM_FEED = "\f"
-PPTX_RUN_SEPARATOR = "\n\n"  # textract's pptx parser: "\n\n".join(every run of every slide)
-
-_P = "{http://schemas.openxmlformats.org/presentationml/2006/main}"
-_A = "{http://schemas.openxmlformats.org/drawingml/2006/main}"
-_R = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
-_PKG_RELS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
 
 
 def page_ends(path: Path, fmt: Format, method: str, text: str,
@@ -157,70 +151,15 @@ def ocr_text(outputs: list[bytes]) -> tuple[str, list[int] | None]:
 
 # --- PPTX slides ------------------------------------------------------------------------
 def _pptx_ends(path: Path, text: str) -> list[int] | None:
-    """Slide boundaries in textract's pptx text, from the slides' own XML.
-
-    textract walks slides in presentation order, top-level shapes with a text frame,
-    paragraphs, runs, and joins every run's text with a blank line. The same walk here
-    counts each slide's runs and their lengths; the result is used only if the runs
-    joined give back `text` exactly.
-    """
+    """Slide boundaries in textract's pptx text, from the slides' own XML, used only if
+    the slides' runs give back `text` exactly. (When slides.read could vouch for the
+    package, the extraction read the slides itself and its ends came with the text.)"""
     try:
         with zipfile.ZipFile(path) as zf:
-            slides = [_slide_runs(zf, name) for name in slide_parts(zf)]
+            found = [slides.slide_runs(zf, name) for name in slides.slide_parts(zf)]
     except (PartRefused, zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError,
             RuntimeError, NotImplementedError):
         return None
-    runs = [run for slide in slides for run in slide]
-    if PPTX_RUN_SEPARATOR.join(runs) != text:
+    if slides.text(found) != text:
         return None
-    starts, at = [], 0  # where each run starts in the text
-    for run in runs:
-        starts.append(at)
-        at += len(run) + len(PPTX_RUN_SEPARATOR)
-    # A slide ends where the next slide's first run starts (so the separator before it
-    # is the slide's last characters); the last slide, and empty slides after the last
-    # run, end at the end of the text.
-    ends, seen = [], 0
-    for slide in slides:
-        seen += len(slide)
-        ends.append(starts[seen] if seen < len(runs) else len(text))
-    return ends or None
-
-
-def slide_parts(zf: zipfile.ZipFile) -> list[str]:
-    """The slide part names in presentation order (p:sldIdLst through the rels)."""
-    presentation = read_part(zf, "ppt/presentation.xml")
-    rels = read_part(zf, "ppt/_rels/presentation.xml.rels")
-    if presentation is None or rels is None:
-        raise ValueError("not a presentation")
-    targets = {rel.get("Id"): rel.get("Target", "")
-               for rel in rels.iter(_PKG_RELS + "Relationship")}
-    names = []
-    for sld in presentation.iter(_P + "sldId"):
-        target = targets[sld.get(_R + "id")]
-        names.append(target.lstrip("/") if target.startswith("/")
-                     else posixpath.normpath(posixpath.join("ppt", target)))
-    return names
-
-
-def _slide_runs(zf: zipfile.ZipFile, name: str) -> list[str]:
-    slide = read_part(zf, name)
-    if slide is None:
-        raise ValueError(f"missing slide {name}")
-    tree = slide.find(f"{_P}cSld/{_P}spTree")
-    runs: list[str] = []
-    if tree is None:
-        return runs
-    for shape in tree:
-        # Top-level p:sp only: python-pptx gives groups, pictures, connectors and graphic
-        # frames (tables) no text frame, so textract skips their text.
-        if shape.tag != _P + "sp":
-            continue
-        body = shape.find(_P + "txBody")
-        if body is None:
-            continue
-        for paragraph in body.iterchildren(_A + "p"):
-            for run in paragraph.iterchildren(_A + "r"):
-                t = run.find(_A + "t")
-                runs.append((t.text or "") if t is not None else "")
-    return runs
+    return slides.ends(found)

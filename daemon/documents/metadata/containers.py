@@ -6,7 +6,7 @@ import zipfile
 from pathlib import Path
 
 from daemon.documents.metadata.values import Found
-from daemon.documents.pages import slide_parts
+from daemon.documents.slides import slide_parts
 from daemon.documents.zipxml import local_name, read_part, text_of
 
 
