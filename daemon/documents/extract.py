@@ -26,7 +26,7 @@ import structlog
 import textract
 from textract import exceptions as tx
 
-from daemon.documents import legacy_doc, pages, slides
+from daemon.documents import legacy_doc, pages, slides, word
 from daemon.documents.redact import without_paths, without_service_paths
 from daemon.errors import (
     CorruptDocument,
@@ -77,12 +77,14 @@ def extract(path: Path, ext: str, method: str = "", *, fast_doc: bool = True,
             return Extraction(payload_text(path.read_bytes(), ext))
         if ext == "ps" and postscript_seconds is not None:
             return Extraction(without_service_paths(_postscript(path, postscript_seconds), path))
+        if ext == "docx" and not method and (body := word.docx_text(path)) is not None:
+            return Extraction(without_service_paths(_as_textract_encodes(body), path))
         if ext == "pptx" and not method and (found := slides.read(path)) is not None:
             # The slides' XML walked as textract walks it, without python-pptx's load of
             # the whole package; the slides' ends come with the text.
-            raw = _as_textract_encodes(slides.text(found))
-            text = without_service_paths(raw, path)
-            return Extraction(text, slides.ends(found) if text == raw else None)
+            walked = _as_textract_encodes(slides.text(found))
+            shown = without_service_paths(walked, path)
+            return Extraction(shown, slides.ends(found) if shown == walked else None)
         if ext == "pdf" and method == "tesseract":
             # textract's OCR joins the pages with nothing between them: the same steps
             # here keep the boundaries (and raise what textract raises).
