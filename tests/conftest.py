@@ -47,6 +47,19 @@ def textract_text(doc_id: str, method: str | None = None) -> str:
     return textract.process(str(doc.path), **kwargs).decode("utf-8", "replace")
 
 
+def fails_as_textract_fails(path: Path, ext: str) -> None:
+    """Asserts that textract.process fails on `path` and that the worker's extraction
+    fails too, as a CorruptDocument naming textract's exception."""
+    from daemon.documents.extract import extract
+    from daemon.errors import CorruptDocument
+
+    with pytest.raises(Exception) as textracts:
+        textract.process(str(path))
+    with pytest.raises(CorruptDocument) as ours:
+        extract(path, ext)
+    assert type(textracts.value).__name__ in str(ours.value)
+
+
 def manifest_params() -> list:
     """(document path under the corpus, format, declared extension) per document."""
     return [pytest.param(d.id, d.format, d.kwargs.get("extension"), id=d.id)
