@@ -101,3 +101,42 @@ def test_a_child_killed_right_after_logging_a_summary_leaves_that_one_line(make_
     [summary] = summaries
     assert summary["process"] == "worker" and "logged_by" not in summary
     assert summary["chars"] == found["chars"]
+
+
+def _all_json(stack) -> list[str]:
+    """The workers' log lines that are not JSON objects (a raw traceback would be)."""
+    lines = (stack.root / "logs" / "workers.log").read_text().splitlines()
+    return [line for line in lines if not (line.startswith("{") and line.endswith("}"))]
+
+
+def test_a_child_that_raises_logs_child_crashed_as_json_and_its_slot_goes_on(
+        make_stack, tmp_path: Path) -> None:
+    crash = tmp_path / "crash"
+    stack = make_stack(env={"WORKER_PROCESSES": "1", ENV: f"crash:{crash}"})
+    [child] = pool_children(stack)
+    crash.touch()  # the loop's next turn raises
+
+    wait_for(lambda: events(stack, "child.exited", child_pid=child.pid), 10,
+             "the master to reap the crashed child")
+    [crashed] = events(stack, "child.crashed", pid=child.pid)
+    assert crashed["level"] == "error" and "RuntimeError" in crashed["exception"]
+    [exited] = events(stack, "child.exited", child_pid=child.pid)
+    assert exited["reason"] == "crashed" and exited["exitcode"] == 1
+    assert wait_final(stack, submit(stack, TXT), 20)["state"] == "done"
+    assert not _all_json(stack)
+
+
+def test_a_master_that_raises_logs_pool_crashed_as_json_and_supervisord_restarts_it(
+        make_stack, tmp_path: Path) -> None:
+    crash = tmp_path / "crash"
+    stack = make_stack(env={"WORKER_PROCESSES": "1", ENV: f"crash-master:{crash}"})
+    master = stack.program_pid("workers")
+    crash.touch()  # the master's next tick raises
+
+    wait_for(lambda: events(stack, "pool.crashed", pid=master), 10, "the master's crash")
+    [crashed] = events(stack, "pool.crashed", pid=master)
+    assert crashed["level"] == "error" and "RuntimeError" in crashed["exception"]
+    wait_for(lambda: stack.program_pid("workers") not in (None, master), 20,
+             "supervisord to start the pool again")
+    assert wait_final(stack, submit(stack, TXT), 30)["state"] == "done"
+    assert not _all_json(stack)

@@ -50,6 +50,7 @@ from daemon.pool.environment import withhold_secrets
 from daemon.pool.relay import RelaySink
 from daemon.pool.slots import (
     EXIT_BOOT_FAILED,
+    EXIT_CRASHED,
     EXIT_OK,
     EXIT_RECYCLE_JOBS,
     EXIT_RECYCLE_MEMORY,
@@ -212,6 +213,7 @@ class Child:
         while not self.draining or self._held:
             self.slot.turned()  # the watchdog's and the master's proof that we turn
             faults.wedge_if_asked()
+            faults.crash_if_asked()
             try:
                 found = self._next(own_pending)
                 if found is None:
@@ -617,4 +619,11 @@ def child_main(settings: Settings, slot_no: int, slot: SlotState, master_pid: in
     except Exception:
         structlog.get_logger().exception("child.boot_failed")
         sys.exit(EXIT_BOOT_FAILED)
-    sys.exit(child.run())
+    try:
+        code = child.run()
+    except Exception:
+        # One JSON line with the traceback, not a raw one on stderr; the master re-queues
+        # the job it held.
+        structlog.get_logger().exception("child.crashed")
+        code = EXIT_CRASHED
+    sys.exit(code)

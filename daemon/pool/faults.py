@@ -8,6 +8,9 @@ two statements):
   kill-after-store    the child SIGKILLs itself right after FINISH stored a result
   kill-after-log      the child SIGKILLs itself right after writing a finished job's
                       summary line, before its slot says so
+  crash:<path>        once <path> exists, the next turn of a child's loop (or of the
+                      master's, with crash-master:<path>) raises an exception nobody
+                      expects; <path> is removed first, so it happens once
 """
 
 from __future__ import annotations
@@ -48,3 +51,11 @@ def die_if_asked_after_store() -> None:
 def die_if_asked_after_log() -> None:
     if _asked("kill-after-log") is not None:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def crash_if_asked(who: str = "crash") -> None:
+    """`who`: "crash" in a child's loop, "crash-master" in the master's."""
+    path = _asked(who)
+    if path and os.path.exists(path):
+        os.unlink(path)
+        raise RuntimeError(f"{ENV} asked for this crash")

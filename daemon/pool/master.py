@@ -26,11 +26,12 @@ from daemon.breaker import death_outcome, is_poison_death, log_breaker_move
 from daemon.config import Settings
 from daemon.connection import REDIS_DOWN, RedisTooOld, connect, require_redis_version
 from daemon.logs import configure_logging
-from daemon.pool import chores
+from daemon.pool import chores, faults
 from daemon.pool.child import child_main
 from daemon.pool.relay import SummaryRelay
 from daemon.pool.slots import (
     EXIT_BOOT_FAILED,
+    EXIT_CRASHED,
     KillReason,
     SummaryPhase,
     exit_reason,
@@ -133,6 +134,7 @@ class Pool:
             if self.relay.only_pipes(ended) and time.monotonic() < tick_due:
                 continue  # summary lines, or the end of the relay's pause: not a tick
             tick_due = time.monotonic() + TICK
+            faults.crash_if_asked("crash-master")
             with contextlib.suppress(BlockingIOError):
                 os.read(self._wakeup_r, 512)
             self._handle_signals()
@@ -324,5 +326,19 @@ def main() -> None:
     settings = Settings.from_env()
     multiprocessing.set_start_method("fork")
     settings.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    sys.exit(Pool(settings).run())
+    pool = Pool(settings)
+    try:
+        code = pool.run()
+    except Exception:
+        # One JSON line with the traceback, not a raw one on stderr, after the children's
+        # summary lines. The children are killed as the master's death would kill them
+        # (multiprocessing would otherwise wait for them at exit); supervisord starts
+        # the pool again, and the jobs they held are pending under their slots' names for
+        # the new children.
+        with contextlib.suppress(Exception):
+            pool.relay.forward()
+        log.exception("pool.crashed")
+        pool._kill_all(KillReason.SHUTDOWN)
+        code = EXIT_CRASHED
+    sys.exit(code)
 

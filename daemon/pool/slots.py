@@ -24,6 +24,7 @@ from daemon.store import JobState
 
 # --- named exit codes ------------------------------------------------------------------
 EXIT_OK = 0
+EXIT_CRASHED = 1  # an exception nobody caught, logged as child.crashed or pool.crashed
 EXIT_RECYCLE_JOBS = 3  # did WORKER_MAX_JOBS jobs
 EXIT_RECYCLE_MEMORY = 4  # above WORKER_MAX_MEMORY_MB after a job
 EXIT_BOOT_FAILED = 5  # could not set up; respawning would loop
