@@ -88,10 +88,13 @@ def test_the_master_waits_on_the_pipes_except_while_it_pauses_after_forwarding(
 
     relay.forward_woken({-1})  # woken by something else: the lines wait
     assert _stdout_events(capfd) == []
+    before = time.monotonic()
     relay.forward_woken({pipes[0]})
+    after = time.monotonic()
 
     assert [e["n"] for e in _stdout_events(capfd)] == [1]
-    now = time.monotonic()
-    assert relay.waitables(now) == [] and now < relay.resumes_at(now) <= now + PAUSE
+    assert relay.waitables(before) == []
+    assert before + PAUSE <= relay.resumes_at(before) <= after + PAUSE
+    assert relay.waitables(after + PAUSE) == pipes
     assert relay.only_pipes(set()) and relay.only_pipes({pipes[1]})
     assert not relay.only_pipes({pipes[0], -1})
