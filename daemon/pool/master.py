@@ -180,7 +180,7 @@ class Pool:
                     _signal(child.pid, signal.SIGTERM)
             else:
                 log.warning("pool.stop_now", signal=signal.Signals(signo).name)
-                self._kill_all(KillReason.SHUTDOWN)
+                self.kill_all(KillReason.SHUTDOWN)
 
     def _reap(self, ended: set) -> int | None:
         for slot_no, child in list(self.children.items()):
@@ -208,7 +208,7 @@ class Pool:
             slot.forget()
             if reason == "boot-failed" and self.stopping_since is None:
                 log.error("pool.boot_failed", slot=slot_no)
-                self._kill_all(KillReason.SHUTDOWN)
+                self.kill_all(KillReason.SHUTDOWN)
                 return EXIT_BOOT_FAILED
         return None
 
@@ -288,9 +288,10 @@ class Pool:
     def _enforce_shutdown_deadline(self, stopping_since: float) -> None:
         if time.monotonic() - stopping_since > self.settings.shutdown_timeout:
             log.warning("pool.shutdown_timeout", still_running=len(self.children))
-            self._kill_all(KillReason.SHUTDOWN)
+            self.kill_all(KillReason.SHUTDOWN)
 
-    def _kill_all(self, reason: KillReason) -> None:
+    def kill_all(self, reason: KillReason) -> None:
+        """SIGKILL every child with its tools, recording why in its slot."""
         for slot_no, child in self.children.items():
             self.slots[slot_no].kill_reason = reason
             _killpg(child.pid)
@@ -338,7 +339,7 @@ def main() -> None:
         with contextlib.suppress(Exception):
             pool.relay.forward()
         log.exception("pool.crashed")
-        pool._kill_all(KillReason.SHUTDOWN)
+        pool.kill_all(KillReason.SHUTDOWN)
         code = EXIT_CRASHED
     sys.exit(code)
 

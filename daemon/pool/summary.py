@@ -58,7 +58,7 @@ def log_summary(event: str, summary: JobSummary, *, number: int = 0,
     `number` is the slot's summary number (SlotState.remember) of a finished job's
     line: the master reads it to know the line is out."""
     logger = log
-    if _sink is not None and _relayed is not None:
+    if _sink is not None:
         _sink.number = number
         logger = _relayed
     logger.log(30 if event in _WARNINGS else 20, event, **summary._asdict(), **extra)
