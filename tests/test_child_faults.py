@@ -19,7 +19,7 @@ from daemon.pool.faults import ENV
 from daemon.pool.watchdog import loop_quiet_max, loop_stall_limit
 from daemon.store import heartbeat_key
 from devtools.stack import wait_for
-from tests.fakes import TXT, events, pool_children, submit, wait_final
+from tests.fakes import TXT, events, pool_children, submit, summary_lines, wait_final
 
 # Short bounds: the heartbeat stops after QUIET s of an idle loop not turning, the
 # master kills the child after STALL s.
@@ -74,7 +74,7 @@ def test_a_child_killed_after_storing_a_result_has_its_summary_logged_by_the_mas
              "the master to reap the child")
     [exited] = events(stack, "child.exited", job_id=job_id)
     assert exited["reason"] == "killed"
-    summaries = events(stack, "job.done", job_id=job_id)
+    summaries = summary_lines(stack, job_id)
     assert len(summaries) == 1, summaries
     [summary] = summaries
     assert summary["logged_by"] == "master" and summary["process"] == "pool"

@@ -31,7 +31,7 @@ from devtools.scans import make_scan
 from devtools.stack import Stack, wait_for
 from tests.client import Client
 from tests.conftest import queue_job
-from tests.fakes import FakeTools, events
+from tests.fakes import FakeTools, events, summary_lines
 
 SCAN_PAGES = 10
 
@@ -191,12 +191,12 @@ def test_a_ten_page_scan_is_ocred_across_both_workers_as_textract_reads_it(
     for number, page in enumerate(pages, 1):
         assert page["text"].startswith(f"Page {number} of the scan"), page
     assert "".join(p["text"] for p in pages) == expected
-    done = events(stack, "page.done", job_id=job["id"])
+    done = summary_lines(stack, job["id"], "page.done", SCAN_PAGES)
     assert sorted(e["page"] for e in done) == list(range(1, SCAN_PAGES + 1))
     consumers = {e["consumer"] for e in done}
     assert len(consumers) == 2, consumers  # both workers took page tasks
     assert len(events(stack, "job.fanned_out", job_id=job["id"])) == 1
-    assert len(events(stack, "job.done", job_id=job["id"])) == 1
+    assert len(summary_lines(stack, job["id"])) == 1
     # the page bookkeeping went with the job's end
     with stack.redis() as r:
         assert not r.exists(pages_key(job["id"]))
@@ -227,11 +227,11 @@ def test_a_page_whose_child_is_killed_is_retried_and_the_job_ends_with_the_whole
     requeued = events(stack, "job.requeued", job_id=job_id)
     assert len(requeued) == 1 and requeued[0]["page"] in (1, 2), requeued
     killed_page = requeued[0]["page"]
-    done = {e["page"]: e for e in events(stack, "page.done", job_id=job_id)}
+    done = {e["page"]: e for e in summary_lines(stack, job_id, "page.done", 3)}
     assert sorted(done) == [1, 2, 3]
     assert done[killed_page]["attempt"] == 2  # attempts are counted per page
     assert all(e["attempt"] == 1 for page, e in done.items() if page != killed_page)
-    assert len(events(stack, "job.done", job_id=job_id)) == 1
+    assert len(summary_lines(stack, job_id)) == 1
 
 
 @pytest.mark.parametrize(("mode", "code", "page_attempts"), [
@@ -249,10 +249,11 @@ def test_a_page_that_keeps_failing_fails_the_job_naming_the_page(
     assert job["state"] == "failed"
     assert job["error"]["code"] == code
     assert job["error"]["message"].startswith("page 2: "), job["error"]
+    # the job's line is the child's last, and the lines before it come out with it
+    assert len(summary_lines(stack, job["id"], "job.failed")) == 1
     failed = events(stack, "page.failed", job_id=job["id"])
     assert [(e["page"], e["attempt"]) for e in failed] == [(2, page_attempts)]
     assert len(events(stack, "page.retry", job_id=job["id"])) == page_attempts - 1
-    assert len(events(stack, "job.failed", job_id=job["id"])) == 1
     with stack.redis() as r:
         assert not r.exists(pages_key(job["id"]))
         assert int(r.get(DEPTH) or 0) == 0
@@ -313,7 +314,8 @@ def test_with_one_page_in_flight_the_other_worker_serves_another_client_meanwhil
         watcher.join()
     assert job["state"] == "done", job["error"]
     assert max(seen) == 1, seen  # never more than OCR_PAGES_IN_FLIGHT page entries
-    assert sorted(e["page"] for e in events(stack, "page.done", job_id=scan_id)) == [1, 2, 3, 4]
+    assert sorted(e["page"] for e in summary_lines(stack, scan_id, "page.done", 4)) == [
+        1, 2, 3, 4]
 
 
 @pytest.mark.parametrize(("ext", "method", "pages", "in_flight", "fans"), [

@@ -154,6 +154,21 @@ def done_counts(stack: Stack) -> Counter:
     return Counter(e["job_id"] for e in events(stack, "job.done"))
 
 
+def summary_lines(stack: Stack, job_ids: str | list[str], event: str = "job.done",
+                  count: int = 1, timeout: float = 10) -> list[dict]:
+    """The jobs' `event` lines once each job has `count` of them. A child's summary line
+    reaches the log through the pool master (daemon/pool/relay.py), up to 10 ms after
+    the result a client already has: read it after a result by waiting for it."""
+    ids = [job_ids] if isinstance(job_ids, str) else job_ids
+
+    def found() -> list[dict] | None:
+        lines = [e for e in events(stack, event) if e.get("job_id") in ids]
+        per_job = Counter(e["job_id"] for e in lines)
+        return lines if all(per_job[i] >= count for i in ids) else None
+
+    return wait_for(found, timeout, f"{count} {event} line(s) for each of {len(ids)} job(s)")
+
+
 def pool_children(stack: Stack) -> list[psutil.Process]:
     """The pool master's live children (one per slot)."""
     with contextlib.suppress(psutil.Error):
