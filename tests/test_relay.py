@@ -98,3 +98,15 @@ def test_the_master_waits_on_the_pipes_except_while_it_pauses_after_forwarding(
     assert relay.waitables(after + PAUSE) == pipes
     assert relay.only_pipes(set()) and relay.only_pipes({pipes[1]})
     assert not relay.only_pipes({pipes[0], -1})
+
+
+def test_a_sink_whose_master_is_gone_writes_the_line_itself(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)  # no reader: the write fails with EPIPE (Python ignores SIGPIPE)
+    sink = RelaySink(write_fd)
+    try:
+        sink.msg(orjson.dumps({"event": "job.done", "n": 1}).decode())
+    finally:
+        os.close(write_fd)
+    assert [e["n"] for e in _stdout_events(capfd)] == [1]

@@ -21,8 +21,10 @@ import os
 import struct
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
+
+import structlog
 
 HEADER = struct.Struct("<QI")
 # A pipe of 1 MiB holds about two seconds of a busy child's lines: a master that is slow
@@ -86,13 +88,12 @@ class SummaryRelay:
         """The number of the slot's last summary line that went to stdout."""
         return self._forwarded[slot_no]
 
-    def forward(self, read_fds: Collection[int] | None = None) -> None:
-        """Pass the whole frames waiting in the pipes (those of `read_fds`, or all) to
+    def forward(self, slot_nos: Iterable[int] | None = None) -> None:
+        """Pass the whole frames waiting in the pipes (those of `slot_nos`, or all) to
         stdout, in one write."""
         lines: list[bytes] = []
-        for slot_no, fd in enumerate(self._read_fds):
-            if read_fds is None or fd in read_fds:
-                lines.extend(self._take(slot_no))
+        for slot_no in range(len(self._read_fds)) if slot_nos is None else slot_nos:
+            lines.extend(self._take(slot_no))
         if lines:
             sys.stdout.flush()  # the master's own lines before these
             sys.stdout.buffer.write(b"".join(lines))
@@ -100,7 +101,7 @@ class SummaryRelay:
 
     def child_died(self, slot_no: int) -> None:
         """Forward what the slot's dead child wrote; drop a frame it left unfinished."""
-        self.forward([self._read_fds[slot_no]])
+        self.forward([slot_no])
         self._pending[slot_no] = b""
 
     def _take(self, slot_no: int) -> list[bytes]:
@@ -134,6 +135,9 @@ class RelaySink:
     def __init__(self, write_fd: int) -> None:
         self.write_fd = write_fd
         self.number = 0
+        # Bound to the global configuration at each call, as structlog.get_logger() is:
+        # the same processors as every other line.
+        self.logger = structlog.wrap_logger(self)
 
     def msg(self, message: str) -> None:
         line = message.encode("utf-8", "replace") + b"\n"

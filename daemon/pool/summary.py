@@ -11,7 +11,7 @@ same fields, plus `page` and `pages`.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import structlog
 
@@ -19,10 +19,8 @@ from daemon.pool.relay import RelaySink
 from daemon.store import JobState
 
 log = structlog.get_logger()
-# In a pool child: the lines go to the master through the slot's pipe. The same
-# processors as every other line (the global configuration, read at each call).
+# In a pool child: the lines go to the master through the slot's pipe.
 _sink: RelaySink | None = None
-_relayed: Any = None  # structlog's lazy proxy around _sink
 
 
 class JobSummary(NamedTuple):
@@ -48,8 +46,8 @@ def finished_event(state: str) -> str:
 
 def relay_summaries(sink: RelaySink) -> None:
     """Called once in a child: its summary lines go to `sink` from now on."""
-    global _sink, _relayed
-    _sink, _relayed = sink, structlog.wrap_logger(sink)
+    global _sink
+    _sink = sink
 
 
 def log_summary(event: str, summary: JobSummary, *, number: int = 0,
@@ -60,5 +58,5 @@ def log_summary(event: str, summary: JobSummary, *, number: int = 0,
     logger = log
     if _sink is not None:
         _sink.number = number
-        logger = _relayed
+        logger = _sink.logger
     logger.log(30 if event in _WARNINGS else 20, event, **summary._asdict(), **extra)
