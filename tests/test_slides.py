@@ -21,6 +21,8 @@ from pptx.util import Inches
 
 from daemon.documents import slides
 from daemon.documents.extract import extract
+from daemon.documents.formats import FORMATS
+from daemon.documents.metadata import read_metadata
 from daemon.documents.pages import page_texts
 from tests.conftest import fails_as_textract_fails
 
@@ -87,6 +89,9 @@ def test_the_walk_gives_textracts_text_and_a_slice_per_slide(tmp_path: Path) -> 
     pages = page_texts(extraction.text, extraction.page_ends)
     assert len(pages) == 5 and pages[2] == ""
     assert pages[0].startswith("Quarterly <results> & plans") and "the end" in pages[4]
+    # the metadata's pages: the slides listed again, or the count the walk gives it
+    assert read_metadata(path, FORMATS["pptx"], expected).values["pages"] == 5
+    assert read_metadata(path, FORMATS["pptx"], expected, slides=7).values["pages"] == 7
 
 
 def test_slides_come_in_the_presentations_order_not_the_files(tmp_path: Path) -> None:

@@ -419,7 +419,8 @@ class Child:
         # Read after the text, before the spool file goes: under the same deadline and
         # memory watch as the extraction. It never raises; what it left out is logged by
         # name only (the values are the document's data).
-        meta = read_metadata(path, fmt, text, sha256=sha256, checked=checked)
+        meta = read_metadata(path, fmt, text, sha256=sha256, checked=checked,
+                             slides=len(ends) if fmt.ext == "pptx" and ends else None)
         if meta.dropped or meta.error:
             log.info("job.metadata_incomplete", dropped=sorted(meta.dropped),
                      error=meta.error)

@@ -60,18 +60,22 @@ class Metadata(NamedTuple):
 
 
 def read_metadata(path: Path, fmt: Format, text: str, *, sha256: str | None = None,
-                  checked: Checked | None = None) -> Metadata:
+                  checked: Checked | None = None, slides: int | None = None) -> Metadata:
     """The metadata of the document at `path` whose extracted text is `text`.
 
     `sha256`: the document's hash when the caller has it already (not computed again).
     `checked`: what the guards read of it: a PDF's catalog (or why pdfminer could not read
     it) and pdfinfo's output when they ran it; the PDF is not read again for those.
+    `slides`: a pptx's slide count when the extraction walked its slides (documents/
+    slides.py); they are not listed again.
     """
     found = Found()
     error = None
     reader = _READERS.get(fmt.ext)
     if fmt.ext == "pdf" and checked is not None:
         reader = partial(pdf.read_pdf, catalog=checked.catalog, pdfinfo_output=checked.pdfinfo)
+    elif fmt.ext == "pptx" and slides is not None:
+        reader = partial(containers.read_ooxml, slides=slides)
     if reader is not None:
         try:
             reader(path, found)

@@ -10,8 +10,9 @@ from daemon.documents.slides import slide_parts
 from daemon.documents.zipxml import local_name, read_part, text_of
 
 
-def read_ooxml(path: Path, found: Found) -> None:
-    """docProps/core.xml (Dublin Core) and docProps/app.xml (application, Word's pages)."""
+def read_ooxml(path: Path, found: Found, slides: int | None = None) -> None:
+    """docProps/core.xml (Dublin Core) and docProps/app.xml (application, Word's pages).
+    A presentation's pages are its slides: `slides` when the caller counted them."""
     with zipfile.ZipFile(path) as zf:
         core = read_part(zf, "docProps/core.xml")
         for el in core.iter() if core is not None else ():
@@ -28,7 +29,8 @@ def read_ooxml(path: Path, found: Found) -> None:
                  if (name := local_name(el)) in ("Application", "Pages")}
         found.text("creator", stats.get("Application"))
         if "ppt/presentation.xml" in zf.namelist():
-            found.count("pages", len(slide_parts(zf)))  # the slides textract reads
+            # the slides textract reads
+            found.count("pages", len(slide_parts(zf)) if slides is None else slides)
         elif "word/document.xml" in zf.namelist():
             found.count("pages", stats.get("Pages"))  # as Word last laid it out
 
