@@ -236,7 +236,7 @@ return {1, entries}
 
 # Taking up a delivered job: gone | final | wait(reopen_at, created_at) |
 # exhausted(attempts, last error code, message) |
-# run(attempts, payload, breaker_transition, ext, method, request_id, tenant)
+# run(attempts, payload, breaker_transition, ext, method, request_id, tenant, sha256)
 BEGIN_LUA = BREAKER_LUA + QUARANTINED_LUA + """
 local function begin_job(job_key, payload_key, breaker_key, history_key, quarantine,
                          consumer, at, max_attempts, recovery)
@@ -264,7 +264,7 @@ local function begin_job(job_key, payload_key, breaker_key, history_key, quarant
   local payload = redis.call('GET', payload_key)
   if not payload then return {'gone'} end
   return {'run', attempts, payload, gate[3] or '', job[6] or '', job[7] or '', job[8] or '',
-          job[9] or ''}
+          job[9] or '', job[10] or ''}
 end
 
 -- Taking up one page task of a scan fanned out by FAN_OUT: gone | final |
@@ -278,7 +278,7 @@ end
 local function begin_page(job_key, pages_key, payload_key, consumer, at, max_attempts,
                           page)
   local job = redis.call('HMGET', job_key, 'state', 'ext', 'method', 'request_id', 'tenant',
-                         'started_at', 'attempts')
+                         'started_at', 'attempts', 'sha256')
   local state = job[1]
   if not state then return {'gone'} end
   if state == 'done' or state == 'failed' then return {'final'} end
@@ -302,7 +302,7 @@ local function begin_page(job_key, pages_key, payload_key, consumer, at, max_att
   -- the delivery that began last: the master asks who it was when a FINISH's answer is lost
   redis.call('HSET', job_key, 'consumer', consumer)
   return {verdict, attempts, payload, '', job[2] or '', job[3] or '', job[4] or '',
-          job[5] or '', page, p[1], job[6] or '0', job[7] or '1'}
+          job[5] or '', job[8] or '', page, p[1], job[6] or '0', job[7] or '1'}
 end
 """
 

@@ -403,6 +403,8 @@ class Begun:
     method: str = ""
     request_id: str = ""
     tenant: str = ""
+    # the payload's hash, as the api computed it at upload (the record's `sha256`)
+    sha256: str = ""
     page: int = 0  # a page task's page (lua.begin_page)
     pages: int = 0  # a page task's: the scan's pages in all
     job_started_at: float = 0.0  # a page task's: when the scan's job began
@@ -413,13 +415,14 @@ class Begun:
         """What lua.begin_job or lua.begin_page answered."""
         verdict = _s(reply[0])
         if verdict in ("run", "assemble"):
-            ext, method, request_id, tenant = (_s(x) for x in reply[4:8])
+            ext, method, request_id, tenant, sha256 = (_s(x) for x in reply[4:9])
             return cls(verdict, int(reply[1]), reply[2], breaker_transition=_s(reply[3]),
                        ext=ext, method=method, request_id=request_id, tenant=tenant,
-                       page=int(reply[8]) if len(reply) > 8 else 0,
-                       pages=int(reply[9]) if len(reply) > 9 else 0,
-                       job_started_at=float(reply[10]) if len(reply) > 10 else 0.0,
-                       job_attempts=int(reply[11]) if len(reply) > 11 else 0)
+                       sha256=sha256,
+                       page=int(reply[9]) if len(reply) > 9 else 0,
+                       pages=int(reply[10]) if len(reply) > 10 else 0,
+                       job_started_at=float(reply[11]) if len(reply) > 11 else 0.0,
+                       job_attempts=int(reply[12]) if len(reply) > 12 else 0)
         if verdict == "wait":
             return cls("wait", reopen_at=float(reply[1]), created_at=float(reply[2]))
         if verdict == "exhausted":

@@ -367,6 +367,24 @@ def test_a_successful_attempt_stores_the_text_and_logs_job_done(child, store) ->
     assert child.slot.done == 1 and child.slot.unlogged() is None
 
 
+@pytest.mark.parametrize("recorded", [True, False], ids=["hashed at upload", "not hashed"])
+def test_an_attempt_takes_the_documents_hash_from_its_record_and_hashes_only_without_one(
+        child, store, recorded) -> None:
+    payload = b"plain words"
+    # A stand-in the payload cannot hash to: seeing it back shows the record was used.
+    stand_in = "5" * 64
+    job_id = queue_job(store, "text", payload, ext="txt",
+                       **({"sha256": stand_in} if recorded else {}))
+    delivery, begun = take_job(store, child.consumer, job_id)
+
+    attempt = child._attempt(delivery, begun)
+
+    expected = stand_in if recorded else hashlib.sha256(payload).hexdigest()
+    assert attempt.text == "plain words"
+    assert (begun.sha256, attempt.sha256, attempt.metadata["sha256"]) == (
+        stand_in if recorded else "", expected, expected)
+
+
 def test_a_finish_whose_answer_was_lost_and_retried_still_logs_job_done_once(
         child, store, monkeypatch) -> None:
     # redis-py sends FINISH again when the connection drops before its answer: the

@@ -34,12 +34,13 @@ from tests.conftest import queue_job
 from tests.fakes import FakeTools, events, summary_lines
 
 SCAN_PAGES = 10
+SCAN_SHA256 = "7" * 64  # the hash the api filed with the job's record
 
 
 # --- the scripts alone, on a throwaway redis-server ---------------------------------------
 def fanned_out(store: JobStore, pages: int, in_flight: int) -> str:
     """A scan job taken by consumer c-0 and cut into `pages` page tasks."""
-    job_id = queue_job(store, family="ocr", method="tesseract")
+    job_id = queue_job(store, family="ocr", method="tesseract", sha256=SCAN_SHA256)
     delivery, begun = store.take("c-0")
     assert begun.verdict == "run"
     assert store.fan_out(delivery, pages, in_flight) == min(pages, in_flight)
@@ -66,6 +67,7 @@ def test_each_page_stored_queues_the_next_once_and_the_last_is_left_to_assemble(
     job_id = fanned_out(store, pages=3, in_flight=2)
     first, begun = store.take("c-0")
     assert (first.page, begun.verdict, begun.page, begun.pages) == (1, "run", 1, 3)
+    assert begun.sha256 == SCAN_SHA256  # the scan's: a page's metadata is the job's
     assert store.finish_page(first, b"one").last is False
     assert page_entries(store, job_id) == [1, 2, 3]
     again = store.finish_page(first, b"other")  # a second delivery's store
@@ -78,7 +80,9 @@ def test_each_page_stored_queues_the_next_once_and_the_last_is_left_to_assemble(
     # the last page's entry stays pending: a death now is assembled by its redelivery
     pending = store.client.xpending_range(STREAM, GROUP, "-", "+", 10)
     assert [p["message_id"].decode() for p in pending] == [delivery.entry_id]
-    assert store.begin(delivery, "c-2").verdict == "assemble"
+    assembling = store.begin(delivery, "c-2")
+    assert (assembling.verdict, assembling.sha256, assembling.pages) == (
+        "assemble", SCAN_SHA256, 3)
 
 
 def test_a_page_left_by_a_vanished_consumer_is_reclaimed_as_that_page(store: JobStore) -> None:

@@ -336,7 +336,8 @@ class Child:
     # --- step 1: run the extraction ----------------------------------------------------
     def _attempt(self, delivery: Delivery, begun: Begun) -> Attempt:
         started = time.perf_counter()
-        sha256 = hashlib.sha256(begun.payload).hexdigest()
+        # The api hashed these bytes at upload; a record from before it did is hashed here.
+        sha256 = begun.sha256 or hashlib.sha256(begun.payload).hexdigest()
         extracted: Extracted | FanOut | bytes | None = None
         error: DocumentError | MachineryError | None = None
         try:
