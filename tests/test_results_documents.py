@@ -24,7 +24,7 @@ import pytest
 from daemon.config import Settings
 from daemon.documents import pages
 from daemon.documents.detect import detect
-from daemon.documents.extract import extract_text
+from daemon.documents.extract import extract, extract_text
 from daemon.documents.formats import FORMATS
 from daemon.documents.guards import CATALOG_READ_BYTES, Limits, check_document
 from daemon.documents.metadata import read_metadata
@@ -84,6 +84,27 @@ def test_a_hash_the_caller_already_has_is_not_computed_again() -> None:
     doc = by_id("textract-tests/txt/raw_text.txt")
     meta = read_metadata(doc.path, FORMATS["txt"], "x", sha256="given")
     assert meta.values["sha256"] == "given"
+
+
+ZIP_DOCS = [d for d in DOCS if d.format in ("docx", "xlsx", "pptx", "odt", "ods", "epub")]
+
+
+@pytest.mark.parametrize("doc", ZIP_DOCS, ids=[d.id for d in ZIP_DOCS])
+def test_the_container_the_guards_opened_serves_extraction_and_metadata_without_the_file(
+        doc: CorpusDoc, tmp_path: Path) -> None:
+    data = doc.path.read_bytes()
+    checked = check_document(doc.path, FORMATS[doc.format], LIMITS, data=data)
+    assert isinstance(checked.container, zipfile.ZipFile)
+    # The same document's name with no file behind it: what is read, is read from memory.
+    gone = tmp_path / doc.path.name
+    sha256 = hashlib.sha256(data).hexdigest()
+    expected = read_metadata(doc.path, FORMATS[doc.format], "x", sha256=sha256)
+    assert read_metadata(gone, FORMATS[doc.format], "x", sha256=sha256,
+                         checked=checked) == expected
+    assert expected.error is None and set(expected.values) > {"content_type", "sha256"}
+    if doc.format in ("docx", "pptx"):  # the formats read here rather than by textract
+        shown = extract(gone, doc.format, container=checked.container).text
+        assert shown == textract_text(doc.id)
 
 
 # --- PDF ---------------------------------------------------------------------------------

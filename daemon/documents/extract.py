@@ -17,6 +17,7 @@ import re
 import resource
 import signal
 import subprocess
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -61,10 +62,12 @@ def extract_text(path: Path, ext: str, method: str = "", *, fast_doc: bool = Tru
 
 
 def extract(path: Path, ext: str, method: str = "", *, fast_doc: bool = True,
-            postscript_seconds: int | None = None) -> Extraction:
+            postscript_seconds: int | None = None,
+            container: zipfile.ZipFile | None = None) -> Extraction:
     """extract_text's text, with the page boundaries of a scanned PDF read through OCR.
 
     `postscript_seconds` bounds the CPU time of a PostScript program (None: no bound).
+    `container`: a ZIP-based document's, as the guards opened it (guards.Checked).
     """
     if fast_doc and ext == "doc" and not method:
         # Milliseconds instead of a LibreOffice start; None when it cannot vouch for the
@@ -77,9 +80,11 @@ def extract(path: Path, ext: str, method: str = "", *, fast_doc: bool = True,
             return Extraction(payload_text(path.read_bytes(), ext))
         if ext == "ps" and postscript_seconds is not None:
             return Extraction(without_service_paths(_postscript(path, postscript_seconds), path))
-        if ext == "docx" and not method and (body := word.docx_text(path)) is not None:
+        if ext == "docx" and not method and (
+                body := word.docx_text(path, container)) is not None:
             return Extraction(without_service_paths(_as_textract_encodes(body), path))
-        if ext == "pptx" and not method and (found := slides.read(path)) is not None:
+        if ext == "pptx" and not method and (
+                found := slides.read(path, container)) is not None:
             # The slides' XML walked as textract walks it, without python-pptx's load of
             # the whole package; the slides' ends come with the text.
             walked = _as_textract_encodes(slides.text(found))

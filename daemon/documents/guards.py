@@ -79,15 +79,21 @@ class Checked(NamedTuple):
     # could not count the pages, or the PDF is large): the metadata reader parses it
     # rather than start pdfinfo a second time.
     pdfinfo: bytes | None = None
+    # A ZIP-based document's container as the guard opened it over the document's bytes:
+    # the extraction and the metadata read its parts without reading the file and its
+    # central directory again.
+    container: zipfile.ZipFile | None = None
 
 
-def check_document(path: Path, fmt: Format, limits: Limits, method: str = "") -> Checked:
+def check_document(path: Path, fmt: Format, limits: Limits, method: str = "",
+                   data: bytes | None = None) -> Checked:
     """Raise DocumentTooComplex, CorruptDocument or EncryptedDocument before extraction.
 
     `method` is the extraction method asked for: OCR of a PDF renders every page first.
+    `data`: the file's bytes when the caller holds them already (a ZIP is read from them).
     """
     if fmt.ext in ZIP_EXTS:
-        _check_zip(path, limits)
+        return Checked(container=_check_zip(path, limits, data))
     elif fmt.ext in IMAGE_EXTS:
         _check_image(path, limits)
     elif fmt.ext == "pdf":
@@ -116,11 +122,13 @@ def _shown(name: str) -> str:
 
 
 # --- ZIP containers ------------------------------------------------------------------
-def _check_zip(path: Path, limits: Limits) -> None:
+def _check_zip(path: Path, limits: Limits, data: bytes | None) -> zipfile.ZipFile:
+    """The container, opened over the file's bytes, once every check passed."""
     # Read once (bounded by MAX_CONTENT_LENGTH, as the PDF and HTML guards read theirs):
     # the record count and every entry's first bytes come out of memory, not from a seek
     # and a read per entry.
-    data = path.read_bytes()
+    if data is None:
+        data = path.read_bytes()
     records = _central_records(data)
     if records > limits.max_zip_entries:
         # Refused before zipfile builds one object per entry (300,000 entries fit in 16 MB);
@@ -128,12 +136,13 @@ def _check_zip(path: Path, limits: Limits) -> None:
         raise DocumentTooComplex(f"the archive has {records} entries; the limit is "
                                  f"{limits.max_zip_entries} (MAX_ZIP_ENTRIES)")
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            infos = zf.infolist()
-            _check_zip_sizes(infos, limits)
-            for info in infos:
-                if info.file_size and not info.is_dir():
-                    _check_xml_entry(zf, info, data)
+        zf = zipfile.ZipFile(io.BytesIO(data))  # no file behind it: nothing to close
+        infos = zf.infolist()
+        _check_zip_sizes(infos, limits)
+        for info in infos:
+            if info.file_size and not info.is_dir():
+                _check_xml_entry(zf, info, data)
+        return zf
     except RuntimeError as exc:
         if "encrypted" not in str(exc):  # zipfile's way to say "password-protected"
             raise

@@ -23,7 +23,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from daemon.documents.zipxml import PartRefused, read_part
+from daemon.documents.zipxml import PartRefused, opened, read_part
 
 RUN_SEPARATOR = "\n\n"  # textract's pptx parser: "\n\n".join(every run of every slide)
 
@@ -49,10 +49,11 @@ Slides = list[list[str]]  # the runs' texts, slide by slide
 ContentTypes = Callable[[str], "str | None"]  # partname -> its content type
 
 
-def read(path: Path) -> Slides | None:
-    """Each slide's runs as textract reads them, or None (see the module's docstring)."""
+def read(path: Path, container: zipfile.ZipFile | None = None) -> Slides | None:
+    """Each slide's runs as textract reads them, or None (see the module's docstring).
+    `container`: the file's, opened by the guards already."""
     try:
-        with zipfile.ZipFile(path) as zf:
+        with opened(path, container) as zf:
             return _read_checked(zf)
     except _UNREADABLE:
         return None

@@ -15,6 +15,8 @@ import xml.etree.ElementTree as ET  # docx2txt's parser: the same text, entities
 import zipfile
 from pathlib import Path
 
+from daemon.documents.zipxml import opened
+
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _T, _TAB, _BR, _CR, _P = _W + "t", _W + "tab", _W + "br", _W + "cr", _W + "p"
 # docx2txt's patterns, used as it uses them (re.match: anchored at the start only).
@@ -23,10 +25,11 @@ _FOOTER = re.compile("word/footer[0-9]*.xml")
 _BODY = "word/document.xml"
 
 
-def docx_text(path: Path) -> str | None:
-    """docx2txt.process(path)'s text, or None when it could not be read here."""
+def docx_text(path: Path, container: zipfile.ZipFile | None = None) -> str | None:
+    """docx2txt.process(path)'s text, or None when it could not be read here.
+    `container`: the file's, opened by the guards already."""
     try:
-        with zipfile.ZipFile(path) as zf:
+        with opened(path, container) as zf:
             names = zf.namelist()
             parts = [*(n for n in names if _HEADER.match(n)), _BODY,
                      *(n for n in names if _FOOTER.match(n))]

@@ -7,7 +7,10 @@ bounded again here so that a part the text extractors never looked at cannot cos
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
+from collections.abc import Iterator
+from pathlib import Path
 from xml.parsers import expat
 
 from lxml import etree
@@ -28,6 +31,17 @@ class PartRefused(ValueError):
 
     The message names the part, never its content: it goes to logs.
     """
+
+
+@contextlib.contextmanager
+def opened(path: Path, container: zipfile.ZipFile | None = None) -> Iterator[zipfile.ZipFile]:
+    """`container` when the guards opened it already (guards.Checked), left open for the
+    next reader; else the file at `path`, closed after."""
+    if container is not None:
+        yield container
+        return
+    with zipfile.ZipFile(path) as zf:
+        yield zf
 
 
 def _shown(name: str) -> str:

@@ -389,13 +389,14 @@ class Child:
         if begun.page:  # the job's guards passed the whole scan before it fanned out
             with file_size_limit(self.settings.job_disk_max_mb * 1024 * 1024):
                 return ocr_page(path, begun.page)
-        checked = guards.check_document(path, fmt, self.limits, begun.method)
+        checked = guards.check_document(path, fmt, self.limits, begun.method, begun.payload)
         if scans.fans_out(self.settings, fmt, begun.method, checked.pages):
             return FanOut(checked.pages or 0)
         with file_size_limit(self.settings.job_disk_max_mb * 1024 * 1024):
             text, ends = extract(path, begun.ext, begun.method,
                                  fast_doc=self.settings.fast_doc,
-                                 postscript_seconds=self.settings.max_postscript_seconds)
+                                 postscript_seconds=self.settings.max_postscript_seconds,
+                                 container=checked.container)
         return self._described(path, fmt, begun, text, ends, sha256, checked)
 
     def _spool(self, folder: Path, job_id: str, begun: Begun) -> Path:

@@ -65,7 +65,8 @@ def read_metadata(path: Path, fmt: Format, text: str, *, sha256: str | None = No
 
     `sha256`: the document's hash when the caller has it already (not computed again).
     `checked`: what the guards read of it: a PDF's catalog (or why pdfminer could not read
-    it) and pdfinfo's output when they ran it; the PDF is not read again for those.
+    it) and pdfinfo's output when they ran it; the PDF is not read again for those. A
+    ZIP-based document's container, opened over its bytes: not opened again.
     `slides`: a pptx's slide count when the extraction walked its slides (documents/
     slides.py); they are not listed again.
     """
@@ -74,8 +75,10 @@ def read_metadata(path: Path, fmt: Format, text: str, *, sha256: str | None = No
     reader = _READERS.get(fmt.ext)
     if fmt.ext == "pdf" and checked is not None:
         reader = partial(pdf.read_pdf, catalog=checked.catalog, pdfinfo_output=checked.pdfinfo)
-    elif fmt.ext == "pptx" and slides is not None:
-        reader = partial(containers.read_ooxml, slides=slides)
+    elif checked is not None and checked.container is not None:
+        reader = partial(reader, container=checked.container)  # ZIP-based: containers.py
+    if fmt.ext == "pptx" and slides is not None:
+        reader = partial(reader, slides=slides)
     if reader is not None:
         try:
             reader(path, found)

@@ -7,13 +7,17 @@ from pathlib import Path
 
 from daemon.documents.metadata.values import Found
 from daemon.documents.slides import slide_parts
-from daemon.documents.zipxml import local_name, read_part, text_of
+from daemon.documents.zipxml import local_name, opened, read_part, text_of
+
+# Each reader takes `container`: the file's ZIP as the guards opened it (guards.Checked),
+# or None to open the file here.
 
 
-def read_ooxml(path: Path, found: Found, slides: int | None = None) -> None:
+def read_ooxml(path: Path, found: Found, slides: int | None = None,
+               container: zipfile.ZipFile | None = None) -> None:
     """docProps/core.xml (Dublin Core) and docProps/app.xml (application, Word's pages).
     A presentation's pages are its slides: `slides` when the caller counted them."""
-    with zipfile.ZipFile(path) as zf:
+    with opened(path, container) as zf:
         core = read_part(zf, "docProps/core.xml")
         for el in core.iter() if core is not None else ():
             name = local_name(el)
@@ -35,9 +39,9 @@ def read_ooxml(path: Path, found: Found, slides: int | None = None) -> None:
             found.count("pages", stats.get("Pages"))  # as Word last laid it out
 
 
-def read_odf(path: Path, found: Found) -> None:
+def read_odf(path: Path, found: Found, container: zipfile.ZipFile | None = None) -> None:
     """meta.xml: Dublin Core, ODF's meta: elements and the page-count statistic."""
-    with zipfile.ZipFile(path) as zf:
+    with opened(path, container) as zf:
         root = read_part(zf, "meta.xml")
     if root is None:
         return
@@ -65,9 +69,9 @@ def read_odf(path: Path, found: Found) -> None:
     found.text("keywords", ", ".join(k for k in keywords if k))
 
 
-def read_epub(path: Path, found: Found) -> None:
+def read_epub(path: Path, found: Found, container: zipfile.ZipFile | None = None) -> None:
     """The <metadata> of the OPF package META-INF/container.xml names."""
-    with zipfile.ZipFile(path) as zf:
+    with opened(path, container) as zf:
         container = read_part(zf, "META-INF/container.xml")
         rootfile = next((el.get("full-path") for el in container.iter()
                          if local_name(el) == "rootfile"), None) if container is not None else None
