@@ -100,11 +100,12 @@ def test_the_container_the_guards_opened_serves_extraction_and_metadata_without_
     sha256 = hashlib.sha256(data).hexdigest()
     expected = read_metadata(doc.path, FORMATS[doc.format], "x", sha256=sha256)
     assert read_metadata(gone, FORMATS[doc.format], "x", sha256=sha256,
-                         checked=checked) == expected
+                         container=checked.container) == expected
     assert expected.error is None and set(expected.values) > {"content_type", "sha256"}
     if doc.format in ("docx", "pptx"):  # the formats read here rather than by textract
-        shown = extract(gone, doc.format, container=checked.container).text
-        assert shown == textract_text(doc.id)
+        extraction = extract(gone, doc.format, container=checked.container)
+        assert extraction.text == textract_text(doc.id)
+        assert extraction.container is checked.container  # handed on to the metadata
 
 
 # --- PDF ---------------------------------------------------------------------------------

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import chardet
+import olefile
 import structlog
 import textract
 from textract import exceptions as tx
 
-from daemon.documents import legacy_doc, pages, slides, word
+from daemon.documents import legacy_doc, outlook, pages, slides, word
 from daemon.documents.redact import without_paths, without_service_paths
 from daemon.errors import (
     CorruptDocument,
@@ -52,6 +53,9 @@ class Extraction(NamedTuple):
     # Where each page ends in `text`, when the extractor itself knew (OCR of a PDF); None
     # otherwise: daemon.documents.pages cuts other texts after the fact.
     page_ends: list[int] | None = None
+    # The container the text was read from, already parsed, for the metadata reader: a
+    # ZIP the guards opened, or a .msg's OLE file (metadata.Container).
+    container: zipfile.ZipFile | olefile.OleFileIO | None = None
 
 
 def extract_text(path: Path, ext: str, method: str = "", *, fast_doc: bool = True,
@@ -63,11 +67,13 @@ def extract_text(path: Path, ext: str, method: str = "", *, fast_doc: bool = Tru
 
 def extract(path: Path, ext: str, method: str = "", *, fast_doc: bool = True,
             postscript_seconds: int | None = None,
-            container: zipfile.ZipFile | None = None) -> Extraction:
+            container: zipfile.ZipFile | None = None,
+            data: bytes | None = None) -> Extraction:
     """extract_text's text, with the page boundaries of a scanned PDF read through OCR.
 
     `postscript_seconds` bounds the CPU time of a PostScript program (None: no bound).
     `container`: a ZIP-based document's, as the guards opened it (guards.Checked).
+    `data`: the file's bytes when the caller holds them (a .msg is read from them).
     """
     if fast_doc and ext == "doc" and not method:
         # Milliseconds instead of a LibreOffice start; None when it cannot vouch for the
@@ -82,14 +88,20 @@ def extract(path: Path, ext: str, method: str = "", *, fast_doc: bool = True,
             return Extraction(without_service_paths(_postscript(path, postscript_seconds), path))
         if ext == "docx" and not method and (
                 body := word.docx_text(path, container)) is not None:
-            return Extraction(without_service_paths(_as_textract_encodes(body), path))
+            return Extraction(without_service_paths(_as_textract_encodes(body), path),
+                              container=container)
+        if ext == "msg" and not method and (
+                message := outlook.read(path.read_bytes() if data is None else data)):
+            shown = _as_textract_encodes(textract_decoded(message.raw))
+            return Extraction(without_service_paths(shown, path), container=message.ole)
         if ext == "pptx" and not method and (
                 found := slides.read(path, container)) is not None:
             # The slides' XML walked as textract walks it, without python-pptx's load of
             # the whole package; the slides' ends come with the text.
             walked = _as_textract_encodes(slides.text(found))
             shown = without_service_paths(walked, path)
-            return Extraction(shown, slides.ends(found) if shown == walked else None)
+            return Extraction(shown, slides.ends(found) if shown == walked else None,
+                              container)
         if ext == "pdf" and method == "tesseract":
             # textract's OCR joins the pages with nothing between them: the same steps
             # here keep the boundaries (and raise what textract raises).
@@ -103,7 +115,7 @@ def extract(path: Path, ext: str, method: str = "", *, fast_doc: bool = True,
         if out.getvalue().strip():
             log.info("extract.library_output", output=out.getvalue().strip()[:2000])
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    return Extraction(without_service_paths(text, path))
+    return Extraction(without_service_paths(text, path), container=container)
 
 
 def _as_textract_encodes(text: str) -> str:
@@ -185,6 +197,17 @@ def payload_text(data: bytes, ext: str) -> str:
         parsed = importlib.import_module(f"textract.parsers.{ext}_parser").Parser() \
             .extract_from_text(text)
     return _as_textract_encodes(parsed)
+
+
+def textract_decoded(raw: bytes) -> str:
+    """A parser's output bytes decoded as textract decodes them (BaseParser.decode):
+    chardet's encoding when it is more than 80 % sure, else UTF-8, errors replaced.
+    Plain ASCII is decoded without chardet's pass, as in text_file."""
+    if _plain_ascii(raw):
+        return raw.decode("ascii")
+    found = chardet.detect(raw)
+    return raw.decode(found["encoding"] if found["confidence"] > 0.80 else "utf8",
+                      errors="replace")
 
 
 def text_file(data: bytes) -> str:

@@ -34,7 +34,7 @@ from daemon.connection import REDIS_DOWN, connect
 from daemon.documents import guards
 from daemon.documents.extract import PAYLOAD_EXTS, extract, ocr_page, payload_text
 from daemon.documents.formats import FORMATS, Format
-from daemon.documents.metadata import read_metadata
+from daemon.documents.metadata import Container, read_metadata
 from daemon.documents.pages import ocr_text, page_ends
 from daemon.errors import (
     DocumentError,
@@ -393,11 +393,12 @@ class Child:
         if scans.fans_out(self.settings, fmt, begun.method, checked.pages):
             return FanOut(checked.pages or 0)
         with file_size_limit(self.settings.job_disk_max_mb * 1024 * 1024):
-            text, ends = extract(path, begun.ext, begun.method,
+            extraction = extract(path, begun.ext, begun.method,
                                  fast_doc=self.settings.fast_doc,
                                  postscript_seconds=self.settings.max_postscript_seconds,
-                                 container=checked.container)
-        return self._described(path, fmt, begun, text, ends, sha256, checked)
+                                 container=checked.container, data=begun.payload)
+        return self._described(path, fmt, begun, extraction.text, extraction.page_ends,
+                               sha256, checked, extraction.container)
 
     def _spool(self, folder: Path, job_id: str, begun: Begun) -> Path:
         """The payload written to the job folder, which becomes its tools' TMPDIR."""
@@ -415,14 +416,16 @@ class Child:
 
     def _described(self, path: Path, fmt: Format, begun: Begun, text: str,
                    ends: list[int] | None, sha256: str,
-                   checked: guards.Checked | None = None) -> Extracted:
+                   checked: guards.Checked | None = None,
+                   container: Container | None = None) -> Extracted:
         """The text within its limit, with the document's metadata and page ends."""
         guards.check_text_size(text, self.limits)
         # Read after the text, before the spool file goes: under the same deadline and
         # memory watch as the extraction. It never raises; what it left out is logged by
         # name only (the values are the document's data).
         meta = read_metadata(path, fmt, text, sha256=sha256, checked=checked,
-                             slides=len(ends) if fmt.ext == "pptx" and ends else None)
+                             slides=len(ends) if fmt.ext == "pptx" and ends else None,
+                             container=container)
         if meta.dropped or meta.error:
             log.info("job.metadata_incomplete", dropped=sorted(meta.dropped),
                      error=meta.error)

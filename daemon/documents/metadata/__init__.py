@@ -41,16 +41,22 @@ collects what they find):
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
+
+import olefile
 
 from daemon.documents.formats import Format
 from daemon.documents.guards import Checked
 from daemon.documents.metadata import containers, headers, ole, pdf
 from daemon.documents.metadata.values import Found, MetadataUnreadable
 from daemon.documents.zipxml import PartRefused
+
+# A document's parsed container, from the extraction to the reader of its format.
+Container = zipfile.ZipFile | olefile.OleFileIO
 
 
 class Metadata(NamedTuple):
@@ -60,13 +66,15 @@ class Metadata(NamedTuple):
 
 
 def read_metadata(path: Path, fmt: Format, text: str, *, sha256: str | None = None,
-                  checked: Checked | None = None, slides: int | None = None) -> Metadata:
+                  checked: Checked | None = None, slides: int | None = None,
+                  container: Container | None = None) -> Metadata:
     """The metadata of the document at `path` whose extracted text is `text`.
 
     `sha256`: the document's hash when the caller has it already (not computed again).
     `checked`: what the guards read of it: a PDF's catalog (or why pdfminer could not read
-    it) and pdfinfo's output when they ran it; the PDF is not read again for those. A
-    ZIP-based document's container, opened over its bytes: not opened again.
+    it) and pdfinfo's output when they ran it; the PDF is not read again for those.
+    `container`: the document's ZIP or OLE file as the extraction had it parsed
+    (extract.Extraction): not parsed again.
     `slides`: a pptx's slide count when the extraction walked its slides (documents/
     slides.py); they are not listed again.
     """
@@ -75,8 +83,8 @@ def read_metadata(path: Path, fmt: Format, text: str, *, sha256: str | None = No
     reader = _READERS.get(fmt.ext)
     if fmt.ext == "pdf" and checked is not None:
         reader = partial(pdf.read_pdf, catalog=checked.catalog, pdfinfo_output=checked.pdfinfo)
-    elif checked is not None and checked.container is not None:
-        reader = partial(reader, container=checked.container)  # ZIP-based: containers.py
+    elif container is not None and reader is not None:
+        reader = partial(reader, container=container)  # containers.py, ole.read_msg
     if fmt.ext == "pptx" and slides is not None:
         reader = partial(reader, slides=slides)
     if reader is not None:

@@ -6,7 +6,9 @@ are read, never the document body.
 
 from __future__ import annotations
 
+import contextlib
 import struct
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,12 +23,11 @@ _MSG_ADDRESS = ("5D01", "0C1F", "0065")
 _PR_CLIENT_SUBMIT_TIME, _PR_MESSAGE_DELIVERY_TIME, _PT_SYSTIME = 0x0039, 0x0E06, 0x0040
 
 
-def read_msg(path: Path, found: Found) -> None:
+def read_msg(path: Path, found: Found, container: olefile.OleFileIO | None = None) -> None:
     """Subject, sender and submit time of an Outlook message (extract_msg would parse the
-    whole message, attachments included, to answer the same)."""
-    # An open file, not a path: given a path, olefile records the caller's stack on every
-    # open (traceback.extract_stack, for a warning if it is never closed).
-    with open(path, "rb") as f, olefile.OleFileIO(f) as ole:
+    whole message, attachments included, to answer the same). `container`: the message's
+    compound file as the extraction parsed it (documents/outlook.py)."""
+    with _opened(path, container) as ole:
         def prop(ids: tuple[str, ...]) -> str | None:
             for prop_id in ids:
                 for kind, codec in (("001F", "utf-16-le"), ("001E", "cp1252")):
@@ -61,7 +62,7 @@ def _msg_times(stream: bytes) -> dict[int, datetime]:
 
 def read_ole_office(path: Path, found: Found, *, has_pages: bool) -> None:
     """A Word 97-2003 or Excel 97-2003 file's SummaryInformation stream."""
-    with open(path, "rb") as f, olefile.OleFileIO(f) as ole:
+    with _opened(path) as ole:
         meta = ole.get_metadata()
     for key, attr in (("title", "title"), ("subject", "subject"), ("author", "author"),
                       ("keywords", "keywords"), ("description", "comments"),
@@ -71,3 +72,17 @@ def read_ole_office(path: Path, found: Found, *, has_pages: bool) -> None:
     found.date("modified", meta.last_saved_time)
     if has_pages:  # a workbook's "pages" would be its print layout's, not a page count
         found.count("pages", meta.num_pages)
+
+
+@contextlib.contextmanager
+def _opened(path: Path, container: olefile.OleFileIO | None = None
+            ) -> Iterator[olefile.OleFileIO]:
+    """`container` when the extraction parsed the file already, left open; else the file
+    at `path`, closed after."""
+    if container is not None:
+        yield container
+        return
+    # An open file, not a path: given a path, olefile records the caller's stack on every
+    # open (traceback.extract_stack, for a warning if it is never closed).
+    with open(path, "rb") as f, olefile.OleFileIO(f) as ole:
+        yield ole
