@@ -1,7 +1,9 @@
 """A .txt file's text: textract's, byte for byte, read without textract's chardet pass
 where the bytes are plain ASCII, and binary bytes a clear error instead of a TypeError.
 The other formats a job reads from its payload (CSV, TSV, PSV, JSON) give textract's text
-of the same bytes as a file, and fail where textract fails."""
+of the same bytes as a file, and fail where textract fails. Every parser's output is
+decoded as textract's own decoding does it (textract_decoded), and a mail parsed in
+this process reads as textract reads it."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import textract
+from textract.parsers.utils import BaseParser
 
-from daemon.documents.extract import PAYLOAD_EXTS, extract, payload_text
+from daemon.documents.extract import PAYLOAD_EXTS, extract, payload_text, textract_decoded
 from daemon.errors import CorruptDocument
 from devtools.corpus import corpus_documents
 
@@ -103,3 +106,33 @@ def test_the_corpus_has_documents_of_every_payload_format() -> None:
 def test_every_corpus_document_of_a_payload_format_reads_as_textract_reads_it(doc) -> None:
     expected = textract.process(str(doc.path), extension=doc.format).decode("utf-8")
     assert payload_text(doc.path.read_bytes(), doc.format) == expected
+
+
+SAMPLES = [*NAMED.values(), *generated(seed=19, count=60)]
+SAMPLE_IDS = [*NAMED, *(f"generated-{n}" for n in range(180))]
+
+
+def outcome(decode, data: bytes) -> str | type[Exception]:
+    try:
+        return decode(data)
+    except Exception as exc:  # binary bytes: decode(None) raises, in both
+        return type(exc)
+
+
+@pytest.mark.parametrize("data", SAMPLES, ids=SAMPLE_IDS)
+def test_a_parsers_output_decodes_as_textracts_own_decoding_decodes_it(data: bytes) -> None:
+    assert outcome(textract_decoded, data) == outcome(BaseParser().decode, data)
+
+
+@pytest.mark.parametrize("body", SAMPLES, ids=SAMPLE_IDS)
+def test_a_mail_reads_as_textract_reads_it_or_fails_where_it_fails(tmp_path: Path,
+                                                                   body: bytes) -> None:
+    path = tmp_path / "mail.eml"
+    path.write_bytes(b"Subject: s\r\nContent-Type: text/plain\r\n\r\n" + body)
+    expected = textract_result(path, "eml")
+    if isinstance(expected, str):
+        assert extract(path, "eml").text == expected
+        assert extract(tmp_path / "gone.eml", "eml", data=path.read_bytes()).text == expected
+    else:
+        with pytest.raises(CorruptDocument):
+            extract(path, "eml")
