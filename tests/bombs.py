@@ -59,6 +59,42 @@ def minimal_pdf(pages: int, title: str = "t", box: str = "0 0 10 10",
     return bytes(out)
 
 
+def object_stream_pdf(pages: int, title: str = "t", header: bytes | None = None) -> bytes:
+    """A PDF 1.5 with its catalog, page tree, pages and Info dictionary packed in one
+    object stream, found through an xref stream (as pdfTeX writes them). `header`
+    replaces the stream's list of object numbers and offsets, to damage it."""
+    kids = " ".join(f"{4 + i} 0 R" for i in range(pages))
+    packed = {2: "<< /Type /Catalog /Pages 3 0 R >>",
+              3: f"<< /Type /Pages /Kids [{kids}] /Count {pages} >>",
+              **{4 + i: "<< /Type /Page /Parent 3 0 R /MediaBox [0 0 10 10] >>"
+                 for i in range(pages)},
+              4 + pages: f"<< /Title ({title}) /Producer (objstm) >>"}
+    bodies, pairs = b"", []
+    for number, body in packed.items():
+        pairs.append(f"{number} {len(bodies)}")
+        bodies += body.encode() + b"\n"
+    listed = header if header is not None else " ".join(pairs).encode() + b"\n"
+    data = listed + bodies
+    out = bytearray(b"%PDF-1.5\n")
+    stream_at = len(out)
+    out += (f"1 0 obj\n<< /Type /ObjStm /N {len(packed)} /First {len(listed)} "
+            f"/Length {len(data)} >>\nstream\n").encode() + data + b"\nendstream\nendobj\n"
+    xref_number = 5 + pages
+    xref_at = len(out)
+    # /W [1 4 2]: type 1 (in the file, at an offset) or 2 (in object stream 1, index i)
+    rows = [b"\x00" + (0).to_bytes(4, "big") + (65535).to_bytes(2, "big"),
+            b"\x01" + stream_at.to_bytes(4, "big") + (0).to_bytes(2, "big"),
+            *(b"\x02" + (1).to_bytes(4, "big") + i.to_bytes(2, "big")
+              for i in range(len(packed))),
+            b"\x01" + xref_at.to_bytes(4, "big") + (0).to_bytes(2, "big")]
+    table = b"".join(rows)
+    out += (f"{xref_number} 0 obj\n<< /Type /XRef /Size {xref_number + 1} /W [1 4 2] "
+            f"/Root 2 0 R /Info {4 + pages} 0 R /Length {len(table)} >>\nstream\n"
+            ).encode() + table + b"\nendstream\nendobj\n"
+    out += f"startxref\n{xref_at}\n%%EOF\n".encode()
+    return bytes(out)
+
+
 def with_broken_xref(pdf: bytes) -> bytes:
     """`pdf` whose startxref points nowhere: pdfminer (without its fallback scan) cannot
     open it; poppler rebuilds an xref table (not an xref stream) and reads it."""

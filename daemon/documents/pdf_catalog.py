@@ -36,8 +36,9 @@ def read_catalog(path: Path) -> Catalog:
     Raises CatalogUnreadable when pdfminer cannot read them (a broken xref, a password,
     a reference loop, anything else its parser trips on)."""
     from pdfminer import pdftypes
-    from pdfminer.pdfdocument import PDFDocument
     from pdfminer.pdfparser import PDFParser
+
+    from daemon.documents.pdf_document import OffsetReadDocument
 
     # pdfminer's resolve1 follows references without a bound, and PDFDocument resolves the
     # trailer's /Root and /Info through it: `4 0 obj 4 0 R endobj` as /Info spins until the
@@ -47,7 +48,7 @@ def read_catalog(path: Path) -> Catalog:
     unbounded, pdftypes.resolve1 = pdftypes.resolve1, _resolve
     try:
         with open(path, "rb") as f:
-            doc = PDFDocument(PDFParser(f), fallback=False)
+            doc = OffsetReadDocument(PDFParser(f), fallback=False)
             # info[0] is the newest trailer's (pdfminer follows /Prev back from the end).
             info = {key: _resolve(value) for key, value in (doc.info[0] if doc.info
                                                              else {}).items()}
