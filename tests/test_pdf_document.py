@@ -16,7 +16,7 @@ from pdfminer import pdfdocument
 from daemon.config import Settings
 from daemon.documents import pdf_document
 from daemon.documents.formats import FORMATS
-from daemon.documents.guards import Limits, check_document
+from daemon.documents.guards import CATALOG_READ_BYTES, Limits, check_document
 from daemon.documents.pdf_catalog import Catalog, read_catalog
 from daemon.errors import DocumentTooComplex
 from tests.bombs import object_stream_pdf
@@ -78,3 +78,14 @@ def test_the_guards_bound_the_pages_of_a_pdf_whose_page_tree_is_packed(
     assert check_document(path, FORMATS["pdf"], limits).pages == 5
     with pytest.raises(DocumentTooComplex, match="5 pages; the limit is 4"):
         check_document(path, FORMATS["pdf"], Limits(**{**vars(limits), "max_pdf_pages": 4}))
+
+
+def test_the_guards_read_a_pdf_from_the_bytes_they_are_given(tmp_path: Path) -> None:
+    limits = Limits.from_settings(Settings())
+    for path in PDFS:
+        data = path.read_bytes()
+        if len(data) > CATALOG_READ_BYTES:  # pdfinfo's: it reads the file itself
+            continue
+        expected = check_document(path, FORMATS["pdf"], limits)
+        assert check_document(tmp_path / "gone.pdf", FORMATS["pdf"], limits,
+                              data=data) == expected, path

@@ -90,16 +90,17 @@ def check_document(path: Path, fmt: Format, limits: Limits, method: str = "",
     """Raise DocumentTooComplex, CorruptDocument or EncryptedDocument before extraction.
 
     `method` is the extraction method asked for: OCR of a PDF renders every page first.
-    `data`: the file's bytes when the caller holds them already (a ZIP is read from them).
+    `data`: the file's bytes when the caller holds them already: the ZIP, PDF and HTML
+    guards read them rather than the file (pdfinfo, when a PDF needs it, reads the file).
     """
     if fmt.ext in ZIP_EXTS:
         return Checked(container=_check_zip(path, limits, data))
     elif fmt.ext in IMAGE_EXTS:
         _check_image(path, limits)
     elif fmt.ext == "pdf":
-        return _check_pdf(path, limits, ocr=method == "tesseract")
+        return _check_pdf(path, limits, ocr=method == "tesseract", data=data)
     elif fmt.ext in HTML_EXTS:
-        _check_html(path, limits)
+        _check_html(path, limits, data)
     return Checked()
 
 
@@ -403,8 +404,9 @@ def _decoded(buf: bytes, encoding: str, final: bool = True) -> str:
 
 
 # --- HTML ------------------------------------------------------------------------------
-def _check_html(path: Path, limits: Limits) -> None:
-    data = path.read_bytes()  # bounded by MAX_CONTENT_LENGTH
+def _check_html(path: Path, limits: Limits, data: bytes | None = None) -> None:
+    if data is None:
+        data = path.read_bytes()  # bounded by MAX_CONTENT_LENGTH
     encoding = _xml_encoding(data)  # a BOM or NULs: UTF-16/32, which textract detects too
     # Any other encoding writes tags in ASCII bytes: latin-1 maps each byte to one char.
     text = _decoded(data, encoding) if encoding != "utf-8" else data.decode("latin-1")
@@ -582,11 +584,13 @@ _MEDIA_BOX_LINE = re.compile(
 OCR_RENDER_DPI = 150
 
 
-def _check_pdf(path: Path, limits: Limits, ocr: bool = False) -> Checked:
+def _check_pdf(path: Path, limits: Limits, ocr: bool = False,
+               data: bytes | None = None) -> Checked:
     catalog: Catalog | CatalogUnreadable | None = None
-    if not ocr and path.stat().st_size <= CATALOG_READ_BYTES:
+    size = path.stat().st_size if data is None else len(data)
+    if not ocr and size <= CATALOG_READ_BYTES:
         try:
-            catalog = read_catalog(path)
+            catalog = read_catalog(path, data)
         except CatalogUnreadable as exc:
             catalog = CatalogUnreadable(str(exc))  # the verdict, not the parser's frames
         else:
@@ -596,13 +600,14 @@ def _check_pdf(path: Path, limits: Limits, ocr: bool = False) -> Checked:
                 # thirds of pdftotext's own time. A /Count poppler would not take has no
                 # pages here (read_catalog), and pdfinfo reports it as it always did.
                 _refuse_pages(catalog.pages, limits)
-                _check_drawing(path, limits)
+                _check_drawing(path, limits, data)
                 return Checked(catalog.pages, catalog)
-    pages, output = _pdfinfo_pages(path, limits, ocr)
+    pages, output = _pdfinfo_pages(path, limits, ocr, data)
     return Checked(pages, catalog, None if ocr else output)
 
 
-def _pdfinfo_pages(path: Path, limits: Limits, ocr: bool) -> tuple[int, bytes | None]:
+def _pdfinfo_pages(path: Path, limits: Limits, ocr: bool,
+                   data: bytes | None = None) -> tuple[int, bytes | None]:
     """The page count as pdfinfo prints it, and all it printed (None without pdfinfo): it
     says which PDFs need a password and which are corrupt, and reads broken xrefs, where
     pdfminer (without its slow fallback) stops.
@@ -618,13 +623,13 @@ def _pdfinfo_pages(path: Path, limits: Limits, ocr: bool) -> tuple[int, bytes | 
                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         # Without poppler there is no pdftoppm either: OCR of a PDF cannot start.
-        _check_drawing(path, limits)
+        _check_drawing(path, limits, data)
         pages, info, stdout = _count_pages_roughly(path), "", None
     else:
         with proc:
             try:
                 # pdfinfo reads the PDF while this process reads its drawing instructions.
-                _check_drawing(path, limits)
+                _check_drawing(path, limits, data)
                 stdout, stderr = proc.communicate(timeout=PDFINFO_TIMEOUT)
             except subprocess.TimeoutExpired as exc:
                 proc.kill()
@@ -657,9 +662,10 @@ def _refuse_pages(pages: int, limits: Limits) -> None:
                                  f"{limits.max_pdf_pages} (MAX_PDF_PAGES)")
 
 
-def _check_drawing(path: Path, limits: Limits) -> None:
+def _check_drawing(path: Path, limits: Limits, data: bytes | None = None) -> None:
     """Refuse a PDF whose drawing instructions would make its reader hold too much."""
-    data = path.read_bytes()
+    if data is None:
+        data = path.read_bytes()
     try:
         most = pdf_content.bounds(data, limits.max_pdf_content_bytes,
                                   limits.max_compression_ratio)

@@ -10,6 +10,7 @@ encrypted PDFs pdfminer cannot open.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -30,8 +31,9 @@ class Catalog(NamedTuple):
     pages: int | None  # the page tree's /Count, when poppler would take it (else None)
 
 
-def read_catalog(path: Path) -> Catalog:
-    """The Info dictionary, /Lang and /Count of the PDF at `path`, without rendering.
+def read_catalog(path: Path, data: bytes | None = None) -> Catalog:
+    """The Info dictionary, /Lang and /Count of the PDF at `path` (read from `data`, its
+    bytes, when the caller holds them), without rendering.
 
     Raises CatalogUnreadable when pdfminer cannot read them (a broken xref, a password,
     a reference loop, anything else its parser trips on)."""
@@ -47,7 +49,7 @@ def read_catalog(path: Path) -> Catalog:
     # the length of this read (a worker child runs one job on one thread).
     unbounded, pdftypes.resolve1 = pdftypes.resolve1, _resolve
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb") if data is None else io.BytesIO(data) as f:
             doc = OffsetReadDocument(PDFParser(f), fallback=False)
             # info[0] is the newest trailer's (pdfminer follows /Prev back from the end).
             info = {key: _resolve(value) for key, value in (doc.info[0] if doc.info
