@@ -240,8 +240,10 @@ def textract_decoded(raw: bytes) -> str:
     if _plain_ascii(raw):
         return raw.decode("ascii")
     found = chardet.detect(raw)
-    return raw.decode(found["encoding"] if found["confidence"] > 0.80 else "utf8",
-                      errors="replace")
+    encoding = found["encoding"] if found["confidence"] > 0.80 else "utf8"
+    if encoding is None:  # binary bytes: textract's decode(None) raises this TypeError
+        raise TypeError("decode() argument 'encoding' must be str, not None")
+    return raw.decode(encoding, errors="replace")
 
 
 def text_file(data: bytes) -> str:

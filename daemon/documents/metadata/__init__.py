@@ -43,9 +43,8 @@ from __future__ import annotations
 import hashlib
 import zipfile
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 import olefile
 
@@ -56,7 +55,7 @@ from daemon.documents.metadata.values import Found, MetadataUnreadable
 from daemon.documents.zipxml import PartRefused
 
 # A document's parsed container, from the extraction to the reader of its format.
-Container = zipfile.ZipFile | olefile.OleFileIO
+Container: TypeAlias = zipfile.ZipFile | olefile.OleFileIO
 
 
 class Metadata(NamedTuple):
@@ -81,15 +80,16 @@ def read_metadata(path: Path, fmt: Format, text: str, *, sha256: str | None = No
     found = Found()
     error = None
     reader = _READERS.get(fmt.ext)
+    given: dict[str, Any] = {}  # what the caller read already, in the reader's keywords
     if fmt.ext == "pdf" and checked is not None:
-        reader = partial(pdf.read_pdf, catalog=checked.catalog, pdfinfo_output=checked.pdfinfo)
-    elif container is not None and reader is not None:
-        reader = partial(reader, container=container)  # containers.py, ole.read_msg
+        given = {"catalog": checked.catalog, "pdfinfo_output": checked.pdfinfo}
+    elif container is not None:
+        given["container"] = container  # containers.py, ole.read_msg
     if fmt.ext == "pptx" and slides is not None:
-        reader = partial(reader, slides=slides)
+        given["slides"] = slides
     if reader is not None:
         try:
-            reader(path, found)
+            reader(path, found, **given)
         except Exception as exc:  # a damaged document's metadata is optional; its text is not
             # Only messages we wrote: a parser's may quote the document.
             error = (str(exc) if isinstance(exc, PartRefused | MetadataUnreadable)
@@ -112,7 +112,8 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-_READERS: dict[str, Callable[[Path, Found], None]] = {
+# Each is called as reader(path, found), with keywords of its own (container, slides).
+_READERS: dict[str, Callable[..., None]] = {
     "pdf": pdf.read_pdf,
     "docx": containers.read_ooxml, "xlsx": containers.read_ooxml,
     "pptx": containers.read_ooxml,
