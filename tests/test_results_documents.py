@@ -27,7 +27,7 @@ from daemon.documents.detect import detect
 from daemon.documents.extract import extract, extract_text
 from daemon.documents.formats import FORMATS
 from daemon.documents.guards import CATALOG_READ_BYTES, Limits, check_document
-from daemon.documents.metadata import read_metadata
+from daemon.documents.metadata import headers, read_metadata
 from daemon.documents.pdf_catalog import Catalog, CatalogUnreadable
 from daemon.documents.zipxml import MAX_PART_BYTES
 from daemon.errors import UnsupportedFormat
@@ -310,6 +310,33 @@ def test_a_mails_subject_sender_and_date_are_read() -> None:
     assert values["author"] == headers["From"]
     assert values["created"] == parsedate_to_datetime(headers["Date"]).astimezone(UTC) \
         .strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+MAIL_HEADERS = (
+    b"Subject: =?utf-8?q?R=C3=A9union_=C3=A0_Z=C3=BCrich?= and plain\r\n"
+    b"From: \"Doe, Jane\" <jane@example.org>, =?iso-8859-1?q?Andr=E9?= <a@example.org>\r\n"
+    b"Date: Tue, 01 Dec 2026 10:11:12 +0100\r\n"
+    b"Keywords: one, two\r\nContent-Language: fr-CH\r\n"
+    b"Subject: a second subject\r\nFrom: broken <<@>\r\n"
+    b"X-Unknown: \xe9t\xe9\r\n\r\nbody\r\n")
+
+
+def test_a_mails_headers_read_as_policy_default_reads_them_with_classes_built_once(
+        tmp_path: Path) -> None:
+    path = tmp_path / "mail.eml"
+    path.write_bytes(MAIL_HEADERS)
+    expected = message_from_bytes(MAIL_HEADERS, policy=policy.default)
+    assert read_metadata(path, FORMATS["eml"], "").values | {"sha256": None} == {
+        "content_type": "message/rfc822", "title": expected["Subject"],
+        "author": expected["From"], "keywords": "one, two", "language": "fr-CH",
+        "created": "2026-12-01T09:11:12Z", "chars": 0, "words": 0, "sha256": None}
+    built = headers._MAIL_POLICY.header_factory
+    for name in ("Subject", "From", "Date", "X-Unknown", "subject"):
+        assert built[name] is built[name.upper()]  # one class per registered kind
+    again = message_from_bytes(MAIL_HEADERS, policy=headers._MAIL_POLICY)
+    for name in ("Subject", "From", "Date", "X-Unknown"):
+        assert [(str(h), type(h).__mro__[1:]) for h in again.get_all(name)] == [
+            (str(h), type(h).__mro__[1:]) for h in expected.get_all(name)]
 
 
 def test_a_postscript_files_header_comments_are_read() -> None:

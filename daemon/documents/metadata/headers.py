@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email.policy
 import re
+from email.headerregistry import HeaderRegistry
 from email.parser import BytesParser
 from html.parser import HTMLParser
 from pathlib import Path
@@ -17,12 +18,34 @@ from daemon.documents.metadata.values import Found
 HEAD_BYTES = 256 * 1024
 
 
+class _HeaderClassesBuiltOnce(HeaderRegistry):
+    """policy.default's header factory, building each header class once.
+
+    The stock registry creates a new class with type() for every header it is asked for
+    (12 us each, a fifth of a mail's metadata read); the class it builds depends only on
+    the class registered for the name, so one per registered class serves every read.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._built: dict[type, type] = {}
+
+    def __getitem__(self, name: str) -> type:
+        registered = self.registry.get(name.lower(), self.default_class)
+        if registered not in self._built:
+            self._built[registered] = super().__getitem__(name)
+        return self._built[registered]
+
+
+_MAIL_POLICY = email.policy.default.clone(header_factory=_HeaderClassesBuiltOnce())
+
+
 def read_eml(path: Path, found: Found) -> None:
     """Subject, From, Date, Keywords and Content-Language of a message's header block."""
     with open(path, "rb") as f:
         head = f.read(HEAD_BYTES)
     end = re.search(rb"\r?\n\r?\n", head)
-    headers = BytesParser(policy=email.policy.default).parsebytes(
+    headers = BytesParser(policy=_MAIL_POLICY).parsebytes(
         head[:end.start()] if end else head, headersonly=True)
     for key, header in (("title", "Subject"), ("author", "From"), ("keywords", "Keywords"),
                         ("language", "Content-Language")):
