@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.documents.extract import extract
 from daemon.documents.formats import (
     FORMATS,
     HEAD_SIZE,
@@ -22,6 +23,7 @@ from daemon.documents.formats import (
     supported_formats,
 )
 from daemon.errors import EncryptedDocument, UnsupportedFormat
+from tests.bombs import minimal_pdf
 from tests.conftest import CORPUS, manifest_params
 
 DOCS = manifest_params()
@@ -341,3 +343,18 @@ def test_supported_formats_lists_every_format_as_json_with_its_default_method() 
     assert by_ext["docx"] == {"ext": "docx", "family": "python", "methods": [],
                               "mime": FORMATS["docx"].mime, "default_method": None}
     assert all(row["mime"].count("/") == 1 for row in table)
+
+
+def test_an_extension_textract_has_no_parser_for_is_unsupported_by_the_extraction(
+        tmp_path: Path) -> None:
+    path = tmp_path / "notes.xyz"
+    path.write_bytes(b"plain words")
+    with pytest.raises(UnsupportedFormat, match=r"no extractor for \.xyz"):
+        extract(path, "xyz")
+
+
+def test_a_method_the_formats_parser_does_not_know_is_unsupported(tmp_path: Path) -> None:
+    path = tmp_path / "doc.pdf"
+    path.write_bytes(minimal_pdf(1))
+    with pytest.raises(UnsupportedFormat, match=r"method 'bogus' is not available for \.pdf"):
+        extract(path, "pdf", "bogus")
