@@ -165,6 +165,12 @@ def events(stack: Stack, name: str, job_id: str) -> list[dict]:
             if e.get("event") == name and e.get("job_id") == job_id]
 
 
+def logged(stack: Stack, name: str, job_id: str) -> list[dict]:
+    """The job's `name` lines, once there is one: the sender logs as it settles a
+    delivery in Redis, and supervisord writes the line out after."""
+    return wait_for(lambda: events(stack, name, job_id), 10, f"a {name} line")
+
+
 # --- delivered, signed ----------------------------------------------------------------
 def test_a_finished_job_is_posted_once_signed_and_the_readme_snippet_verifies_it(
         stack: Stack, receivers: list[Receiver]) -> None:
@@ -227,7 +233,7 @@ def test_a_receiver_down_for_a_while_gets_the_callback_once_when_it_comes_back(
     receivers.append(receiver.start())
     wait_for(lambda: delivery_of(stack, job["id"]) is None, 15, "the delivery to be done")
     assert [sent["id"] for sent in receiver.jobs()] == [job["id"]]
-    delivered = events(stack, "callback.delivered", job["id"])
+    delivered = logged(stack, "callback.delivered", job["id"])
     assert len(delivered) == 1 and delivered[0]["attempt"] >= 3
 
 
@@ -246,7 +252,7 @@ def test_a_receiver_that_hangs_is_timed_out_and_retried_while_jobs_keep_running(
     assert receiver.connections == MAX_ATTEMPTS
     entry = given_up(stack, job["id"])
     assert entry["attempts"] == MAX_ATTEMPTS and "timed out" in entry["error"]
-    assert events(stack, "callback.given_up", job["id"])
+    assert logged(stack, "callback.given_up", job["id"])
 
 
 def test_a_redirect_is_not_followed_and_counts_as_a_failure(
@@ -305,7 +311,7 @@ def test_a_sender_killed_mid_send_leaves_the_callback_to_the_next_one(
     wait_for(lambda: receiver.received, 30, "the callback from the next sender")
     wait_for(lambda: delivery_of(stack, job["id"]) is None, 5, "the delivery to be done")
     assert [sent["id"] for sent in receiver.jobs()] == [job["id"]]
-    (delivered,) = events(stack, "callback.delivered", job["id"])
+    (delivered,) = logged(stack, "callback.delivered", job["id"])
     assert delivered["pid"] != sender
 
 
