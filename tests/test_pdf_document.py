@@ -43,15 +43,35 @@ def test_every_corpus_pdf_has_the_catalog_the_whole_stream_parse_reads(
         monkeypatch: pytest.MonkeyPatch) -> None:
     packed = [p for p in PDFS if b"/ObjStm" in p.read_bytes()]
     assert len(packed) >= 4, packed  # the case this reader is for
+    parses = whole_stream_parses(monkeypatch)
     for path in PDFS:
-        assert _read(path) == whole_stream_read(path, monkeypatch), path
+        read = _read(path)
+        if path in packed:
+            assert parses == [], path  # read at the offsets, not parsed whole
+        assert read == whole_stream_read(path, monkeypatch), path
+        parses.clear()
+
+
+def whole_stream_parses(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Records each of pdfminer's whole-stream parses (PDFDocument._get_objects)."""
+    calls: list[object] = []
+    parse = pdfdocument.PDFDocument._get_objects
+
+    def recorded(self: pdfdocument.PDFDocument, stream: object) -> object:
+        calls.append(stream)
+        return parse(self, stream)
+
+    monkeypatch.setattr(pdfdocument.PDFDocument, "_get_objects", recorded)
+    return calls
 
 
 def test_a_catalog_packed_in_an_object_stream_gives_the_page_count_and_info(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "packed.pdf"
     path.write_bytes(object_stream_pdf(3, title="Packed"))
+    parses = whole_stream_parses(monkeypatch)
     catalog = read_catalog(path)
+    assert parses == []  # every object came out of the stream at its offset
     assert (catalog.pages, catalog.info["Title"], catalog.info["Producer"]) == (
         3, b"Packed", b"objstm")
     assert catalog == whole_stream_read(path, monkeypatch)
@@ -67,7 +87,10 @@ def test_a_damaged_stream_header_is_read_as_pdfminer_reads_it(
         header: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "damaged.pdf"
     path.write_bytes(object_stream_pdf(3, header=header.ljust(60) + b"\n"))
-    assert _read(path) == whole_stream_read(path, monkeypatch)
+    parses = whole_stream_parses(monkeypatch)
+    read = _read(path)
+    assert parses  # the header was not trusted: pdfminer parsed the stream whole
+    assert read == whole_stream_read(path, monkeypatch)
 
 
 def test_the_guards_bound_the_pages_of_a_pdf_whose_page_tree_is_packed(

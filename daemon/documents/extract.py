@@ -86,7 +86,7 @@ def extract(path: Path, ext: str, method: str = "", *, fast_doc: bool = True,
             return Extraction(text)
     with _sorted_errors(path, ext, method):
         if ext in PAYLOAD_EXTS and not method:
-            return Extraction(payload_text(path.read_bytes(), ext))
+            return Extraction(payload_text(_bytes_of(path, data), ext))
         if ext == "ps" and postscript_seconds is not None:
             return Extraction(without_service_paths(_postscript(path, postscript_seconds), path))
         if ext == "docx" and not method and (
@@ -94,7 +94,7 @@ def extract(path: Path, ext: str, method: str = "", *, fast_doc: bool = True,
             return Extraction(without_service_paths(_as_textract_encodes(body), path),
                               container=container)
         if ext == "msg" and not method and (
-                message := outlook.read(path.read_bytes() if data is None else data)):
+                message := outlook.read(_bytes_of(path, data))):
             shown = _as_textract_encodes(textract_decoded(message.raw))
             return Extraction(without_service_paths(shown, path), container=message.ole)
         if ext == "pptx" and not method and (
@@ -132,7 +132,7 @@ def _textract_process(path: Path, ext: str, kwargs: dict[str, str],
         return textract.process(str(path), extension=ext, **kwargs)
     parser = parser_class()
     if issubclass(parser_class, DecodedParser):  # eml, html, ...: parsed in this process
-        decoded = textract_decoded(path.read_bytes() if data is None else data)
+        decoded = textract_decoded(_bytes_of(path, data))
         text = parser.extract_from_text(decoded, **kwargs)
     else:  # BaseParser.process_source: a path in, bytes or text out
         raw = parser.extract(str(path), **kwargs)
@@ -150,6 +150,11 @@ def _parser_class(ext: str) -> type[BaseParser] | None:
     except ImportError:
         return None
     return getattr(module, "Parser", None)
+
+
+def _bytes_of(path: Path, data: bytes | None) -> bytes:
+    """The document's bytes: the caller's when it holds them, else the file's."""
+    return path.read_bytes() if data is None else data
 
 
 def _as_textract_encodes(text: str) -> str:

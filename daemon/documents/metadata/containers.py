@@ -72,9 +72,9 @@ def read_odf(path: Path, found: Found, container: zipfile.ZipFile | None = None)
 def read_epub(path: Path, found: Found, container: zipfile.ZipFile | None = None) -> None:
     """The <metadata> of the OPF package META-INF/container.xml names."""
     with opened(path, container) as zf:
-        container = read_part(zf, "META-INF/container.xml")
-        rootfile = next((el.get("full-path") for el in container.iter()
-                         if local_name(el) == "rootfile"), None) if container is not None else None
+        manifest = read_part(zf, "META-INF/container.xml")
+        rootfile = next((el.get("full-path") for el in manifest.iter()
+                         if local_name(el) == "rootfile"), None) if manifest is not None else None
         package = read_part(zf, rootfile) if rootfile else None
     if package is None:
         return
