@@ -12,13 +12,16 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlencode
 
 import aiohttp
@@ -28,6 +31,7 @@ import textract
 
 from bench.workload import digest
 from daemon.config import ROOT
+from devtools.redis_server import RedisServer
 from devtools.stack import Stack, free_port, wait_for
 
 
@@ -89,19 +93,16 @@ def compare(ceiling_slices: list[Slice], service_slices: list[Slice]) -> dict:
                           if service["cpu_ms_per_doc"] else 0.0)}
 
 
-def interleaved(passes: int, other_run: Callable[[], Slice],
-                service_run: Callable[[], Slice]) -> tuple[list[Slice], list[Slice]]:
-    """Alternate the other arm (the ceiling, or Celery) and the service (O S, S O, O S,
-    ...) so a change in the machine's load between slices falls on both arms alike."""
-    other_slices, service_slices = [], []
+def interleaved(passes: int, *runs: Callable[[], Slice]) -> tuple[list[Slice], ...]:
+    """Alternate the arms (the ceiling or Celery, the service, maybe a floor) forwards
+    and backwards (O S, S O, O S, ...) so a change in the machine's load between slices
+    falls on every arm alike. A list of slices per arm, in the order given."""
+    slices: list[list[Slice]] = [[] for _ in runs]
     for n in range(passes):
-        order = ("o", "s") if n % 2 == 0 else ("s", "o")
+        order = range(len(runs)) if n % 2 == 0 else reversed(range(len(runs)))
         for which in order:
-            if which == "o":
-                other_slices.append(other_run())
-            else:
-                service_slices.append(service_run())
-    return other_slices, service_slices
+            slices[which].append(runs[which]())
+    return tuple(slices)
 
 
 # --- the ceiling: textract in a plain pool --------------------------------------------
@@ -237,16 +238,29 @@ def service(stack: Stack) -> HttpArm:
 
 
 class Floor:
-    """`bench.floor` (a bare aiohttp app, no service behind it) in a process of its own."""
+    """`bench.floor` (a bare aiohttp app, no service behind it) in a process of its own;
+    or, with `shape`, `bench.shape_floor` (the least a service of this shape does) with
+    its workers and a redis-server of its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, shape: int = 0) -> None:
+        """`shape`: the shape floor's worker count; 0 for the bare HTTP floor."""
         self.url = f"http://127.0.0.1:{free_port()}"
         self.api_key = ""
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.floor", self.url.rsplit(":", 1)[1]], cwd=ROOT,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.redis: RedisServer | None = None
+        port = self.url.rsplit(":", 1)[1]
+        command = [sys.executable, "-m", "bench.floor", port]
+        if shape:
+            self.redis = RedisServer(Path(tempfile.mkdtemp(prefix="txd-shape-"))).start()
+            command = [sys.executable, "-m", "bench.shape_floor", port,
+                       str(self.redis.socket), str(shape)]
+        self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
         wait_for(self._answers, 30, "the floor app")
-        self.arm = HttpArm(self, [psutil.Process(self.process.pid)])
+        app = psutil.Process(self.process.pid)
+        procs = [app, *app.children()]
+        if self.redis and self.redis.process:
+            procs.append(psutil.Process(self.redis.process.pid))
+        self.arm = HttpArm(self, procs)
 
     def _answers(self) -> bool:
         with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/health",
@@ -257,4 +271,9 @@ class Floor:
     def close(self) -> None:
         self.process.terminate()
         self.process.wait(10)
-
+        for proc in self.arm.procs[1:]:  # its workers, if they outlived it; then redis
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+                proc.wait(10)
+        if self.redis:
+            shutil.rmtree(self.redis.root, ignore_errors=True)

@@ -81,7 +81,7 @@ def phase_corpus(work: Workload, ceiling: Ceiling, service: HttpArm, corpus: Pat
             "per_format": per_format, "text_mismatches": sorted(mismatches)}
 
 
-def phase_tiny(work: Workload, ceiling: Ceiling, service: HttpArm,
+def phase_tiny(work: Workload, ceiling: Ceiling, service: HttpArm, workers: int,
                spool: Path) -> dict:
     data = tiny_text(work.tiny_bytes)
     path = spool / "tiny.txt"
@@ -93,20 +93,26 @@ def phase_tiny(work: Workload, ceiling: Ceiling, service: HttpArm,
         slices, lambda: ceiling.run([(str(path), {})] * per_slice),
         lambda: service.run([body] * per_slice, work.in_flight))
     result = {"jobs": per_slice * slices, **compare(c_slices, s_slices)}
-    floor = Floor()
-    try:
-        floor_arm = arm([floor.arm.run([body] * per_slice, work.in_flight)
-                         for _ in range(slices)])
-    finally:
-        floor.close()
+    floor_arm, shape_arm = (_floor_arm(Floor(shape), [body] * per_slice, work.in_flight,
+                                       slices) for shape in (0, workers))
     # A service of this shape does at least the floor's work and textract's: the best
     # CPU ratio it could reach, with nothing of its own (no Redis, no queue, no logs).
     textract_cpu = result["ceiling"]["cpu_ms_per_doc"]
     floor_arm["best_cpu_ratio"] = textract_cpu / (textract_cpu + floor_arm["cpu_ms_per_doc"])
-    # What is ours in a tiny job's CPU: all of it but textract's and the HTTP floor's.
+    # What is ours in a tiny job's CPU: all of it but textract's and the HTTP floor's;
+    # of it, the shape's floor (bench/shape_floor.py) costs at least its Redis hop.
     overhead = (result["service"]["cpu_ms_per_doc"] - textract_cpu
                 - floor_arm["cpu_ms_per_doc"])
-    return result | {"floor": floor_arm, "overhead_ms_per_job": overhead}
+    shape_arm["hop_ms_per_job"] = shape_arm["cpu_ms_per_doc"] - floor_arm["cpu_ms_per_doc"]
+    return result | {"floor": floor_arm, "shape_floor": shape_arm,
+                     "overhead_ms_per_job": overhead}
+
+
+def _floor_arm(floor: Floor, requests: list, in_flight: int, slices: int) -> dict:
+    try:
+        return arm([floor.arm.run(requests, in_flight) for _ in range(slices)])
+    finally:
+        floor.close()
 
 
 def phase_celery(work: Workload, service: HttpArm, workers: int, corpus: Path) -> dict:
@@ -121,10 +127,20 @@ def phase_celery(work: Workload, service: HttpArm, workers: int, corpus: Path) -
         body = (*multipart_body("tiny.txt", data), {"wait": 60})
         slices = 4
         per_slice = work.tiny_jobs // slices
-        k_slices, s_slices = interleaved(
-            slices, lambda: celery.run([(data, "tiny.txt", {})] * per_slice, work.in_flight),
-            lambda: service.run([body] * per_slice, work.in_flight))
+        shape = Floor(workers)
+        try:
+            k_slices, s_slices, f_slices = interleaved(
+                slices,
+                lambda: celery.run([(data, "tiny.txt", {})] * per_slice, work.in_flight),
+                lambda: service.run([body] * per_slice, work.in_flight),
+                lambda: shape.arm.run([body] * per_slice, work.in_flight))
+        finally:
+            shape.close()
         tiny = {"jobs": per_slice * slices, **_versus_celery(k_slices, s_slices)}
+        # How far the shape itself, with nothing of ours, gets past Celery on this machine.
+        tiny["shape_floor"] = arm(f_slices)
+        tiny["shape_floor_ratio"] = (tiny["shape_floor"]["rate"] / tiny["celery"]["rate"]
+                                     if tiny["celery"]["rate"] else 0.0)
         docs = corpus_docs(work.light_only, corpus)
         tasks = [(d.path.read_bytes(), d.path.name, d.kwargs) for d in docs]
         bodies = [(*d.body(), {**d.query, "wait": 60}) for d in docs]
@@ -341,7 +357,7 @@ def run_once(stack: Stack, work: Workload, only: tuple[str, ...], workers: int,
             if "corpus" in only:
                 result["corpus"] = phase_corpus(work, ceiling, http, corpus)
             if "tiny" in only:
-                result["tiny"] = phase_tiny(work, ceiling, http, stack.root)
+                result["tiny"] = phase_tiny(work, ceiling, http, workers, stack.root)
         finally:
             ceiling.close()
     if "celery" in only:

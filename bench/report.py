@@ -52,7 +52,10 @@ def summarise(runs: list[dict]) -> dict:
                                ("tiny", "ceiling", "cpu_ms_per_doc"),
                                ("tiny", "service", "cpu_ms_per_doc"),
                                ("tiny", "floor", "rate"), ("tiny", "floor", "cpu_ms_per_doc"),
-                               ("tiny", "floor", "best_cpu_ratio")]:
+                               ("tiny", "floor", "best_cpu_ratio"),
+                               ("tiny", "shape_floor", "rate"),
+                               ("tiny", "shape_floor", "cpu_ms_per_doc"),
+                               ("tiny", "shape_floor", "hop_ms_per_job")]:
         out[f"{phase}_{arm}_{metric}"] = med(phase, arm, metric)
     out["corpus_ratio"] = med("corpus", "ratio")
     out["tiny_ratio"] = med("tiny", "ratio")
@@ -78,6 +81,8 @@ def summarise(runs: list[dict]) -> dict:
                 out[f"celery_{work}_{arm}_{metric}"] = med("celery", work, arm, metric)
         out[f"celery_{work}_ratio"] = med("celery", work, "ratio")
         out[f"celery_{work}_cpu_ratio"] = med("celery", work, "cpu_ratio")
+    out["celery_tiny_shape_floor_rate"] = med("celery", "tiny", "shape_floor", "rate")
+    out["celery_tiny_shape_floor_ratio"] = med("celery", "tiny", "shape_floor_ratio")
     out["scaling"] = _scaling_medians(runs)
     return out
 
@@ -156,6 +161,10 @@ def table(report: dict) -> str:
                  f(s["tiny_floor_best_cpu_ratio"], "{:.2f}x")),
              row("  our CPU ms per job (- both)", f(s["overhead_ms_per_job"], "{:.2f}"), "",
                  "", f"<= {targets['overhead_ms_per_job']:g} ms", "overhead_ms_per_job"),
+             row("  shape floor jobs/s, CPU ms/job", f(s["tiny_shape_floor_rate"]),
+                 f(s["tiny_shape_floor_cpu_ms_per_doc"], "{:.2f}")),
+             row("    its Redis hop (- HTTP floor)",
+                 f(s["tiny_shape_floor_hop_ms_per_job"], "{:.2f}"), ""),
              row("tiny, 32 per request jobs/s", f(s["batch_batch_rate"]),
                  f(s["batch_single_rate"]), f(s["batch_ratio"], "{:.2f}x"),
                  f">= {targets['batch_ratio']:g}x", "batch_ratio"),
@@ -224,6 +233,10 @@ def _celery_rows(s: dict, v: dict, last: dict, targets: dict, row, f) -> list[st
                       f(s[f"{key}_celery_p50_ms"])),
                   row("  latency ms p99", f(s[f"{key}_service_p99_ms"]),
                       f(s[f"{key}_celery_p99_ms"]))]
+        if work == "tiny" and s["celery_tiny_shape_floor_rate"] is not None:
+            lines.append(row("  shape floor jobs/s (vs Celery)",
+                             f(s["celery_tiny_shape_floor_rate"]), f(s["celery_tiny_celery_rate"]),
+                             f(s["celery_tiny_shape_floor_ratio"], "{:.2f}x")))
     if last["corpus"]["text_mismatches"]:
         lines.append(f"TEXT DIFFERS from Celery's: {last['corpus']['text_mismatches']}")
     return lines

@@ -87,6 +87,11 @@ def test_a_quick_run_measures_tiny_jobs_and_unloaded_latency(quick_report) -> No
     textract_cpu = tiny["ceiling"]["cpu_ms_per_doc"]
     assert floor["best_cpu_ratio"] == pytest.approx(
         textract_cpu / (textract_cpu + floor["cpu_ms_per_doc"]))
+    # The shape's floor answered every upload through its workers and its Redis.
+    shape = tiny["shape_floor"]
+    assert shape["count"] == shape["done"] == QUICK.tiny_jobs
+    assert shape["hop_ms_per_job"] == pytest.approx(
+        shape["cpu_ms_per_doc"] - floor["cpu_ms_per_doc"])
     latency = run["latency"]
     assert latency["failed"] == 0
     assert 0 < latency["p50_ms"] <= latency["p99_ms"]
@@ -153,6 +158,7 @@ def test_a_quick_run_reports_medians_verdicts_and_a_table(quick_report) -> None:
     assert meta["quick"] is True and meta["workers"] == 2 and meta["commit"]
     assert "docs) docs/s" in quick_report["_stdout"]
     assert "HTTP floor jobs/s" in quick_report["_stdout"]
+    assert "shape floor jobs/s, CPU ms/job" in quick_report["_stdout"]
     assert "JSON:" in quick_report["_stdout"]
 
 
@@ -177,9 +183,15 @@ def test_a_quick_run_measures_tiny_jobs_and_the_corpus_against_celery_in_the_sam
         assert quick_report["summary"][f"celery_{work}_ratio"] == pytest.approx(result["ratio"])
         assert isinstance(quick_report["verdicts"][f"celery_{work}_ratio"], bool)
     assert celery["tiny"]["jobs"] == QUICK.tiny_jobs
+    # The shape's floor ran in the same slices, and is set against Celery the same way.
+    shape = celery["tiny"]["shape_floor"]
+    assert shape["count"] == shape["done"] == QUICK.tiny_jobs
+    assert celery["tiny"]["shape_floor_ratio"] == pytest.approx(
+        shape["rate"] / celery["tiny"]["celery"]["rate"])
     assert celery["corpus"]["text_mismatches"] == []  # Celery's textract, the service's text
     out = quick_report["_stdout"]
     assert "against Celery 5 (prefork, 2 children" in out
+    assert "shape floor jobs/s (vs Celery)" in out
     ratio = quick_report["summary"]["celery_tiny_ratio"]
     assert re.search(rf"^tiny \({QUICK.tiny_jobs} x 1 KB\) jobs/s .* {ratio:.2f}x  >= 4x",
                      out, re.M)
