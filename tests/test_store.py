@@ -1,11 +1,18 @@
 """The job scripts the speed-ups rest on, straight against a real redis-server: TAKE
 reads and begins a job in one call, and FINISH carries a short result in its done
-message so a waiting api needs no read back."""
+message so a waiting api needs no read back; the api's client packs its commands in C
+and sends the same bytes."""
 
 from __future__ import annotations
 
-import orjson
+import asyncio
 
+import orjson
+from redis.asyncio.connection import Connection as AsyncConnection
+from redis.exceptions import DataError
+
+from daemon.config import Settings
+from daemon.connection import connect_async
 from daemon.store import (
     DONE_CHANNEL,
     DONE_MESSAGE_TEXT_MAX,
@@ -150,3 +157,36 @@ def test_redis_py_packs_and_parses_with_hiredis_as_installed() -> None:
     assert HIREDIS_AVAILABLE
     connection = client.connection_pool.make_connection()
     assert isinstance(connection._command_packer, redis.connection.HiredisRespSerializer)
+
+
+
+def test_the_apis_client_sends_each_argument_as_redis_pys_own_packing_would(
+        redis_server) -> None:
+    # SUBMIT's kinds of argument: text (not ASCII too), bytes, ints, floats as time.time()
+    # gives them. The api's client packs them with hiredis; the bytes must be the ones
+    # redis-py's own asyncio packing makes, and Redis must store what was given.
+    args = ("HSET", "probe", "name", "résumé.pdf", "payload", b"\x00\xff", "size", 1024,
+            "at", 1796157379.3079913, "ratio", 0.1)
+    client = connect_async(Settings(redis_url=redis_server.url))
+
+    async def run() -> tuple[list[bytes], dict, Exception | None]:
+        connection = await client.connection_pool.get_connection()
+        try:
+            packed = connection.pack_command(*args)
+        finally:
+            await client.connection_pool.release(connection)
+        await client.execute_command(*args)
+        stored = await client.hgetall("probe")
+        refused = None
+        try:
+            await client.set("probe:bool", True)  # type: ignore[arg-type]
+        except DataError as exc:  # as redis-py says it: Redis has no booleans
+            refused = exc
+        await client.aclose()
+        return packed, stored, refused
+
+    packed, stored, refused = asyncio.run(run())
+    assert b"".join(packed) == b"".join(AsyncConnection().pack_command(*args))
+    assert stored == {b"name": "résumé.pdf".encode(), b"payload": b"\x00\xff",
+                      b"size": b"1024", b"at": b"1796157379.3079913", b"ratio": b"0.1"}
+    assert isinstance(refused, DataError)
