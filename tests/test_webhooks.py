@@ -303,8 +303,10 @@ def test_a_sender_killed_mid_send_leaves_the_callback_to_the_next_one(
     receivers.append(receiver)
     job = submit(stack, receiver.url)
     wait_for(lambda: receiver.connections >= 1, 10, "the first try")
-    sender = [e["pid"] for e in stack.log_events("workers")
-              if e.get("event") == "callbacks.started"][-1]
+    # supervisord writes the sender's start line a moment after the sender has logged it.
+    sender = wait_for(lambda: [e["pid"] for e in stack.log_events("workers")
+                               if e.get("event") == "callbacks.started"], 10,
+                      "the sender's start line")[-1]
     receiver.mode = "ok"  # the next try is answered
     os.kill(sender, signal.SIGKILL)
     # The master starts another sender; the delivery is due again once its lease ends.
