@@ -81,7 +81,10 @@ class Waiters:
                     # No subscription: messages could be missed; check again shortly.
                     remaining = min(remaining, 0.5)
                 try:
-                    carried = await asyncio.wait_for(future, remaining)
+                    # asyncio.timeout, not wait_for: no waiter future and callback pair
+                    # per wait, on the path every waiting upload takes.
+                    async with asyncio.timeout(remaining):
+                        carried = await future
                 except TimeoutError:
                     if loop.time() >= deadline:
                         return await self.store.get(job_id)
