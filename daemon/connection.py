@@ -20,6 +20,7 @@ from redis.asyncio.sentinel import SentinelManagedConnection as AsyncSentinelCon
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
@@ -178,6 +179,66 @@ class _AsyncMasterConnection(_HiredisPacking, AsyncSentinelConnection):
         if not self.is_connected:
             await self.connect()
         await super().send_packed_command(command, check_health)
+
+
+def round_trip(client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """`commands` sent together on one of the client's connections: each reply in order,
+    or the ResponseError Redis answered it with (a NoScriptError is one).
+
+    What redis-py's Pipeline(transaction=False).execute(raise_on_error=False) does, with
+    the same connection (its Sentinel redial, health check and READONLY handling) and the
+    same retry, but without its per-command bookkeeping: about 45 of the 80 us of CPU
+    that a worker's FINISH-and-TAKE call cost in redis-py 8.1. Only for commands whose
+    replies redis-py passes through unparsed (EVALSHA)."""
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    packed = connection.pack_commands(commands)
+
+    def send_and_read() -> list[Any]:
+        connection.send_packed_command(packed)
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(connection.read_response())
+            except ResponseError as exc:  # the others are still to be read
+                replies.append(exc)
+        return replies
+
+    try:
+        # A dropped connection is closed before the next try, as redis-py's own
+        # failure handler does; the whole batch is then sent again.
+        return connection.retry.call_with_retry(send_and_read,
+                                                lambda _error: connection.disconnect())
+    finally:
+        pool.release(connection)
+
+
+async def round_trip_async(client: aredis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """The asyncio twin of `round_trip` (the api's SUBMIT): the same replies, the same
+    connection and retry as redis-py's own call, a third of its CPU. A cancelled wait
+    leaves no reply behind on a pooled connection: redis-py's connection closes itself
+    when a send or a read is cut short."""
+    pool = client.connection_pool
+    connection = await pool.get_connection()
+    packed = connection.pack_commands(commands)
+
+    async def send_and_read() -> list[Any]:
+        await connection.send_packed_command(packed)
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+        return replies
+
+    async def closed(_error: Exception) -> None:
+        await connection.disconnect()
+
+    try:
+        return await connection.retry.call_with_retry(send_and_read, closed)
+    finally:
+        await pool.release(connection)
 
 
 def connect(settings: Settings, *, fast_fail: bool = False) -> redis.Redis:

@@ -15,7 +15,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import NamedTuple, overload
+from typing import Any, NamedTuple, overload
 
 import orjson
 import redis
@@ -25,6 +25,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from daemon import lua
 from daemon.breaker import Outcome
 from daemon.config import Settings
+from daemon.connection import round_trip, round_trip_async
 from daemon.errors import PoisonDocument, QueueFull, ReplicationTimeout
 
 # --- names: the only place they are spelled -------------------------------------------
@@ -244,12 +245,50 @@ class Submitted(NamedTuple):
     cached: bool = False  # stored done at once, from the result cache
 
 
+class _Script:
+    """A job script as the workers run it, once or more per job: one EVALSHA through
+    `round_trip` rather than redis-py's whole command path, and through redis-py's
+    Script, which loads it, only when Redis no longer has it (restarted, or a
+    failover)."""
+
+    def __init__(self, client: redis.Redis, source: str) -> None:
+        self.client = client
+        self.script = client.register_script(source)
+        self.sha = self.script.sha
+
+    def __call__(self, keys: list, args: list) -> Any:
+        [reply] = round_trip(self.client, [("EVALSHA", self.sha, len(keys), *keys, *args)])
+        if isinstance(reply, NoScriptError):
+            return self.script(keys=keys, args=args)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+class _AsyncScript:
+    """The api's twin of `_Script`: one EVALSHA through `round_trip_async`."""
+
+    def __init__(self, client: aredis.Redis, source: str) -> None:
+        self.client = client
+        self.script = client.register_script(source)
+        self.sha = self.script.sha
+
+    async def __call__(self, keys: list, args: list) -> Any:
+        [reply] = await round_trip_async(
+            self.client, [("EVALSHA", self.sha, len(keys), *keys, *args)])
+        if isinstance(reply, NoScriptError):
+            return await self.script(keys=keys, args=args)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
 class AsyncJobStore:
     def __init__(self, client: aredis.Redis, settings: Settings) -> None:
         self.client = client
         self.settings = settings
-        self._submit = client.register_script(lua.SUBMIT)
-        self._submit_many = client.register_script(lua.SUBMIT_MANY)
+        self._submit = _AsyncScript(client, lua.SUBMIT)
+        self._submit_many = _AsyncScript(client, lua.SUBMIT_MANY)
         self._delete = client.register_script(lua.DELETE)
 
     async def submit(self, record: dict[str, str], payload: bytes | bytearray,
@@ -467,14 +506,14 @@ class JobStore:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client
         self.settings = settings
-        self._begin = client.register_script(lua.BEGIN)
-        self._begin_page = client.register_script(lua.BEGIN_PAGE)
-        self._take = client.register_script(lua.TAKE)
-        self._fan_out = client.register_script(lua.FAN_OUT)
-        self._finish_page = client.register_script(lua.FINISH_PAGE)
-        self._finish = client.register_script(lua.FINISH)
-        self._retry = client.register_script(lua.RETRY)
-        self._promote = client.register_script(lua.PROMOTE)
+        self._begin = _Script(client, lua.BEGIN)
+        self._begin_page = _Script(client, lua.BEGIN_PAGE)
+        self._take = _Script(client, lua.TAKE)
+        self._fan_out = _Script(client, lua.FAN_OUT)
+        self._finish_page = _Script(client, lua.FINISH_PAGE)
+        self._finish = _Script(client, lua.FINISH)
+        self._retry = _Script(client, lua.RETRY)
+        self._promote = _Script(client, lua.PROMOTE)
 
     # reading ---------------------------------------------------------------------------
     def read(self, consumer: str, block_ms: int, *, own_pending: bool = False) -> list[Delivery]:
@@ -555,17 +594,16 @@ class JobStore:
         """finish(), then take() for `consumer`, in one round trip: while work is queued
         a job costs the child one call to Redis, not two.
 
-        EVALSHA straight into the pipeline (a registered Script would first ask SCRIPT
+        Both EVALSHA in one round trip (a registered Script would first ask SCRIPT
         EXISTS, a round trip of its own). A script Redis no longer has (restarted, or a
         failover) is run again through its Script, which loads it; a take that failed
         otherwise (a group lost in a failover) is left to the next turn's take(), which
         mends the group."""
         finish_call, take_call = (self._finish_call(delivery, result, outcome, False),
                                   self._take_call(consumer))
-        with self.client.pipeline(transaction=False) as pipe:
-            for script, call in ((self._finish, finish_call), (self._take, take_call)):
-                pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
-            finished, taken = pipe.execute(raise_on_error=False)
+        finished, taken = round_trip(self.client, [
+            ("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args)
+            for script, call in ((self._finish, finish_call), (self._take, take_call))])
         if isinstance(finished, NoScriptError):
             finished = self._finish(keys=finish_call.keys, args=finish_call.args)
         elif isinstance(finished, Exception):
