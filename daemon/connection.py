@@ -153,9 +153,9 @@ class _MasterConnection(SentinelManagedConnection):
 
 class _HiredisPacking:
     """Commands packed by hiredis, in C, as redis-py's blocking client already does: its
-    asyncio connections pack each argument in Python, a tenth of the api's CPU on a tiny
-    job (SUBMIT carries the job record as some thirty arguments). Same bytes out, same
-    DataError for an argument Redis cannot take."""
+    asyncio connections pack each argument in Python, and SUBMIT carries the job record
+    as some thirty arguments (the api's CPU per tiny job, A/B: about 0.03 ms less of
+    0.57). Same bytes out, same DataError for an argument Redis cannot take."""
 
     _serializer = HiredisRespSerializer()
 
@@ -215,9 +215,9 @@ def round_trip(client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any
 
 async def round_trip_async(client: aredis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
     """The asyncio twin of `round_trip` (the api's SUBMIT): the same replies, the same
-    connection and retry as redis-py's own call, a third of its CPU. A cancelled wait
-    leaves no reply behind on a pooled connection: redis-py's connection closes itself
-    when a send or a read is cut short."""
+    connection and retry as redis-py's own call, for less of its CPU (the api per tiny
+    job, A/B: 0.545 -> 0.535 ms). A cancelled wait leaves no reply behind on a pooled
+    connection: redis-py's connection closes itself when a send or a read is cut short."""
     pool = client.connection_pool
     connection = await pool.get_connection()
     packed = connection.pack_commands(commands)
