@@ -18,10 +18,13 @@ from daemon.store import (
     DONE_MESSAGE_TEXT_MAX,
     GROUP,
     STREAM,
+    AsyncJobStore,
     JobStore,
+    Submitted,
     breaker_key,
     job_key,
     parse_done_message,
+    payload_key,
 )
 from devtools.stack import wait_for
 from tests.conftest import queue_job
@@ -190,3 +193,46 @@ def test_the_apis_client_sends_each_argument_as_redis_pys_own_packing_would(
     assert stored == {b"name": "résumé.pdf".encode(), b"payload": b"\x00\xff",
                       b"size": b"1024", b"at": b"1796157379.3079913", b"ratio": b"0.1"}
     assert isinstance(refused, DataError)
+
+
+def test_a_job_script_runs_again_after_its_connection_was_killed_and_redis_forgot_it(
+        store: JobStore, redis_server) -> None:
+    first = queue_job(store, payload=b"one")
+    assert store.take("c-0") is not None  # the pooled connection is open now
+    second = queue_job(store, payload=b"two")
+    killer = redis_server.client()
+    killer.script_flush()
+    assert killer.client_kill_filter(_type="normal", skipme=True) >= 1
+
+    # One lean round trip: the dead connection is redialled under the client's retry,
+    # the lost script loaded again, and the job begun once.
+    taken = store.take("c-0")
+
+    assert taken is not None and taken[0].job_id == second and taken[1].payload == b"two"
+    assert store.client.hget(job_key(second), "attempts") == b"1"
+    assert store.client.hget(job_key(first), "state") == b"processing"
+    killer.close()
+
+
+def test_the_apis_submit_runs_again_after_its_connection_was_killed_and_redis_forgot_it(
+        redis_server) -> None:
+    settings = Settings(redis_url=redis_server.url)
+    client = connect_async(settings)
+    store = AsyncJobStore(client, settings)
+    killer = redis_server.client()
+    record = {"id": "", "state": "queued", "attempts": "0", "ext": "txt", "family": "python",
+              "method": "", "created_at": "1"}
+
+    async def run() -> list[Submitted]:
+        submitted = [await store.submit(record | {"id": "job-1"}, b"one")]
+        killer.script_flush()
+        assert killer.client_kill_filter(_type="normal", skipme=True) >= 1
+        submitted.append(await store.submit(record | {"id": "job-2"}, b"two"))
+        await client.aclose()
+        return submitted
+
+    one, two = asyncio.run(run())
+    assert one.entry_id and two.entry_id and one.entry_id != two.entry_id
+    assert killer.get(payload_key("job-2")) == b"two"
+    assert killer.xlen(STREAM) == 2
+    killer.close()
