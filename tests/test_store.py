@@ -176,6 +176,9 @@ def test_the_apis_client_sends_each_argument_as_redis_pys_own_packing_would(
         connection = await client.connection_pool.get_connection()
         try:
             packed = connection.pack_command(*args)
+            # An upload's payload is sent as it is, not copied into one packed string.
+            big = b"%PDF-" + bytes(100_000)
+            assert any(chunk is big for chunk in connection.pack_command("SET", "k", big))
         finally:
             await client.connection_pool.release(connection)
         await client.execute_command(*args)
