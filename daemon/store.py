@@ -15,7 +15,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, NamedTuple, overload
+from typing import Any, NamedTuple, cast, overload
 
 import orjson
 import redis
@@ -251,36 +251,36 @@ class _Script:
     Script, which loads it, only when Redis no longer has it (restarted, or a
     failover)."""
 
-    def __init__(self, client: redis.Redis, source: str) -> None:
+    def __init__(self, client: redis.Redis | aredis.Redis, source: str) -> None:
         self.client = client
         self.script = client.register_script(source)
-        self.sha = self.script.sha
+
+    def command(self, keys: list, args: list) -> tuple[Any, ...]:
+        return ("EVALSHA", self.script.sha, len(keys), *keys, *args)
 
     def __call__(self, keys: list, args: list) -> Any:
-        [reply] = round_trip(self.client, [("EVALSHA", self.sha, len(keys), *keys, *args)])
+        [reply] = round_trip(cast(redis.Redis, self.client), [self.command(keys, args)])
         if isinstance(reply, NoScriptError):
             return self.script(keys=keys, args=args)
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
+        return _answered(reply)
 
 
-class _AsyncScript:
-    """The api's twin of `_Script`: one EVALSHA through `round_trip_async`."""
-
-    def __init__(self, client: aredis.Redis, source: str) -> None:
-        self.client = client
-        self.script = client.register_script(source)
-        self.sha = self.script.sha
+class _AsyncScript(_Script):
+    """The api's `_Script`: the same EVALSHA through `round_trip_async`."""
 
     async def __call__(self, keys: list, args: list) -> Any:
-        [reply] = await round_trip_async(
-            self.client, [("EVALSHA", self.sha, len(keys), *keys, *args)])
+        [reply] = await round_trip_async(cast(aredis.Redis, self.client),
+                                         [self.command(keys, args)])
         if isinstance(reply, NoScriptError):
             return await self.script(keys=keys, args=args)
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
+        return _answered(reply)
+
+
+def _answered(reply: Any) -> Any:
+    """A script's reply, or the error Redis answered with, raised."""
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
 
 
 class AsyncJobStore:
@@ -602,12 +602,11 @@ class JobStore:
         finish_call, take_call = (self._finish_call(delivery, result, outcome, False),
                                   self._take_call(consumer))
         finished, taken = round_trip(self.client, [
-            ("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args)
-            for script, call in ((self._finish, finish_call), (self._take, take_call))])
-        if isinstance(finished, NoScriptError):
-            finished = self._finish(keys=finish_call.keys, args=finish_call.args)
-        elif isinstance(finished, Exception):
-            raise finished
+            self._finish.command(finish_call.keys, finish_call.args),
+            self._take.command(take_call.keys, take_call.args)])
+        if isinstance(finished, NoScriptError):  # Redis lost it: loaded again, and run
+            finished = self._finish.script(keys=finish_call.keys, args=finish_call.args)
+        finished = _answered(finished)
         if isinstance(taken, ResponseError):
             return Settled.from_reply(finished), None
         if isinstance(taken, Exception):
