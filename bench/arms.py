@@ -257,10 +257,10 @@ class Floor:
                                         stderr=subprocess.DEVNULL)
         wait_for(self._answers, 30, "the floor app")
         app = psutil.Process(self.process.pid)
-        procs = [app, *app.children()]
-        if self.redis and self.redis.process:
-            procs.append(psutil.Process(self.redis.process.pid))
-        self.arm = HttpArm(self, procs)
+        self.workers = app.children()  # the shape floor's; none for the bare floor
+        redis_procs = ([psutil.Process(self.redis.process.pid)]
+                       if self.redis and self.redis.process else [])
+        self.arm = HttpArm(self, [app, *self.workers, *redis_procs])
 
     def _answers(self) -> bool:
         with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/health",
@@ -271,9 +271,10 @@ class Floor:
     def close(self) -> None:
         self.process.terminate()
         self.process.wait(10)
-        for proc in self.arm.procs[1:]:  # its workers, if they outlived it; then redis
+        for worker in self.workers:  # daemonic, but a worker blocked in Redis may linger
             with contextlib.suppress(psutil.Error):
-                proc.terminate()
-                proc.wait(10)
+                worker.terminate()
+                worker.wait(10)
         if self.redis:
+            self.redis.stop()
             shutil.rmtree(self.redis.root, ignore_errors=True)

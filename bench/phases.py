@@ -93,8 +93,8 @@ def phase_tiny(work: Workload, ceiling: Ceiling, service: HttpArm, workers: int,
         slices, lambda: ceiling.run([(str(path), {})] * per_slice),
         lambda: service.run([body] * per_slice, work.in_flight))
     result = {"jobs": per_slice * slices, **compare(c_slices, s_slices)}
-    floor_arm, shape_arm = (_floor_arm(Floor(shape), [body] * per_slice, work.in_flight,
-                                       slices) for shape in (0, workers))
+    floor_arm = _floor_arm(Floor(), [body] * per_slice, work.in_flight, slices)
+    shape_arm = _floor_arm(Floor(workers), [body] * per_slice, work.in_flight, slices)
     # A service of this shape does at least the floor's work and textract's: the best
     # CPU ratio it could reach, with nothing of its own (no Redis, no queue, no logs).
     textract_cpu = result["ceiling"]["cpu_ms_per_doc"]
